@@ -1,0 +1,103 @@
+/**
+ * The HTTP application as one Fastify instance: infrastructure plugins first, then the feature
+ * modules. Tests build it with `buildApp(ctx)` and drive it with `inject` — no listening socket.
+ */
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import fp from 'fastify-plugin';
+import helmet from '@fastify/helmet';
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { AppContext } from './context.js';
+import { Problem } from './lib/schemas.js';
+import authPlugin from './plugins/auth.js';
+import errorsPlugin from './plugins/errors.js';
+import observabilityPlugin from './plugins/observability.js';
+import usersRoutes from './modules/users/routes.js';
+import appointmentsRoutes from './modules/appointments/routes.js';
+import sessionsRoutes from './modules/sessions/routes.js';
+import chatRoutes from './modules/chat/routes.js';
+import billingRoutes from './modules/billing/routes.js';
+import opsRoutes from './modules/ops/routes.js';
+import realtimeGateway from './realtime/gateway.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    ctx: AppContext;
+  }
+}
+
+export type App = FastifyInstance;
+
+/** Upper bound for any JSON body; chat messages are ≤ 1000 characters. */
+export const BODY_LIMIT_BYTES = 64 * 1024;
+
+export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOptions['loggerInstance'] } = {}) {
+  const app = Fastify({
+    loggerInstance: opts.logger ?? ctx.log,
+    bodyLimit: BODY_LIMIT_BYTES,
+    // Clients may pass their own request id for tracing; otherwise one is generated.
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    trustProxy: false,
+    ajv: {
+      customOptions: {
+        // No coercion: "5" is not 5. Unknown fields are rejected by additionalProperties: false.
+        coerceTypes: false,
+        removeAdditional: false,
+        allErrors: false,
+      },
+    },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  await app.register(
+    fp(
+      async (instance) => {
+        instance.decorate('ctx', ctx);
+      },
+      { name: 'context' },
+    ),
+  );
+  app.addSchema(Problem);
+  app.addHook('onSend', async (req, reply) => {
+    reply.header('x-request-id', req.id);
+  });
+
+  await app.register(helmet, {
+    // The /docs UI and the /ops page ship their own scripts; CSP is set per page there.
+    contentSecurityPolicy: false,
+    crossOriginEmbedderPolicy: false,
+  });
+  await app.register(rateLimit, { global: false });
+  await app.register(errorsPlugin);
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'sessiongate',
+        version: '0.1.0',
+        description: 'Session-gated telemedicine consultations: appointments, sessions, chat, billing.',
+      },
+      components: {
+        securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
+      },
+      security: [{ bearer: [] }],
+    },
+    refResolver: { buildLocalReference: (json, _base, _frag, i) => String(json.$id ?? `def-${i}`) },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(authPlugin);
+  await app.register(observabilityPlugin);
+
+  await app.register(usersRoutes);
+  await app.register(appointmentsRoutes);
+  await app.register(sessionsRoutes);
+  await app.register(chatRoutes);
+  await app.register(billingRoutes);
+  await app.register(opsRoutes);
+  await app.register(realtimeGateway);
+
+  return app;
+}

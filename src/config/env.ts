@@ -1,0 +1,142 @@
+/**
+ * Configuration: one schema, parsed once at boot from the environment (and `.env`), frozen.
+ * Every invalid variable is reported in one error so an operator fixes them all in one go.
+ * Feature flags are not here: they can change at run time (SIGHUP) — see `flags.ts`.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { parse as parseDotenv } from 'dotenv';
+import { FLAG_NAMES, parseBooleanValue } from './flag-values.js';
+
+export interface Config {
+  port: number;
+  host: string;
+  databaseUrl: string | null;
+  dataDir: string;
+  jwtSecret: string | null;
+  jwksUrl: string | null;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  runWorker: boolean;
+  dbPoolSize: number;
+  textSessionResponseWindowSeconds: number;
+  sessionJoinWindowMinutes: number;
+  callRingTimeoutSeconds: number;
+  autoStartMaxLatenessMinutes: number;
+  autoStartMaxAttempts: number;
+  autoStartIntervalSeconds: number;
+  autoStartBatchSize: number;
+  billingTickSeconds: number;
+  payoutRateMwkMinor: number;
+  payoutRateUsdMinor: number;
+  shutdownTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Source = Record<string, string | undefined>;
+
+/** Reads `.env` (if present) without touching process.env; the real environment wins over it. */
+export function readDotenv(path = '.env'): Record<string, string> {
+  if (!existsSync(path)) return {};
+  return parseDotenv(readFileSync(path));
+}
+
+/** The environment as the service sees it: `.env` values under the real environment. */
+export function effectiveEnv(env: Source = process.env, dotenvPath = '.env'): Source {
+  return { ...readDotenv(dotenvPath), ...env };
+}
+
+class Reader {
+  readonly problems: string[] = [];
+  constructor(private readonly src: Source) {}
+
+  private raw(name: string): string | undefined {
+    const v = this.src[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  }
+
+  string(name: string, fallback: string): string;
+  string(name: string, fallback: null): string | null;
+  string(name: string, fallback: string | null): string | null {
+    return this.raw(name) ?? fallback;
+  }
+
+  int(name: string, fallback: number, min: number, max: number): number {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
+      this.problems.push(`${name} must be a whole number from ${min} to ${max} (got "${v}")`);
+      return fallback;
+    }
+    return Number(v);
+  }
+
+  bool(name: string, fallback: boolean): boolean {
+    const v = parseBooleanValue(this.src[name]);
+    if (v === 'invalid') {
+      this.problems.push(`${name} must be one of true/false/1/0/yes/no/on/off (got "${this.src[name]}")`);
+      return fallback;
+    }
+    return v ?? fallback;
+  }
+
+  oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    if (!allowed.includes(v as T)) {
+      this.problems.push(`${name} must be one of ${allowed.join(', ')} (got "${v}")`);
+      return fallback;
+    }
+    return v as T;
+  }
+}
+
+/**
+ * Parses the configuration. `defaults.runWorker` differs by process role: `npm start` runs the
+ * worker beside the API, `sessiongate serve` does not unless RUN_WORKER says so.
+ */
+export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?: boolean } = {}): Config {
+  const r = new Reader(src);
+  const databaseUrl = r.string('DATABASE_URL', null);
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    r.problems.push('DATABASE_URL must start with postgres:// or postgresql://');
+  }
+  const jwtSecret = r.string('JWT_SECRET', null);
+  if (jwtSecret !== null && jwtSecret.length < 32) {
+    r.problems.push('JWT_SECRET must be at least 32 characters');
+  }
+  if (databaseUrl && !jwtSecret && !r.string('JWKS_URL', null)) {
+    r.problems.push('JWT_SECRET (or JWKS_URL) is required when DATABASE_URL is set');
+  }
+  // Flags are validated here too, so a bad value stops the process at boot with its name.
+  for (const name of FLAG_NAMES) r.bool(name, false);
+
+  const config: Config = {
+    port: r.int('PORT', 3000, 0, 65535),
+    host: r.string('HOST', '127.0.0.1'),
+    databaseUrl,
+    dataDir: r.string('DATA_DIR', './data'),
+    jwtSecret,
+    jwksUrl: r.string('JWKS_URL', null),
+    logLevel: r.oneOf('LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+    runWorker: r.bool('RUN_WORKER', defaults.runWorker ?? false),
+    dbPoolSize: r.int('DB_POOL_SIZE', 10, 1, 200),
+    textSessionResponseWindowSeconds: r.int('TEXT_SESSION_RESPONSE_WINDOW_SECONDS', 300, 10, 86_400),
+    sessionJoinWindowMinutes: r.int('SESSION_JOIN_WINDOW_MINUTES', 60, 1, 10_080),
+    callRingTimeoutSeconds: r.int('CALL_RING_TIMEOUT_SECONDS', 90, 5, 3_600),
+    autoStartMaxLatenessMinutes: r.int('AUTO_START_MAX_LATENESS_MINUTES', 1440, 1, 525_600),
+    autoStartMaxAttempts: r.int('AUTO_START_MAX_ATTEMPTS', 5, 1, 100),
+    autoStartIntervalSeconds: r.int('AUTO_START_INTERVAL_SECONDS', 30, 1, 3_600),
+    autoStartBatchSize: r.int('AUTO_START_BATCH_SIZE', 500, 1, 10_000),
+    billingTickSeconds: r.int('BILLING_TICK_SECONDS', 30, 1, 60),
+    payoutRateMwkMinor: r.int('PAYOUT_RATE_MWK_MINOR', 350_000, 0, 1_000_000_000),
+    payoutRateUsdMinor: r.int('PAYOUT_RATE_USD_MINOR', 300, 0, 1_000_000_000),
+    shutdownTimeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10_000, 100, 120_000),
+  };
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return Object.freeze(config);
+}

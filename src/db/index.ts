@@ -1,0 +1,91 @@
+/**
+ * The database: PostgreSQL when DATABASE_URL is set, otherwise embedded PGlite in DATA_DIR.
+ * Both speak the same SQL; the differences are contained here (connection handling, LISTEN).
+ */
+import { mkdirSync } from 'node:fs';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import pg from 'pg';
+import type { PGlite } from '@electric-sql/pglite';
+import { PGliteDialect } from './pglite-dialect.js';
+import type { DB } from './types.js';
+
+export type DatabaseKind = 'postgres' | 'pglite';
+
+export interface Database {
+  kind: DatabaseKind;
+  db: Kysely<DB>;
+  /** The PostgreSQL pool (postgres only): LISTEN connections and fault tests use it. */
+  pool: pg.Pool | null;
+  /** The embedded instance (pglite only). */
+  pglite: PGlite | null;
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+// int8 and numeric come back as strings from `pg`; our ids and minor units fit in doubles
+// (sequences stay far below 2^53), so they are parsed as numbers once, here.
+const INT8_OID = 20;
+const types = {
+  getTypeParser(oid: number, format?: 'text' | 'binary') {
+    if (oid === INT8_OID) return (v: string) => Number(v);
+    return pg.types.getTypeParser(oid, format);
+  },
+};
+
+export interface DatabaseOptions {
+  databaseUrl: string | null;
+  dataDir: string;
+  poolSize?: number;
+  /** Application name shown in pg_stat_activity (role of the process). */
+  applicationName?: string;
+}
+
+export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
+  if (opts.databaseUrl) {
+    const pool = new pg.Pool({
+      connectionString: opts.databaseUrl,
+      max: opts.poolSize ?? 10,
+      types,
+      application_name: opts.applicationName ?? 'sessiongate',
+      connectionTimeoutMillis: 5_000,
+      // A statement that hangs (a lock held by a crashed peer, a dead server) must fail, not
+      // hold a request forever.
+      statement_timeout: 30_000,
+      idleTimeoutMillis: 30_000,
+    });
+    // An idle client losing its connection (server restart, pg_terminate_backend) emits here;
+    // without a listener it would crash the process.
+    pool.on('error', () => {});
+    const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+    return {
+      kind: 'postgres',
+      db,
+      pool,
+      pglite: null,
+      ping: () => ping(db),
+      close: () => db.destroy(),
+    };
+  }
+  mkdirSync(opts.dataDir, { recursive: true });
+  const { PGlite } = await import('@electric-sql/pglite');
+  const pglite = new PGlite(opts.dataDir);
+  await pglite.waitReady;
+  const db = new Kysely<DB>({ dialect: new PGliteDialect(pglite) });
+  return {
+    kind: 'pglite',
+    db,
+    pool: null,
+    pglite,
+    ping: () => ping(db),
+    close: () => db.destroy(),
+  };
+}
+
+async function ping(db: Kysely<DB>): Promise<boolean> {
+  try {
+    await sql`select 1`.execute(db);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,9 @@
+/** Every migration, in order. Add a file and one line here; never edit an applied migration. */
+import * as initial from './20261126T1300_initial.js';
+
+export interface Migration {
+  name: string;
+  up: string;
+}
+
+export const migrations: Migration[] = [initial];

@@ -1,0 +1,48 @@
+/**
+ * Shared TypeBox schemas. Validation does not coerce types (a JSON body with "5" where a number
+ * belongs is a 400), so path and query ids are declared as strict digit strings and converted.
+ */
+import { Type, type Static, type TLiteral, type TSchema, type TUnion } from '@sinclair/typebox';
+
+export const IdString = Type.String({ pattern: '^[1-9][0-9]{0,15}$', description: 'A positive integer id' });
+export const Id = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER });
+export const IsoDateTime = Type.String({
+  format: 'date-time',
+  description: 'ISO-8601 with an offset, e.g. 2026-11-26T14:00:00+02:00',
+});
+export const NullableDateTime = Type.Union([Type.String({ format: 'date-time' }), Type.Null()]);
+
+export const IdParams = Type.Object({ id: IdString }, { additionalProperties: false });
+export type IdParams = Static<typeof IdParams>;
+
+export const Problem = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    detail: Type.String(),
+    success: Type.Literal(false),
+    error_code: Type.String(),
+    message: Type.String(),
+  },
+  { $id: 'Problem', additionalProperties: true, description: 'RFC 9457 problem details' },
+);
+
+export const ProblemRef = Type.Ref('Problem');
+
+/** `{ success: true, data }` envelope. */
+export const Ok = <T extends TSchema>(data: T) => Type.Object({ success: Type.Literal(true), data });
+
+/** The standard error responses every authenticated route can return. */
+export const errorResponses = {
+  '4xx': ProblemRef,
+  '5xx': ProblemRef,
+} as const;
+
+export const toId = (s: string): number => Number(s);
+export const iso = (d: Date | string | null | undefined): string | null =>
+  d == null ? null : (d instanceof Date ? d : new Date(d)).toISOString();
+
+/** A union of string literals from a const list (keeps the literal type). */
+export const Literals = <T extends string>(values: readonly T[]) =>
+  Type.Union(values.map((v) => Type.Literal(v))) as unknown as TUnion<TLiteral<T>[]>;

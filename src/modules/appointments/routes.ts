@@ -1,0 +1,148 @@
+/** Appointment booking and look-ups (SPEC §5). */
+import type { FastifyInstance } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Appointment } from '../../db/types.js';
+import { IdParams, Ok, errorResponses, iso, toId } from '../../lib/schemas.js';
+import { currentUser } from '../../plugins/auth.js';
+import { formatSessionContext } from '../sessions/context.js';
+import { sessionKindForModality, modalityForAppointmentType } from '../sessions/modality.js';
+import { AppointmentOut, AppointmentSessionOut, BookBody, ImportBody, ListQuery } from './schemas.js';
+import {
+  appointmentSession,
+  bookAppointment,
+  cancelAppointment,
+  confirmAppointment,
+  importAppointment,
+  listAppointments,
+  readableAppointment,
+  sessionContextOf,
+} from './service.js';
+
+/** The session context of a linked appointment, derived from its type (no extra query). */
+function linkedContext(a: Appointment): string | null {
+  if (a.session_id === null) return null;
+  const modality = modalityForAppointmentType(a.appointment_type);
+  return modality ? formatSessionContext(sessionKindForModality(modality), a.session_id) : null;
+}
+
+export const appointmentJson = (a: Appointment) => ({
+  id: a.id,
+  patient_id: a.patient_id,
+  doctor_id: a.doctor_id,
+  appointment_type: a.appointment_type,
+  scheduled_at: iso(a.scheduled_at)!,
+  duration_minutes: a.duration_minutes,
+  status: a.status,
+  session_id: a.session_id,
+  session_context: linkedContext(a),
+  reason: a.reason,
+  patient_timezone: a.patient_timezone,
+  created_at: iso(a.created_at)!,
+  updated_at: iso(a.updated_at)!,
+});
+
+export default async function appointmentsRoutes(fastify: FastifyInstance) {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const { db } = app.ctx;
+  const anyone = app.auth();
+  const one = { 200: Ok(AppointmentOut), ...errorResponses };
+
+  app.post(
+    '/api/appointments',
+    {
+      preHandler: app.auth(['patient']),
+      config: { rateLimit: { max: 60, timeWindow: '1 minute' } },
+      schema: { tags: ['appointments'], body: BookBody, response: { 201: Ok(AppointmentOut), ...errorResponses } },
+    },
+    async (req, reply) => {
+      const a = await bookAppointment(db, currentUser(req), req.body, app.ctx.now());
+      return reply.code(201).send({ success: true, data: appointmentJson(a) });
+    },
+  );
+
+  app.post(
+    '/api/admin/appointments',
+    {
+      preHandler: app.auth(['admin']),
+      schema: { tags: ['admin'], body: ImportBody, response: { 201: Ok(AppointmentOut), ...errorResponses } },
+    },
+    async (req, reply) => {
+      const a = await importAppointment(db, req.body);
+      return reply.code(201).send({ success: true, data: appointmentJson(a) });
+    },
+  );
+
+  app.get(
+    '/api/appointments',
+    {
+      preHandler: anyone,
+      schema: { tags: ['appointments'], querystring: ListQuery, response: { 200: Ok(Type.Array(AppointmentOut)), ...errorResponses } },
+    },
+    async (req) => {
+      const rows = await listAppointments(db, currentUser(req), {
+        status: req.query.status,
+        before: req.query.before ? Number(req.query.before) : undefined,
+        limit: Number(req.query.limit ?? 50),
+      });
+      return { success: true as const, data: rows.map(appointmentJson) };
+    },
+  );
+
+  app.get(
+    '/api/appointments/:id',
+    { preHandler: anyone, schema: { tags: ['appointments'], params: IdParams, response: one } },
+    async (req) => ({
+      success: true as const,
+      data: appointmentJson(await readableAppointment(db, currentUser(req), toId(req.params.id))),
+    }),
+  );
+
+  app.post(
+    '/api/appointments/:id/confirm',
+    { preHandler: app.auth(['doctor']), schema: { tags: ['appointments'], params: IdParams, response: one } },
+    async (req) => ({
+      success: true as const,
+      data: appointmentJson(await confirmAppointment(db, currentUser(req), toId(req.params.id))),
+    }),
+  );
+
+  app.post(
+    '/api/appointments/:id/cancel',
+    { preHandler: anyone, schema: { tags: ['appointments'], params: IdParams, response: one } },
+    async (req) => ({
+      success: true as const,
+      data: appointmentJson(await cancelAppointment(db, currentUser(req), toId(req.params.id))),
+    }),
+  );
+
+  app.get(
+    '/api/appointments/:id/session',
+    {
+      preHandler: anyone,
+      schema: {
+        tags: ['appointments'],
+        description: 'Poll this while chat answers SESSION_NOT_READY: session_id appears when the session starts.',
+        params: IdParams,
+        response: { 200: Ok(AppointmentSessionOut), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const { appointment: a, session: s } = await appointmentSession(db, currentUser(req), toId(req.params.id));
+      return {
+        success: true as const,
+        data: {
+          appointment_id: a.id,
+          session_id: s?.id ?? null,
+          session_context: sessionContextOf(s),
+          session_status: s?.status ?? null,
+          appointment_status: a.status,
+          status: a.status,
+          appointment_type: a.appointment_type,
+          scheduled_at: iso(a.scheduled_at)!,
+          doctor_response_deadline: iso(s?.doctor_response_deadline),
+        },
+      };
+    },
+  );
+}

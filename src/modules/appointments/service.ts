@@ -1,0 +1,199 @@
+/**
+ * Appointments: booking, confirmation, cancellation, look-ups. Status changes are conditional
+ * updates (`where status in (...)`), so two concurrent requests cannot both win; the doctor's
+ * slot is a partial unique index, so double booking is refused by the database.
+ */
+import { sql } from 'kysely';
+import type { Appointment, AppointmentStatus, Db, Executor, Session } from '../../db/types.js';
+import { DomainError, conflict, invalid, isUniqueViolation, notFound } from '../../lib/errors.js';
+import { assertCanRead, assertParticipant, type Actor } from '../access.js';
+import { formatSessionContext } from '../sessions/context.js';
+
+export const BOOKABLE_TYPES = ['text', 'audio', 'voice', 'video'] as const;
+export const FINAL_STATUSES: AppointmentStatus[] = ['completed', 'missed', 'expired', 'cancelled'];
+
+export async function getAppointment(db: Executor, id: number): Promise<Appointment | undefined> {
+  return db.selectFrom('appointments').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export async function getAppointmentOrThrow(db: Executor, id: number): Promise<Appointment> {
+  const a = await getAppointment(db, id);
+  if (!a) throw notFound('Appointment', { appointment_id: id });
+  return a;
+}
+
+/** Loads an appointment the actor may read (participant or admin), else 404/403. */
+export async function readableAppointment(db: Executor, actor: Actor, id: number): Promise<Appointment> {
+  const a = await getAppointmentOrThrow(db, id);
+  assertCanRead(actor, a);
+  return a;
+}
+
+function parseInstant(value: string, field: string): Date {
+  // Offsets are required: a time without a zone is how the original system mis-scheduled.
+  if (!/(Z|[+-]\d{2}:?\d{2})$/i.test(value)) throw invalid(`${field} must include a UTC offset (e.g. Z or +02:00)`);
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) throw invalid(`${field} is not a valid date-time`);
+  return d;
+}
+
+async function assertDoctor(db: Executor, doctorId: number): Promise<void> {
+  const doctor = await db.selectFrom('users').select(['id', 'role']).where('id', '=', doctorId).executeTakeFirst();
+  if (!doctor || doctor.role !== 'doctor') throw notFound('Doctor', { doctor_id: doctorId });
+}
+
+async function insertAppointment(db: Executor, values: Parameters<typeof baseInsert>[1]): Promise<Appointment> {
+  try {
+    return await baseInsert(db, values);
+  } catch (err) {
+    if (isUniqueViolation(err)) {
+      throw conflict('The doctor already has an appointment at that time', {
+        doctor_id: values.doctor_id,
+        scheduled_at: new Date(values.scheduled_at).toISOString(),
+      });
+    }
+    throw err;
+  }
+}
+
+function baseInsert(
+  db: Executor,
+  values: {
+    patient_id: number;
+    doctor_id: number;
+    appointment_type: string;
+    scheduled_at: Date;
+    status?: AppointmentStatus;
+    reason?: string | null;
+    duration_minutes?: number;
+    patient_timezone?: string | null;
+  },
+) {
+  return db.insertInto('appointments').values(values).returningAll().executeTakeFirstOrThrow();
+}
+
+export interface BookInput {
+  doctor_id: number;
+  scheduled_at: string;
+  appointment_type: (typeof BOOKABLE_TYPES)[number];
+  reason?: string;
+  duration_minutes?: number;
+}
+
+export async function bookAppointment(db: Db, patient: Actor & { timezone: string }, input: BookInput, now: Date) {
+  if (patient.role !== 'patient') throw new DomainError('FORBIDDEN', 'Only patients book appointments');
+  const at = parseInstant(input.scheduled_at, 'scheduled_at');
+  if (at.getTime() <= now.getTime()) throw invalid('scheduled_at must be in the future');
+  await assertDoctor(db, input.doctor_id);
+  return insertAppointment(db, {
+    patient_id: patient.id,
+    doctor_id: input.doctor_id,
+    appointment_type: input.appointment_type,
+    scheduled_at: at,
+    reason: input.reason ?? null,
+    duration_minutes: input.duration_minutes,
+    patient_timezone: patient.timezone,
+  });
+}
+
+export interface ImportInput {
+  patient_id: number;
+  doctor_id: number;
+  scheduled_at: string;
+  appointment_type: string;
+  status?: AppointmentStatus;
+  reason?: string;
+  duration_minutes?: number;
+}
+
+/** Admin import: any status and time (legacy data, demos, tests). Parties are still checked. */
+export async function importAppointment(db: Db, input: ImportInput) {
+  const at = parseInstant(input.scheduled_at, 'scheduled_at');
+  const patient = await db.selectFrom('users').select(['role', 'timezone']).where('id', '=', input.patient_id).executeTakeFirst();
+  if (!patient || patient.role !== 'patient') throw notFound('Patient', { patient_id: input.patient_id });
+  await assertDoctor(db, input.doctor_id);
+  return insertAppointment(db, {
+    patient_id: input.patient_id,
+    doctor_id: input.doctor_id,
+    appointment_type: input.appointment_type,
+    scheduled_at: at,
+    status: input.status ?? 'pending',
+    reason: input.reason ?? null,
+    duration_minutes: input.duration_minutes,
+    patient_timezone: patient.timezone,
+  });
+}
+
+/** pending → confirmed, by the appointment's doctor, before its time. */
+export async function confirmAppointment(db: Db, actor: Actor, id: number): Promise<Appointment> {
+  const a = await getAppointmentOrThrow(db, id);
+  if (assertParticipant(actor, a) !== 'doctor') throw new DomainError('FORBIDDEN', 'Only the appointment\'s doctor confirms it');
+  const updated = await db
+    .updateTable('appointments')
+    .set({ status: 'confirmed' })
+    .where('id', '=', id)
+    .where('status', '=', 'pending')
+    .where('scheduled_at', '>', sql<Date>`now()`)
+    .returningAll()
+    .executeTakeFirst();
+  if (updated) return updated;
+  const now = await getAppointmentOrThrow(db, id);
+  if (now.status === 'confirmed') return now; // idempotent
+  throw conflict(
+    now.status === 'pending' ? 'The appointment time has passed; it can no longer be confirmed' : `Cannot confirm a ${now.status} appointment`,
+    { appointment_id: id, status: now.status },
+  );
+}
+
+/** Any non-final → cancelled, by either participant. A started session is ended, not cancelled. */
+export async function cancelAppointment(db: Db, actor: Actor, id: number): Promise<Appointment> {
+  const a = await getAppointmentOrThrow(db, id);
+  assertParticipant(actor, a);
+  const updated = await db
+    .updateTable('appointments')
+    .set({ status: 'cancelled' })
+    .where('id', '=', id)
+    .where((eb) =>
+      eb.or([eb('status', 'in', ['pending', 'confirmed']), eb.and([eb('status', '=', 'in_progress'), eb('session_id', 'is', null)])]),
+    )
+    .returningAll()
+    .executeTakeFirst();
+  if (updated) return updated;
+  const now = await getAppointmentOrThrow(db, id);
+  if (now.status === 'cancelled') return now;
+  if (now.session_id !== null && now.status === 'in_progress') {
+    throw conflict('The consultation has started; end the session instead', {
+      appointment_id: id,
+      session_id: now.session_id,
+    });
+  }
+  throw conflict(`Cannot cancel a ${now.status} appointment`, { appointment_id: id, status: now.status });
+}
+
+export interface ListInput {
+  status?: AppointmentStatus;
+  before?: number;
+  limit: number;
+}
+
+export async function listAppointments(db: Executor, actor: Actor, input: ListInput): Promise<Appointment[]> {
+  let q = db.selectFrom('appointments').selectAll().orderBy('id', 'desc').limit(input.limit);
+  if (actor.role === 'patient') q = q.where('patient_id', '=', actor.id);
+  if (actor.role === 'doctor') q = q.where('doctor_id', '=', actor.id);
+  if (input.status) q = q.where('status', '=', input.status);
+  if (input.before) q = q.where('id', '<', input.before);
+  return q.execute();
+}
+
+/** The appointment with its session (if any), for `GET /api/appointments/{id}/session`. */
+export async function appointmentSession(db: Executor, actor: Actor, id: number) {
+  const a = await readableAppointment(db, actor, id);
+  const s: Session | undefined = a.session_id
+    ? await db.selectFrom('sessions').selectAll().where('id', '=', a.session_id).executeTakeFirst()
+    : undefined;
+  return { appointment: a, session: s ?? null };
+}
+
+export function sessionContextOf(s: Pick<Session, 'kind' | 'id'> | null): string | null {
+  return s ? formatSessionContext(s.kind, s.id) : null;
+}

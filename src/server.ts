@@ -1,0 +1,83 @@
+/**
+ * The process: configuration, logger, database, HTTP listener, optional worker, signals and
+ * graceful shutdown. `npm start` runs this file (API + worker); `sessiongate serve` and
+ * `sessiongate worker` call `runServer` / `runWorkerProcess` with their roles.
+ */
+import { pathToFileURL } from 'node:url';
+import closeWithGrace from 'close-with-grace';
+import { buildApp } from './app.js';
+import { ConfigError, effectiveEnv, loadConfig, type Config } from './config/env.js';
+import { PHASE_NAMES } from './config/flag-values.js';
+import { closeContext, createContext, type AppContext } from './context.js';
+import { JOBS } from './modules/jobs/index.js';
+import { startWorker, type Worker } from './modules/jobs/scheduler.js';
+import { createBusFor } from './realtime/create-bus.js';
+
+function logFlags(ctx: AppContext, reason: string) {
+  const phase = ctx.flags.phase();
+  ctx.log.info({ flags: ctx.flags.snapshot(), phase, phase_name: PHASE_NAMES[phase], reason }, 'feature flags');
+}
+
+/** SIGHUP re-reads `.env` and the flags; an invalid file keeps the running values. */
+function watchSighup(ctx: AppContext): () => void {
+  const onHup = () => {
+    const { changed, problems } = ctx.flags.reload();
+    if (problems.length > 0) ctx.log.error({ problems }, 'SIGHUP: invalid flags in .env, keeping the current values');
+    else logFlags(ctx, changed ? 'SIGHUP: flags changed' : 'SIGHUP: flags unchanged');
+  };
+  process.on('SIGHUP', onHup);
+  return () => process.off('SIGHUP', onHup);
+}
+
+function loadOrExit(defaults: { runWorker: boolean }): Config {
+  try {
+    return loadConfig(effectiveEnv(), defaults);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+export async function runServer(opts: { role: 'start' | 'serve'; runWorkerDefault: boolean }): Promise<void> {
+  const config = loadOrExit({ runWorker: opts.runWorkerDefault });
+  const ctx = await createContext(config, { role: opts.role, bus: createBusFor });
+  logFlags(ctx, 'boot');
+  const app = await buildApp(ctx);
+  const worker: Worker | null = config.runWorker ? startWorker(ctx, JOBS) : null;
+  const unwatch = watchSighup(ctx);
+
+  closeWithGrace({ delay: config.shutdownTimeoutMs, logger: ctx.log }, async ({ signal, err }) => {
+    if (err) ctx.log.error({ err }, 'shutting down after an error');
+    else ctx.log.info({ signal }, 'shutting down');
+    app.draining.value = true;
+    unwatch();
+    await worker?.stop();
+    await app.close();
+    await closeContext(ctx);
+  });
+
+  await app.listen({ port: config.port, host: config.host });
+  ctx.log.info({ database: ctx.database.kind, worker: Boolean(worker) }, 'sessiongate ready');
+}
+
+export async function runWorkerProcess(): Promise<void> {
+  const config = loadOrExit({ runWorker: true });
+  const ctx = await createContext(config, { role: 'worker', bus: createBusFor });
+  logFlags(ctx, 'boot');
+  const worker = startWorker(ctx, JOBS);
+  const unwatch = watchSighup(ctx);
+  closeWithGrace({ delay: config.shutdownTimeoutMs, logger: ctx.log }, async ({ signal, err }) => {
+    if (err) ctx.log.error({ err }, 'worker shutting down after an error');
+    else ctx.log.info({ signal }, 'worker shutting down');
+    unwatch();
+    await worker.stop();
+    await closeContext(ctx);
+  });
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  await runServer({ role: 'start', runWorkerDefault: true });
+}
