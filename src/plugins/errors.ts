@@ -27,11 +27,12 @@ export function sendProblem(reply: FastifyReply, code: ErrorCode, message: strin
     .code(status)
     .type('application/problem+json')
     .send({
+      // Ids first: the RFC 9457 members below always win over a detail of the same name.
+      ...details,
       type: `https://sessiongate.dev/problems/${code.toLowerCase().replaceAll('_', '-')}`,
       title: TITLES[status] ?? 'Error',
       status,
       detail: message,
-      ...details,
       success: false,
       error_code: code,
       message,

@@ -141,7 +141,7 @@ export async function confirmAppointment(db: Db, actor: Actor, id: number): Prom
   if (now.status === 'confirmed') return now; // idempotent
   throw conflict(
     now.status === 'pending' ? 'The appointment time has passed; it can no longer be confirmed' : `Cannot confirm a ${now.status} appointment`,
-    { appointment_id: id, status: now.status },
+    { appointment_id: id, appointment_status: now.status },
   );
 }
 
@@ -167,7 +167,7 @@ export async function cancelAppointment(db: Db, actor: Actor, id: number): Promi
       session_id: now.session_id,
     });
   }
-  throw conflict(`Cannot cancel a ${now.status} appointment`, { appointment_id: id, status: now.status });
+  throw conflict(`Cannot cancel a ${now.status} appointment`, { appointment_id: id, appointment_status: now.status });
 }
 
 export interface ListInput {

@@ -4,13 +4,31 @@
  * unbounded; they go to log lines and guard-event rows instead.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { BILLING_ENDPOINTS, CHAT_OPERATIONS } from '../guard/decision.js';
+
+/** `path` label of `chat_operations_total`: the legacy appointment route or the session route. */
+export const CHAT_PATHS = ['legacy', 'session'] as const;
+/** `command_name` label of the legacy trigger counters (also their `job_runs.job` names). */
+export const LEGACY_TRIGGER_COMMANDS = ['appointments:activate-booked', 'appointments:process-sessions'] as const;
+/** `reason` label of `appointment_session_conversion_failed_total` (SPEC §3.4, a closed set). */
+export const CONVERSION_FAILURE_REASONS = [
+  'invalid_appointment_state',
+  'missing_doctor_or_patient',
+  'createSession_validation_failed',
+  'createSession_conflict_existing_session',
+  'db_update_failed',
+  'unknown_error',
+] as const;
+/** `source` label of `appointment_sessions_created_total`: the paths through the single writer. */
+export const CONVERSION_SOURCES = ['auto_start', 'recovery', 'activate_booked', 'start_session'] as const;
+export const MODALITIES = ['text', 'voice', 'video'] as const;
 
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const r = [registry];
 
-  return {
+  const metrics = {
     registry,
     http: {
       requests: new Counter({
@@ -133,6 +151,34 @@ export function createMetrics() {
       }),
     },
   };
+  initialiseLabelSets(metrics);
+  return metrics;
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * Exports every known label combination of the guard, legacy-trigger and conversion counters at
+ * 0 from the first scrape. prom-client only exports a labelled series once it is incremented, so
+ * the first event would otherwise appear as a new series already at 1, which `rate()` and
+ * `increase()` cannot see (they need two samples): the first blocked chat request of a process
+ * would never move ChatBlockedRatioHigh. Only closed label sets are listed — never ids.
+ */
+function initialiseLabelSets(m: Metrics): void {
+  for (const operation of CHAT_OPERATIONS) {
+    for (const enforced of ['true', 'false']) m.guard.chatBlocked.inc({ operation, enforced }, 0);
+    for (const path of CHAT_PATHS) m.guard.chatOperations.inc({ operation, path }, 0);
+  }
+  for (const endpoint of BILLING_ENDPOINTS) {
+    for (const enforced of ['true', 'false']) m.guard.billingBlocked.inc({ endpoint, enforced }, 0);
+  }
+  for (const command_name of LEGACY_TRIGGER_COMMANDS) {
+    m.legacy.executions.inc({ command_name }, 0);
+    m.legacy.processed.inc({ command_name }, 0);
+    m.legacy.sessionTouched.inc({ command_name }, 0);
+  }
+  for (const modality of MODALITIES) {
+    for (const source of CONVERSION_SOURCES) m.conversions.created.inc({ modality, source }, 0);
+  }
+  for (const reason of CONVERSION_FAILURE_REASONS) m.conversions.failed.inc({ reason }, 0);
+}

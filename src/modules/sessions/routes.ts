@@ -1,4 +1,68 @@
-/** sessions routes (filled in by the sessions module). */
+/** Session routes (SPEC §5): look-up, instant sessions, start from an appointment, end, calls. */
 import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { IdParams, Ok, errorResponses, toId } from '../../lib/schemas.js';
+import { currentUser } from '../../plugins/auth.js';
+import { ContextParams, InstantBody, SessionOut } from './schemas.js';
+import { callAction, createInstantSession, endSession, freshSession, readableSession, sessionJson, startAppointmentSession } from './service.js';
 
-export default async function sessionsRoutes(_app: FastifyInstance): Promise<void> {}
+export default async function sessionsRoutes(fastify: FastifyInstance) {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const { ctx } = app;
+  const anyone = app.auth();
+  const one = { 200: Ok(SessionOut), ...errorResponses };
+
+  app.get(
+    '/api/sessions/:context',
+    { preHandler: anyone, schema: { tags: ['sessions'], params: ContextParams, response: one } },
+    async (req) => {
+      const s = await readableSession(ctx.db, currentUser(req), req.params.context);
+      return { success: true as const, data: sessionJson(await freshSession(ctx, s)) };
+    },
+  );
+
+  app.post(
+    '/api/sessions',
+    {
+      preHandler: app.auth(['patient']),
+      config: { rateLimit: { max: 30, timeWindow: '1 minute' } },
+      schema: { tags: ['sessions'], body: InstantBody, response: { 201: Ok(SessionOut), ...errorResponses } },
+    },
+    async (req, reply) => {
+      const s = await createInstantSession(ctx, currentUser(req), req.body);
+      return reply.code(201).send({ success: true, data: sessionJson(s) });
+    },
+  );
+
+  app.post(
+    '/api/appointments/:id/start-session',
+    {
+      preHandler: anyone,
+      schema: { tags: ['sessions'], params: IdParams, response: { 200: Ok(SessionOut), 201: Ok(SessionOut), ...errorResponses } },
+    },
+    async (req, reply) => {
+      const { session, created } = await startAppointmentSession(ctx, currentUser(req), toId(req.params.id));
+      return reply.code(created ? 201 : 200).send({ success: true, data: sessionJson(session) });
+    },
+  );
+
+  app.post(
+    '/api/sessions/:context/end',
+    { preHandler: anyone, schema: { tags: ['sessions'], params: ContextParams, response: one } },
+    async (req) => {
+      const { after } = await endSession(ctx, currentUser(req), req.params.context);
+      return { success: true as const, data: sessionJson(after) };
+    },
+  );
+
+  for (const action of ['join', 'leave', 'decline'] as const) {
+    app.post(
+      `/api/sessions/:context/call/${action}`,
+      { preHandler: anyone, schema: { tags: ['calls'], params: ContextParams, response: one } },
+      async (req) => {
+        const { after } = await callAction(ctx, currentUser(req), req.params.context, action);
+        return { success: true as const, data: sessionJson(after) };
+      },
+    );
+  }
+}

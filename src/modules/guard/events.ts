@@ -1,0 +1,31 @@
+/**
+ * Guard-event records: every SessionContextGuard decision on a legacy route is written with its
+ * ids (labels on metrics never carry ids), so `rollout:status` can say what turning a flag on
+ * would block, and how many distinct appointments that touches.
+ */
+import type { Executor } from '../../db/types.js';
+
+export interface GuardEvent {
+  guard: 'chat' | 'billing' | 'legacy_trigger';
+  operation: string;
+  outcome: 'blocked' | 'would_block' | 'allowed_legacy' | 'not_ready';
+  enforced: boolean;
+  appointmentId: number | null;
+  sessionId: number | null;
+  userId: number | null;
+}
+
+export async function recordGuardEvent(db: Executor, e: GuardEvent): Promise<void> {
+  await db
+    .insertInto('guard_events')
+    .values({
+      guard: e.guard,
+      operation: e.operation,
+      outcome: e.outcome,
+      enforced: e.enforced,
+      appointment_id: e.appointmentId,
+      session_id: e.sessionId,
+      user_id: e.userId,
+    })
+    .execute();
+}

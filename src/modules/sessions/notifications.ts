@@ -1,0 +1,37 @@
+/**
+ * Notification delivery from the outbox. Rows are enqueued inside the transaction that creates
+ * the session (unique `dedupe_key` per appointment, session and recipient), and delivered after
+ * commit: claimed with SKIP LOCKED, copied into `notifications` (unique `outbox_id`), marked
+ * delivered and pushed to connected clients — exactly once however many processes deliver.
+ */
+import { sql } from 'kysely';
+import type { AppContext } from '../../context.js';
+
+export async function deliverPendingNotifications(ctx: AppContext, limit = 500): Promise<number> {
+  const delivered = await ctx.db.transaction().execute(async (trx) => {
+    const rows = await sql<{ id: number; recipient_id: number; kind: string; payload: unknown }>`
+      select id, recipient_id, kind, payload
+        from notification_outbox
+       where delivered_at is null
+       order by id
+       limit ${limit}
+         for update skip locked`.execute(trx);
+    if (rows.rows.length === 0) return [];
+    const ids = JSON.stringify(rows.rows.map((r) => r.id));
+    const inserted = await sql<{ id: number; user_id: number; kind: string; payload: unknown; outbox_id: number }>`
+      insert into notifications (outbox_id, user_id, kind, payload)
+      select o.id, o.recipient_id, o.kind, o.payload
+        from notification_outbox o
+       where o.id in (select value::bigint from jsonb_array_elements_text(${ids}::jsonb))
+          on conflict (outbox_id) do nothing
+      returning id, user_id, kind, payload, outbox_id`.execute(trx);
+    await sql`
+      update notification_outbox set delivered_at = now(), attempts = attempts + 1
+       where id in (select value::bigint from jsonb_array_elements_text(${ids}::jsonb))`.execute(trx);
+    return inserted.rows;
+  });
+  for (const n of delivered) {
+    void ctx.bus.publish({ type: 'notification', userIds: [n.user_id], payload: { id: n.id, kind: n.kind, payload: n.payload } });
+  }
+  return delivered.length;
+}
