@@ -4,6 +4,7 @@
  * `sessiongate worker` call `runServer` / `runWorkerProcess` with their roles.
  */
 import { pathToFileURL } from 'node:url';
+// SIGHUP is ours (flag reload), so close-with-grace is told to leave it alone.
 import closeWithGrace from 'close-with-grace';
 import { buildApp } from './app.js';
 import { ConfigError, effectiveEnv, loadConfig, type Config } from './config/env.js';
@@ -49,7 +50,7 @@ export async function runServer(opts: { role: 'start' | 'serve'; runWorkerDefaul
   const worker: Worker | null = config.runWorker ? startWorker(ctx, JOBS) : null;
   const unwatch = watchSighup(ctx);
 
-  closeWithGrace({ delay: config.shutdownTimeoutMs, logger: ctx.log }, async ({ signal, err }) => {
+  closeWithGrace({ delay: config.shutdownTimeoutMs, logger: ctx.log, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err) ctx.log.error({ err }, 'shutting down after an error');
     else ctx.log.info({ signal }, 'shutting down');
     app.draining.value = true;
@@ -69,7 +70,7 @@ export async function runWorkerProcess(): Promise<void> {
   logFlags(ctx, 'boot');
   const worker = startWorker(ctx, JOBS);
   const unwatch = watchSighup(ctx);
-  closeWithGrace({ delay: config.shutdownTimeoutMs, logger: ctx.log }, async ({ signal, err }) => {
+  closeWithGrace({ delay: config.shutdownTimeoutMs, logger: ctx.log, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err) ctx.log.error({ err }, 'worker shutting down after an error');
     else ctx.log.info({ signal }, 'worker shutting down');
     unwatch();
