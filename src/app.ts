@@ -13,7 +13,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { AppContext } from './context.js';
 import { Problem } from './lib/schemas.js';
 import authPlugin from './plugins/auth.js';
-import errorsPlugin from './plugins/errors.js';
+import errorsPlugin, { sendProblem } from './plugins/errors.js';
 import observabilityPlugin from './plugins/observability.js';
 import usersRoutes from './modules/users/routes.js';
 import appointmentsRoutes from './modules/appointments/routes.js';
@@ -42,6 +42,11 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     trustProxy: false,
+    // Router-level failures (a malformed or overlong URL) leave as problem documents too.
+    frameworkErrors: (err, _req, reply) => {
+      void sendProblem(reply, 'VALIDATION_FAILED', err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A path parameter is too long' : 'Malformed request URL');
+    },
+    maxParamLength: 200,
     ajv: {
       customOptions: {
         // No coercion: "5" is not 5. Unknown fields are rejected by additionalProperties: false.
