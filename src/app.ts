@@ -2,7 +2,7 @@
  * The HTTP application as one Fastify instance: infrastructure plugins first, then the feature
  * modules. Tests build it with `buildApp(ctx)` and drive it with `inject` — no listening socket.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import fp from 'fastify-plugin';
 import helmet from '@fastify/helmet';
@@ -75,7 +75,15 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
     contentSecurityPolicy: false,
     crossOriginEmbedderPolicy: false,
   });
-  await app.register(rateLimit, { global: false });
+  await app.register(rateLimit, {
+    global: false,
+    // Per caller: the bearer token when there is one (many users share a NAT), else the address.
+    // Counters are per process; see docs/security.md.
+    keyGenerator: (req) => {
+      const auth = req.headers.authorization;
+      return auth ? createHash('sha256').update(auth).digest('base64url') : req.ip;
+    },
+  });
   await app.register(errorsPlugin);
   await app.register(swagger, {
     openapi: {

@@ -28,6 +28,8 @@ export interface Config {
   payoutRateMwkMinor: number;
   payoutRateUsdMinor: number;
   shutdownTimeoutMs: number;
+  /** Requests per minute per caller on routes that create things (bookings, sessions, users). */
+  rateLimitCreatePerMinute: number;
 }
 
 export class ConfigError extends Error {
@@ -136,6 +138,7 @@ export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?:
     payoutRateMwkMinor: r.int('PAYOUT_RATE_MWK_MINOR', 350_000, 0, 1_000_000_000),
     payoutRateUsdMinor: r.int('PAYOUT_RATE_USD_MINOR', 300, 0, 1_000_000_000),
     shutdownTimeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10_000, 100, 120_000),
+    rateLimitCreatePerMinute: r.int('RATE_LIMIT_CREATE_PER_MINUTE', 60, 1, 1_000_000),
   };
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return Object.freeze(config);

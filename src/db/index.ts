@@ -56,6 +56,9 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
     // An idle client losing its connection (server restart, pg_terminate_backend) emits here;
     // without a listener it would crash the process.
     pool.on('error', () => {});
+    // Likewise a checked-out client whose server goes away: the query in flight rejects (and
+    // becomes a 503); the client's own 'error' event must not become an uncaught exception.
+    pool.on('connect', (client) => client.on('error', () => {}));
     const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
     return {
       kind: 'postgres',

@@ -52,7 +52,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
     '/api/appointments',
     {
       preHandler: app.auth(['patient']),
-      config: { rateLimit: { max: 60, timeWindow: '1 minute' } },
+      config: { rateLimit: { max: app.ctx.config.rateLimitCreatePerMinute, timeWindow: '1 minute' } },
       schema: { tags: ['appointments'], body: BookBody, response: { 201: Ok(AppointmentOut), ...errorResponses } },
     },
     async (req, reply) => {

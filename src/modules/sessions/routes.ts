@@ -25,7 +25,7 @@ export default async function sessionsRoutes(fastify: FastifyInstance) {
     '/api/sessions',
     {
       preHandler: app.auth(['patient']),
-      config: { rateLimit: { max: 30, timeWindow: '1 minute' } },
+      config: { rateLimit: { max: app.ctx.config.rateLimitCreatePerMinute, timeWindow: '1 minute' } },
       schema: { tags: ['sessions'], body: InstantBody, response: { 201: Ok(SessionOut), ...errorResponses } },
     },
     async (req, reply) => {

@@ -40,7 +40,7 @@ export default async function usersRoutes(fastify: FastifyInstance) {
     '/api/admin/users',
     {
       preHandler: admin,
-      config: { rateLimit: { max: 300, timeWindow: '1 minute' } },
+      config: { rateLimit: { max: app.ctx.config.rateLimitCreatePerMinute * 5, timeWindow: '1 minute' } },
       schema: { tags: ['admin'], body: CreateUserBody, response: { 201: Ok(UserOut), ...errorResponses } },
     },
     async (req, reply) => {
