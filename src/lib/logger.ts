@@ -20,5 +20,14 @@ export function loggerOptions(level: string, role: string): LoggerOptions {
       censor: '[redacted]',
     },
     timestamp: () => `,"time":"${new Date().toISOString()}"`,
+    serializers: {
+      req: (req: { method?: string; url?: string; id?: string }) => ({ method: req.method, url: redactUrl(req.url), id: req.id }),
+    },
   };
+}
+
+/** Drops secrets from a URL before it is logged (the WebSocket accepts `?token=`). */
+export function redactUrl(url: string | undefined): string | undefined {
+  if (!url || !url.includes('?')) return url;
+  return url.replace(/([?&](?:token|access_token|jwt)=)[^&]*/gi, '$1[redacted]');
 }

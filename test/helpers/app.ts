@@ -10,6 +10,7 @@ import type { FlagSet } from '../../src/config/flag-values.js';
 import { closeContext, createContext, type AppContext } from '../../src/context.js';
 import type { Appointment, AppointmentStatus, Role, User } from '../../src/db/types.js';
 import { signToken } from '../../src/lib/auth.js';
+import { loggerOptions } from '../../src/lib/logger.js';
 import { createUser, grantSubscription, upsertPlan } from '../../src/modules/users/service.js';
 import { cloneTestDatabase, type TestDatabase } from './db.js';
 
@@ -65,7 +66,7 @@ export async function createHarness(opts: HarnessOptions = {}): Promise<TestHarn
   const flags = new FlagService(() => flagEnv);
   const logs: Record<string, unknown>[] = [];
   const logger = pino(
-    { level: 'info' },
+    loggerOptions('info', 'test'),
     {
       write(line: string) {
         try {
