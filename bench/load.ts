@@ -1,0 +1,198 @@
+/**
+ * Load test (issue [6/6]): a realistic mix against ONE API process — patients polling
+ * GET /api/appointments/{id}/session, sending and listing messages, WebSocket clients receiving
+ * the messages — on PostgreSQL and on PGlite, beside the ceiling of a minimal Fastify route that
+ * reads one row from the same database. Then a soak: resident memory of the API process after
+ * warm-up vs at the end. Prints JSON and a table. Not a test.
+ *
+ *   npm run bench:load                 # 30 s per case, 10 min soak on PostgreSQL
+ *   DURATION=10 SOAK_SECONDS=60 npm run bench:load
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import autocannon from 'autocannon';
+import Fastify from 'fastify';
+import pg from 'pg';
+import WebSocket from 'ws';
+import { openDatabase } from '../src/db/index.js';
+import { migrate } from '../src/db/migrate.js';
+import { signToken } from '../src/lib/auth.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const PG_URL = process.env['BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const DURATION = Number(process.env['DURATION'] ?? 30);
+const SOAK_SECONDS = Number(process.env['SOAK_SECONDS'] ?? 600);
+const CONNECTIONS = 50;
+const SECRET = 'bench-secret-bench-secret-bench-secret-000';
+const SESSIONS = 200;
+
+type Env = Record<string, string>;
+
+async function prepare(env: Env) {
+  const database = await openDatabase({ databaseUrl: env['DATABASE_URL'] ?? null, dataDir: env['DATA_DIR'] ?? '' });
+  await migrate(database.db);
+  const db = database.db;
+  const plan = await db.insertInto('plans').values({ name: 'bench', text_credits: 100, validity_days: 30 }).returning('id').executeTakeFirstOrThrow();
+  const doctors = await db.insertInto('users').values(Array.from({ length: SESSIONS }, (_, i) => ({ role: 'doctor' as const, name: `D${i}` }))).returning('id').execute();
+  const patients = await db.insertInto('users').values(Array.from({ length: SESSIONS }, (_, i) => ({ role: 'patient' as const, name: `P${i}` }))).returning('id').execute();
+  const rows = [];
+  for (let i = 0; i < SESSIONS; i++) {
+    await db
+      .insertInto('subscriptions')
+      .values({ patient_id: patients[i]!.id, plan_id: plan.id, payment_reference: `b${i}`, text_credits: 100, voice_credits: 0, video_credits: 0, text_remaining: 100, voice_remaining: 0, video_remaining: 0, expires_at: new Date(Date.now() + 86_400_000) })
+      .execute();
+    const appt = await db
+      .insertInto('appointments')
+      .values({ patient_id: patients[i]!.id, doctor_id: doctors[i]!.id, appointment_type: 'text', status: 'in_progress', scheduled_at: new Date(Date.now() - 60_000) })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const s = await db
+      .insertInto('sessions')
+      .values({ kind: 'text', modality: 'text', source: 'APPOINTMENT', appointment_id: appt.id, patient_id: patients[i]!.id, doctor_id: doctors[i]!.id, status: 'active', activated_at: new Date() })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    await db.updateTable('appointments').set({ session_id: s.id }).where('id', '=', appt.id).execute();
+    rows.push({ appointment: appt.id, session: s.id, patient: patients[i]!.id, doctor: doctors[i]!.id });
+  }
+  await database.close();
+  return Promise.all(
+    rows.map(async (r) => ({
+      ...r,
+      patientToken: await signToken(SECRET, { sub: r.patient, role: 'patient' }, 7200),
+      doctorToken: await signToken(SECRET, { sub: r.doctor, role: 'doctor' }, 7200),
+    })),
+  );
+}
+
+function startApi(env: Env, port: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'sessiongate.js'), 'serve'], {
+    env: { PATH: process.env['PATH'], ...env, PORT: String(port), JWT_SECRET: SECRET, LOG_LEVEL: 'warn', RATE_LIMIT_CREATE_PER_MINUTE: '100000000' },
+    stdio: 'ignore',
+  });
+  return waitReady(port).then(() => child);
+}
+
+async function waitReady(port: number) {
+  for (let i = 0; i < 600; i++) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/health/ready`)).ok) return;
+    } catch {
+      /* starting */
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('server did not start');
+}
+
+const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+
+async function mix(port: number, data: Awaited<ReturnType<typeof prepare>>, seconds: number) {
+  // WebSocket listeners: every doctor subscribed to their session.
+  const sockets = await Promise.all(
+    data.map(
+      (d) =>
+        new Promise<WebSocket>((resolve) => {
+          const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?token=${d.doctorToken}`);
+          ws.on('open', () => {
+            ws.send(JSON.stringify({ type: 'subscribe', session_context: `text_session:${d.session}` }));
+            resolve(ws);
+          });
+          ws.on('error', () => resolve(ws));
+        }),
+    ),
+  );
+  let wsEvents = 0;
+  for (const ws of sockets) ws.on('message', () => wsEvents++);
+  let n = 0;
+  const requests: autocannon.Request[] = data.flatMap((d): autocannon.Request[] => [
+    { method: 'GET' as const, path: `/api/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } },
+    { method: 'GET' as const, path: `/api/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } },
+    { method: 'GET' as const, path: `/api/sessions/text_session:${d.session}/messages?limit=20`, headers: { authorization: `Bearer ${d.patientToken}` } },
+    {
+      method: 'POST' as const,
+      path: `/api/sessions/text_session:${d.session}/messages`,
+      headers: { authorization: `Bearer ${d.patientToken}`, 'content-type': 'application/json' },
+      setupRequest: (req) => ({ ...req, body: JSON.stringify({ client_message_id: `load-${process.pid}-${++n}`, type: 'text', body: 'How are you feeling today?' }) }),
+    },
+  ]);
+  const result = await autocannon({ url: `http://127.0.0.1:${port}`, connections: CONNECTIONS, duration: seconds, requests });
+  for (const ws of sockets) ws.close();
+  const poll = await autocannon({
+    url: `http://127.0.0.1:${port}`,
+    connections: CONNECTIONS,
+    duration: Math.max(5, Math.round(seconds / 3)),
+    requests: data.map((d) => ({ method: 'GET' as const, path: `/api/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } })),
+  });
+  return {
+    mix_rps: Math.round(result.requests.average),
+    mix_p50_ms: result.latency.p50,
+    mix_p99_ms: result.latency.p99,
+    errors: result.errors + result.non2xx + result.timeouts,
+    poll_rps: Math.round(poll.requests.average),
+    poll_p50_ms: poll.latency.p50,
+    poll_p99_ms: poll.latency.p99,
+    poll_errors: poll.errors + poll.non2xx + poll.timeouts,
+    ws_events: wsEvents,
+  };
+}
+
+async function ceiling(env: Env) {
+  const database = await openDatabase({ databaseUrl: env['DATABASE_URL'] ?? null, dataDir: env['DATA_DIR'] ?? '' });
+  const app = Fastify();
+  app.get('/row/:id', async (req) => database.db.selectFrom('appointments').selectAll().where('id', '=', Number((req.params as { id: string }).id)).executeTakeFirst());
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const port = (app.server.address() as { port: number }).port;
+  const r = await autocannon({ url: `http://127.0.0.1:${port}/row/1`, connections: CONNECTIONS, duration: Math.max(5, Math.round(DURATION / 3)) });
+  await app.close();
+  await database.close();
+  return { rps: Math.round(r.requests.average), p50_ms: r.latency.p50, p99_ms: r.latency.p99 };
+}
+
+async function runCase(name: string, env: Env, soak: boolean) {
+  const data = await prepare(env);
+  // The embedded database is one process: measure its ceiling before the API opens the directory.
+  const ceil = env['DATA_DIR'] ? await ceiling(env) : null;
+  const port = 3950;
+  const api = await startApi(env, port);
+  try {
+    const res = await mix(port, data, DURATION);
+    const out: Record<string, unknown> = { name, ...res, ceiling: ceil ?? (await ceiling(env)) };
+    if (soak) {
+      await mix(port, data, 20); // warm-up
+      const warm = rssMb(api.pid!);
+      await mix(port, data, SOAK_SECONDS);
+      const end = rssMb(api.pid!);
+      out['soak'] = { seconds: SOAK_SECONDS, rss_after_warmup_mb: Math.round(warm), rss_end_mb: Math.round(end), growth_pct: Math.round(((end - warm) / warm) * 1000) / 10 };
+    }
+    return out;
+  } finally {
+    api.kill('SIGTERM');
+    await new Promise((r) => api.on('exit', r));
+  }
+}
+
+const dbName = `sg_bench_load_${process.pid}`;
+const admin = new pg.Client({ connectionString: PG_URL });
+await admin.connect();
+await admin.query(`create database ${dbName}`);
+const u = new URL(PG_URL);
+u.pathname = `/${dbName}`;
+const dataDir = mkdtempSync(join(tmpdir(), 'sg-load-'));
+try {
+  const results = [await runCase('postgresql', { DATABASE_URL: u.toString() }, SOAK_SECONDS > 0), await runCase('pglite', { DATA_DIR: dataDir }, false)];
+  console.log(JSON.stringify({ duration_s: DURATION, connections: CONNECTIONS, results }, null, 2));
+  console.log('\n| database | mix req/s | mix p50 | mix p99 | errors | poll req/s | poll p99 (target ≤ 20 ms on PG) | minimal route req/s | minimal p99 | mix / minimal |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of results as any[]) {
+    console.log(
+      `| ${r.name} | ${r.mix_rps} | ${r.mix_p50_ms} ms | ${r.mix_p99_ms} ms | ${r.errors + r.poll_errors} | ${r.poll_rps} | ${r.poll_p99_ms} ms | ${r.ceiling.rps} | ${r.ceiling.p99_ms} ms | ${(r.mix_rps / r.ceiling.rps).toFixed(2)} |`,
+    );
+    if (r.soak) console.log(`soak (${r.soak.seconds} s): RSS ${r.soak.rss_after_warmup_mb} MB after warm-up → ${r.soak.rss_end_mb} MB (${r.soak.growth_pct} %, target ≤ 10 %)`);
+  }
+} finally {
+  rmSync(dataDir, { recursive: true, force: true });
+  await admin.query(`drop database if exists ${dbName} with (force)`);
+  await admin.end();
+}
