@@ -23,7 +23,7 @@ const bodies: Record<string, unknown> = {
   'POST /api/sessions/{context}/messages': { client_message_id: 'authz-1', type: 'text', body: 'hello' },
   'POST /api/sessions/{context}/typing': { typing: true },
   'POST /api/sessions/{context}/read': { message_id: 0 },
-  'POST /api/sessions/{context}/messages/{messageId}/reactions': { reaction: '👍', emoji: '👍' },
+  'POST /api/sessions/{context}/messages/{messageId}/reactions': { reaction: '👍' },
   'POST /api/chat/{id}/messages': { message: 'hello', message_type: 'text', temp_id: 'authz-2' },
   'POST /api/chat/{id}/messages/{messageId}/reactions': { reaction: '👍' },
   'POST /api/chat/{id}/messages/{messageId}/reply': { message: 'hi', message_type: 'text' },
@@ -36,6 +36,7 @@ beforeAll(async () => {
   const appt = await t.newAppointment({ appointment_type: 'text' });
   await t.giveCredits(appt.patient, { text: 5 });
   const start = await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/start-session`, headers: await t.auth(appt.patient) });
+  if (start.statusCode >= 300) throw new Error(`start-session: ${start.body}`);
   const context = start.json().data.session_context as string;
   const msg = await t.app.inject({
     method: 'POST',
@@ -48,8 +49,8 @@ beforeAll(async () => {
   bodies['POST /api/appointments'] = { ...(bodies['POST /api/appointments'] as object), doctor_id: appt.doctor.id };
   bodies['POST /api/sessions'] = { doctor_id: appt.doctor.id, modality: 'text' };
   bodies['POST /api/sessions/{context}/read'] = { message_id: Number(messageId) };
-  bodies['POST /api/chat/{id}/mark-read'] = { message_id: Number(messageId) };
-  bodies['POST /api/text-appointments/process-deduction'] = { appointment_id: appt.id, sessions_to_deduct: 1, reason: 'authz' };
+  bodies['POST /api/chat/{id}/mark-read'] = { timestamp: new Date().toISOString() };
+  bodies['POST /api/text-appointments/process-deduction'] = { appointment_id: appt.id, sessions_to_deduct: 1, reason: 'manual_end' };
 
   owner = { patient: await t.auth(appt.patient), doctor: await t.auth(appt.doctor) };
   const stranger = await t.newPatient();
@@ -74,6 +75,8 @@ beforeAll(async () => {
 });
 afterAll(async () => t?.close());
 
+const queries: Record<string, string> = { 'DELETE /api/chat/{id}/messages/{messageId}/reactions': `?reaction=${encodeURIComponent('👍')}` };
+
 const fill = (path: string) => path.replace(/\{([^}]+)\}/g, (_, name: string) => encodeURIComponent(params[name] ?? '1'));
 
 async function send(route: { method: string; path: string }, headers: Record<string, string>) {
@@ -81,7 +84,7 @@ async function send(route: { method: string; path: string }, headers: Record<str
   const body = bodies[key];
   return t.app.inject({
     method: route.method as 'GET',
-    url: fill(route.path),
+    url: fill(route.path) + (queries[key] ?? ''),
     headers: { ...headers, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
     ...(body !== undefined ? { payload: JSON.stringify(body) } : {}),
   });
