@@ -47,6 +47,7 @@ describe('start-session and the single writer', () => {
 
   it('parses contexts strictly', async () => {
     const appt = await t.newAppointment({ appointment_type: 'text' });
+    await t.giveCredits(appt.patient, { text: 1 });
     const started = await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/start-session`, headers: await t.auth(appt.patient) });
     const id = started.json().data.id as number;
     const headers = await t.auth(appt.patient);
@@ -64,6 +65,7 @@ describe('start-session and the single writer', () => {
 describe('ending and calls', () => {
   it('ends idempotently and completes the appointment', async () => {
     const appt = await t.newAppointment({ appointment_type: 'voice' });
+    await t.giveCredits(appt.patient, { voice: 2 });
     const start = await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/start-session`, headers: await t.auth(appt.patient) });
     const ctx = start.json().data.session_context as string;
     const call = (who: typeof appt.patient, action: string) =>
