@@ -15,10 +15,9 @@ const Ratio = Type.Number({ minimum: 0, maximum: 1, description: 'failed / (crea
 export const Level = Literals(['ok', 'warning', 'critical'] as const);
 export type Level = Static<typeof Level>;
 
-export const FlagValues = Type.Object(Object.fromEntries(FLAG_NAMES.map((n) => [n, Type.Boolean()])) as Record<
-  (typeof FLAG_NAMES)[number],
-  ReturnType<typeof Type.Boolean>
->);
+export const FlagValues = Type.Object(
+  Object.fromEntries(FLAG_NAMES.map((n) => [n, Type.Boolean()])) as Record<(typeof FLAG_NAMES)[number], ReturnType<typeof Type.Boolean>>,
+);
 export const PhaseNumber = Type.Union([Type.Literal(1), Type.Literal(2), Type.Literal(3)]);
 export const PhaseName = Literals(['monitoring', 'gradual', 'full'] as const);
 
