@@ -18,3 +18,19 @@ export async function creditBalances(db: Executor, patientId: number, now: Date)
     .executeTakeFirstOrThrow();
   return { text: row.text, voice: row.voice, video: row.video };
 }
+
+/** The `subscriptions` column holding a modality's remaining credits. */
+export const remainingColumn = (m: Modality) => `${m}_remaining` as const;
+
+/**
+ * Credits of one modality the patient can spend right now, by the database clock — the same
+ * clock and the same set of subscriptions the ledger charges from (so "you may start" and "we
+ * can charge you" never disagree).
+ */
+export async function usableCredits(db: Executor, patientId: number, modality: Modality): Promise<number> {
+  const row = await sql<{ n: number }>`
+    select coalesce(sum(${sql.ref(remainingColumn(modality))}), 0)::int as n
+      from subscriptions
+     where patient_id = ${patientId} and starts_at <= now() and expires_at > now()`.execute(db);
+  return row.rows[0]?.n ?? 0;
+}

@@ -93,3 +93,16 @@ export function payoutPerUnit(doctorCountry: string | null, rates: PayoutRates =
   }
   return { currency: 'USD', minor: rates.usdMinor };
 }
+
+/**
+ * Units a legacy appointment (one that has no session) costs when billed through the legacy
+ * endpoints: the same `floor(elapsed / 10 min) + 1` rule, with time running from when the legacy
+ * flow started it (`legacy_started_at`, else `scheduled_at`), at least 1, and never more than
+ * its booked duration covers (`ceil(duration / 10 min)`): an appointment left open for days must
+ * not turn into hundreds of units.
+ */
+export function legacyAppointmentUnits(input: { startedAt: Date; at: Date; durationMinutes: number }): number {
+  const cap = Math.max(1, Math.ceil((input.durationMinutes * 60) / UNIT_SECONDS));
+  const units = Math.floor(elapsedMs(input.startedAt, input.at) / UNIT_MS) + 1;
+  return Math.min(units, cap);
+}

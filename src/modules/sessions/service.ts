@@ -114,7 +114,8 @@ export async function writeChange(trx: Trx, ctx: AppContext, s: Session, change:
         .where('status', '=', 'in_progress')
         .execute();
     }
-    await settleEndedSession(trx, ctx, updated);
+    // Settlement may move the row again (units billed, a short end at the paid boundary).
+    return settleEndedSession(trx, ctx, updated);
   }
   return updated;
 }
@@ -129,27 +130,38 @@ export function publishStatus(ctx: AppContext, before: Pick<Session, 'status'>, 
   });
 }
 
-/** Runs `decide` on the locked session and writes the result; refusals become 4xx. */
+/**
+ * Runs `decide` on the locked session and writes the result; refusals become 4xx.
+ * Time-based transitions are applied first (a text session past its response window is expired
+ * before a late doctor message is judged), and they are committed even when `decide` then
+ * refuses — the refusal is thrown after the commit.
+ */
 export async function transition(
   ctx: AppContext,
   sessionId: number,
   decide: (s: Session) => Transition,
 ): Promise<{ before: Session; after: Session }> {
+  const timing = timingOf(ctx);
   const result = await ctx.db.transaction().execute(async (trx) => {
     const before = await lockSession(trx, sessionId);
-    const t = decide(before);
-    if (!t.ok) {
-      if (t.reason === 'not_active') throw new DomainError('SESSION_NOT_ACTIVE', `The session is ${before.status}`, { session_id: before.id, session_status: before.status });
-      throw conflict(t.reason === 'invalid_for_kind' ? 'Not possible for this kind of session' : `Not possible while the session is ${before.status}`, {
-        session_id: before.id,
-        session_status: before.status,
-      });
-    }
-    const after = await writeChange(trx, ctx, before, t.change);
-    return { before, after };
+    const tick = onTick(before, ctx.now(), timing);
+    const current = tick.ok ? await writeChange(trx, ctx, before, tick.change) : before;
+    const t = decide(current);
+    if (!t.ok) return { before, after: current, refusal: t.reason };
+    return { before, after: await writeChange(trx, ctx, current, t.change), refusal: null };
   });
   publishStatus(ctx, result.before, result.after);
-  return result;
+  const { after, refusal } = result;
+  if (refusal === 'not_active') {
+    throw new DomainError('SESSION_NOT_ACTIVE', `The session is ${after.status}`, { session_id: after.id, session_status: after.status });
+  }
+  if (refusal) {
+    throw conflict(refusal === 'invalid_for_kind' ? 'Not possible for this kind of session' : `Not possible while the session is ${after.status}`, {
+      session_id: after.id,
+      session_status: after.status,
+    });
+  }
+  return { before: result.before, after };
 }
 
 export async function endSession(ctx: AppContext, actor: Actor, raw: string, reason?: string) {
@@ -168,6 +180,15 @@ export async function callAction(ctx: AppContext, actor: Actor, raw: string, act
 
 /** Applies time-based transitions (expiry, ring timeout) to one session; used by the worker and on read. */
 export async function tickSession(ctx: AppContext, sessionId: number): Promise<Session | null> {
+  return (await tickSessionChange(ctx, sessionId))?.after ?? null;
+}
+
+/**
+ * {@link tickSession} with the state before the tick. `null` when the session is locked by
+ * another transaction right now (SKIP LOCKED: the worker does not queue behind a request; the
+ * next run or read picks it up) or does not exist.
+ */
+export async function tickSessionChange(ctx: AppContext, sessionId: number): Promise<{ before: Session; after: Session } | null> {
   const timing = timingOf(ctx);
   const now = ctx.now();
   const result = await ctx.db.transaction().execute(async (trx) => {
@@ -179,7 +200,7 @@ export async function tickSession(ctx: AppContext, sessionId: number): Promise<S
   });
   if (!result) return null;
   publishStatus(ctx, result.before, result.after);
-  return result.after;
+  return result;
 }
 
 /** Expiry also happens on read: a waiting session past its window is expired before it is shown. */
@@ -236,7 +257,10 @@ export async function createInstantSession(ctx: AppContext, actor: Actor, input:
   if (actor.role !== 'patient') throw new DomainError('FORBIDDEN', 'Only patients start instant sessions');
   const kind = kindOf(input.modality);
   const session = await ctx.db.transaction().execute(async (trx) => {
-    const doctor = await trx.selectFrom('users').select(['id', 'role']).where('id', '=', input.doctor_id).forUpdate().executeTakeFirst();
+    // FOR NO KEY UPDATE serialises instant starts for this doctor without blocking the
+    // FOR KEY SHARE that inserting any session referencing the doctor takes (a batch of
+    // appointment sessions must not queue behind — or deadlock with — an instant start).
+    const doctor = await trx.selectFrom('users').select(['id', 'role']).where('id', '=', input.doctor_id).forNoKeyUpdate().executeTakeFirst();
     if (!doctor || doctor.role !== 'doctor') throw notFound('Doctor', { doctor_id: input.doctor_id });
     const busy = await trx
       .selectFrom('sessions')
