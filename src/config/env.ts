@@ -133,7 +133,7 @@ export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?:
     autoStartMaxLatenessMinutes: r.int('AUTO_START_MAX_LATENESS_MINUTES', 1440, 1, 525_600),
     autoStartMaxAttempts: r.int('AUTO_START_MAX_ATTEMPTS', 5, 1, 100),
     autoStartIntervalSeconds: r.int('AUTO_START_INTERVAL_SECONDS', 30, 1, 3_600),
-    autoStartBatchSize: r.int('AUTO_START_BATCH_SIZE', 500, 1, 10_000),
+    autoStartBatchSize: r.int('AUTO_START_BATCH_SIZE', 2000, 1, 10_000),
     billingTickSeconds: r.int('BILLING_TICK_SECONDS', 30, 1, 60),
     payoutRateMwkMinor: r.int('PAYOUT_RATE_MWK_MINOR', 350_000, 0, 1_000_000_000),
     payoutRateUsdMinor: r.int('PAYOUT_RATE_USD_MINOR', 300, 0, 1_000_000_000),

@@ -25,9 +25,14 @@ export interface Database {
 // int8 and numeric come back as strings from `pg`; our ids and minor units fit in doubles
 // (sequences stay far below 2^53), so they are parsed as numbers once, here.
 const INT8_OID = 20;
+const INT8_ARRAY_OID = 1016;
 const types = {
   getTypeParser(oid: number, format?: 'text' | 'binary') {
     if (oid === INT8_OID) return (v: string) => Number(v);
+    if (oid === INT8_ARRAY_OID) {
+      const parseArray = (pg.types.getTypeParser as (id: number, f: 'text') => (v: string) => (string | null)[])(INT8_ARRAY_OID, 'text');
+      return (v: string) => parseArray(v).map((x) => (x === null ? null : Number(x)));
+    }
     return pg.types.getTypeParser(oid, format);
   },
 };

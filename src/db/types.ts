@@ -220,6 +220,8 @@ export interface NotificationOutboxTable {
   id: Generated<number>;
   dedupe_key: string;
   recipient_id: number;
+  /** Further recipients of the same row (a "session started" row notifies patient and doctor). */
+  also_notify: ColumnType<number[], number[] | undefined, number[]>;
   kind: string;
   payload: Json;
   created_at: CreatedAt;

@@ -25,8 +25,9 @@ describe('start-session and the single writer', () => {
     const look = await t.app.inject({ url: `/api/appointments/${appt.id}/session`, headers });
     expect(look.json().data).toMatchObject({ session_id: s.id, session_context: s.session_context, session_status: 'waiting', status: 'in_progress' });
 
+    // One outbox row (unique key per appointment and session) for both participants.
     const outbox = await t.ctx.db.selectFrom('notification_outbox').selectAll().where('dedupe_key', 'like', `session_started:${appt.id}:%`).execute();
-    expect(outbox.map((o) => o.recipient_id).sort()).toEqual([appt.patient.id, appt.doctor.id].sort());
+    expect(outbox.map((o) => [o.dedupe_key, o.recipient_id, o.also_notify])).toEqual([[`session_started:${appt.id}:${s.id}`, appt.patient.id, [appt.doctor.id]]]);
     const conversions = await t.ctx.db.selectFrom('appointment_conversions').selectAll().where('appointment_id', '=', appt.id).execute();
     expect(conversions.map((c) => c.result)).toEqual(['created']);
 

@@ -1,9 +1,10 @@
 /** Every migration, in order. Add a file and one line here; never edit an applied migration. */
 import * as initial from './20261126T1300_initial.js';
+import * as outboxFanout from './20261126T1500_outbox_fanout.js';
 
 export interface Migration {
   name: string;
   up: string;
 }
 
-export const migrations: Migration[] = [initial];
+export const migrations: Migration[] = [initial, outboxFanout];

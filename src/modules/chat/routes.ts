@@ -1,4 +1,489 @@
-/** chat routes (filled in by the chat module). */
-import type { FastifyInstance } from 'fastify';
+/**
+ * Chat routes: session chat under `/api/sessions/{context}/…` (SPEC §2.6, §5) and the legacy
+ * appointment-addressed routes under `/api/chat/{id}/…` behind the SessionContextGuard (§3.2).
+ *
+ * Every request to a chat route — served, refused or blocked — counts once in
+ * `chat_operations_total{operation, path}` (path "session" or "legacy").
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { Type } from '@sinclair/typebox';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { invalid, unauthenticated } from '../../lib/errors.js';
+import { Ok, errorResponses, toId } from '../../lib/schemas.js';
+import { bearerToken, currentUser } from '../../plugins/auth.js';
+import type { ChatOperation } from '../guard/decision.js';
+import { currentGuardFlags } from '../guard/flags.js';
+import { countGuardDecision, logGuardDecision } from '../guard/report.js';
+import { classifyChatPathParam } from '../sessions/context.js';
+import { freshSession, readableSession, sessionByContext } from '../sessions/service.js';
+import { legacyMessageJson, resolveLegacyChat, type LegacyTarget } from './legacy.js';
+import * as repo from './repository.js';
+import {
+  ChatMessageOut,
+  ContextParams,
+  LegacyListQuery,
+  LegacyMarkReadBody,
+  LegacyMarkReadOut,
+  LegacyMessageOut,
+  LegacyMessageParams,
+  LegacyOptionalReactionBody,
+  LegacyParams,
+  LegacyReactionBody,
+  LegacyReactionQuery,
+  LegacyReactionResultOut,
+  LegacyReplyOut,
+  LegacySendBody,
+  LegacyTypingBody,
+  LegacyTypingOut,
+  ListQuery,
+  MessagePageOut,
+  MessageParams,
+  ReactionBody,
+  ReactionParams,
+  ReactionResultOut,
+  ReadBody,
+  ReadOut,
+  SendBody,
+  TypingBody,
+  TypingOut,
+  type LegacySendBody as LegacySendBodyT,
+} from './schemas.js';
+import {
+  fastResult,
+  listConversation,
+  markRead,
+  parseContextOrThrow,
+  sendToAppointment,
+  sendToSession,
+  sendToSessionLocked,
+  sessionScope,
+  setReaction,
+  setTyping,
+  typingUsers,
+  validateMessage,
+  type ChatActor,
+  type MessageInput,
+  type SendResult,
+} from './service.js';
+import { TypingRegistry } from './typing.js';
+import { rememberingVerifier } from './verified-tokens.js';
 
-export default async function chatRoutes(_app: FastifyInstance): Promise<void> {}
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Who is typing where; shared by the HTTP routes and the WebSocket gateway. */
+    chatTyping: TypingRegistry;
+  }
+  interface FastifyRequest {
+    /** The verified token's subject on the send routes (the user row is loaded by the send itself). */
+    tokenSubject: number | null;
+  }
+}
+
+type ChatPath = 'session' | 'legacy';
+
+function parsePage(q: { before?: string; after?: string; limit?: string }) {
+  return {
+    before: q.before === undefined ? undefined : toId(q.before),
+    after: q.after === undefined ? undefined : toId(q.after),
+    limit: q.limit === undefined ? undefined : Number(q.limit),
+  };
+}
+
+function legacyInput(body: LegacySendBodyT, replyTo: number | null): MessageInput {
+  const cid = body.temp_id ?? body.message_id ?? null;
+  return {
+    clientMessageId: cid === null ? null : String(cid),
+    type: body.message_type ?? 'text',
+    body: body.message,
+    mediaUrl: body.media_url ?? null,
+    replyTo,
+  };
+}
+
+async function chatPlugin(fastify: FastifyInstance) {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const { ctx } = app;
+  const typing = new TypingRegistry(ctx.bus);
+  app.decorate('chatTyping', typing);
+  app.addHook('onClose', async () => typing.close());
+  const anyone = app.auth();
+  app.decorateRequest('tokenSubject', null);
+
+  /**
+   * Authentication of the send routes, in two halves: here the token is verified (401 without a
+   * valid one, before the body is read, like `app.auth()`); the user row is then loaded by the
+   * send's own statement — the one user look-up of the request — or, when that path does not
+   * apply, by `senderOf(req).load` (401 for a vanished user).
+   */
+  const verifier = rememberingVerifier(app.verifier);
+  const tokenOnly = async (req: FastifyRequest) => {
+    const token = bearerToken(req);
+    if (!token) throw unauthenticated('Missing bearer token');
+    const claims = await verifier.verify(token);
+    if (!claims) throw unauthenticated('Invalid or expired token');
+    req.tokenSubject = claims.sub;
+  };
+  const senderOf = (req: FastifyRequest) => ({
+    id: req.tokenSubject!,
+    load: async (): Promise<ChatActor> => {
+      const user = await app.authenticateToken(bearerToken(req)!);
+      if (!user) throw unauthenticated('Invalid or expired token');
+      req.user = user;
+      return user;
+    },
+  });
+
+  /**
+   * Route-level hook counting every request of the route (errors included). Where the operation
+   * depends on the body (a reply is a send with `reply_to_message_id`; `typing: false` is a stop),
+   * a request refused before its body was read (401) counts as the route's first operation.
+   */
+  const counted = (path: ChatPath, op: ChatOperation | ((req: FastifyRequest) => ChatOperation)) => ({
+    onSend: async (req: FastifyRequest, _reply: FastifyReply, payload: unknown) => {
+      ctx.metrics.guard.chatOperations.inc({ operation: typeof op === 'function' ? op(req) : op, path });
+      return payload;
+    },
+  });
+  const sendOrReply = (req: FastifyRequest): ChatOperation => {
+    const body = req.body as { reply_to_message_id?: unknown } | undefined;
+    return body && typeof body === 'object' && body.reply_to_message_id != null ? 'replyToMessage' : 'sendMessage';
+  };
+
+  // ---- session chat -----------------------------------------------------------------------
+
+  app.post(
+    '/api/sessions/:context/messages',
+    {
+      onRequest: tokenOnly,
+      ...counted('session', sendOrReply),
+      schema: {
+        tags: ['chat'],
+        summary: 'Send a message (idempotent by client_message_id: a retry answers 200 with the stored message)',
+        params: ContextParams,
+        body: SendBody,
+        response: { 200: Ok(ChatMessageOut), 201: Ok(ChatMessageOut), ...errorResponses },
+      },
+    },
+    async (req, reply) => {
+      const b = req.body;
+      const r = await sendToSession(ctx, senderOf(req), parseContextOrThrow(req.params.context), {
+        clientMessageId: b.client_message_id,
+        type: b.type,
+        body: b.body,
+        mediaUrl: b.media_url ?? null,
+        replyTo: b.reply_to_message_id ?? null,
+      });
+      return reply.code(r.created ? 201 : 200).send({ success: true, data: r.message });
+    },
+  );
+
+  app.get(
+    '/api/sessions/:context/messages',
+    {
+      preHandler: anyone,
+      ...counted('session', 'getMessages'),
+      schema: {
+        tags: ['chat'],
+        summary: 'Messages, oldest first, by keyset: the newest page, `before` an id (older), or `after` an id (newer)',
+        params: ContextParams,
+        querystring: ListQuery,
+        response: { 200: Ok(MessagePageOut), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const actor = currentUser(req);
+      const s = await freshSession(ctx, await readableSession(ctx.db, actor, req.params.context));
+      const { page } = await listConversation(ctx, actor, sessionScope(s), parsePage(req.query));
+      return { success: true as const, data: page };
+    },
+  );
+
+  app.post(
+    '/api/sessions/:context/messages/:messageId/reactions',
+    {
+      preHandler: anyone,
+      ...counted('session', 'addReaction'),
+      schema: {
+        tags: ['chat'],
+        params: MessageParams,
+        body: ReactionBody,
+        response: { 200: Ok(ReactionResultOut), 201: Ok(ReactionResultOut), ...errorResponses },
+      },
+    },
+    async (req, reply) => {
+      const actor = currentUser(req);
+      const s = await sessionByContext(ctx.db, req.params.context);
+      const messageId = toId(req.params.messageId);
+      const { changed } = await setReaction(ctx, actor, sessionScope(s), messageId, req.body.reaction, true);
+      return reply.code(changed ? 201 : 200).send({ success: true, data: { message_id: messageId, reaction: req.body.reaction, user_id: actor.id, changed } });
+    },
+  );
+
+  app.delete(
+    '/api/sessions/:context/messages/:messageId/reactions/:reaction',
+    {
+      preHandler: anyone,
+      ...counted('session', 'removeReaction'),
+      schema: { tags: ['chat'], params: ReactionParams, response: { 200: Ok(ReactionResultOut), ...errorResponses } },
+    },
+    async (req) => {
+      const actor = currentUser(req);
+      const s = await sessionByContext(ctx.db, req.params.context);
+      const messageId = toId(req.params.messageId);
+      const { changed } = await setReaction(ctx, actor, sessionScope(s), messageId, req.params.reaction, false);
+      return { success: true as const, data: { message_id: messageId, reaction: req.params.reaction, user_id: actor.id, changed } };
+    },
+  );
+
+  app.post(
+    '/api/sessions/:context/typing',
+    {
+      preHandler: anyone,
+      ...counted('session', (req) => ((req.body as { typing?: unknown } | undefined)?.typing === false ? 'stopTyping' : 'startTyping')),
+      schema: {
+        tags: ['chat'],
+        summary: 'Typing indicator: ephemeral (never stored), lapses after ~8 s, throttled per user',
+        params: ContextParams,
+        body: TypingBody,
+        response: { 200: Ok(TypingOut), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const actor = currentUser(req);
+      const s = await freshSession(ctx, await sessionByContext(ctx.db, req.params.context));
+      return { success: true as const, data: setTyping(ctx, typing, actor, sessionScope(s), req.body.typing) };
+    },
+  );
+
+  app.post(
+    '/api/sessions/:context/read',
+    {
+      preHandler: anyone,
+      ...counted('session', 'markAsRead'),
+      schema: {
+        tags: ['chat'],
+        summary: 'Move your read horizon forward to message_id (never backwards)',
+        params: ContextParams,
+        body: ReadBody,
+        response: { 200: Ok(ReadOut), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const actor = currentUser(req);
+      const s = await sessionByContext(ctx.db, req.params.context);
+      const r = await markRead(ctx, actor, sessionScope(s), req.body.message_id);
+      return { success: true as const, data: { last_read_message_id: r.last_read_message_id, unread_count: r.unread_count, moved: r.moved } };
+    },
+  );
+
+  // ---- legacy appointment chat --------------------------------------------------------------
+
+  /**
+   * Legacy send / reply. With enforcement off, a send addressed by an appointment that has a
+   * live session first tries the one-statement path (session lock, insert and the would-block
+   * guard event in one statement); everything else resolves through the guard explicitly.
+   */
+  async function legacySend(sender: { id: number; load: () => Promise<ChatActor> }, rawId: string, operation: ChatOperation, input: MessageInput): Promise<SendResult> {
+    validateMessage(input);
+    const param = classifyChatPathParam(rawId);
+    if (param.type === 'appointment') {
+      const flags = await currentGuardFlags(ctx.flags);
+      if (!flags.ENFORCE_SESSION_GATED_CHAT) {
+        const row = await repo.fastInsertSessionMessage(ctx.database, {
+          target: { appointmentId: param.id, operation },
+          senderId: sender.id,
+          message: { ...input },
+        });
+        if (row) {
+          const event = { guard: 'chat' as const, operation, outcome: 'would_block' as const, enforced: false, appointmentId: param.id, sessionId: row.session_id, userId: row.sender_id };
+          logGuardDecision(ctx.log, event);
+          countGuardDecision(ctx.metrics, event);
+          return fastResult(ctx, row);
+        }
+      }
+    }
+    const actor = await sender.load();
+    for (let attempt = 0; ; attempt++) {
+      const target = await resolveLegacyChat(ctx, actor, rawId, operation);
+      if (target.mode === 'session') return sendToSessionLocked(ctx, actor, target.session.id, input);
+      const r = await sendToAppointment(ctx, actor, target.appointmentId, input);
+      // The session started between the guard's look and the appointment lock: decide again.
+      if ('rerouted' in r) {
+        if (attempt < 2) continue;
+        throw invalid('The conversation changed while sending; retry');
+      }
+      return r;
+    }
+  }
+
+  app.get(
+    '/api/chat/:id/messages',
+    {
+      preHandler: anyone,
+      ...counted('legacy', 'getMessages'),
+      schema: {
+        tags: ['legacy chat'],
+        summary: 'Legacy (guarded): messages of an appointment or session; use /api/sessions/{context}/messages',
+        params: LegacyParams,
+        querystring: LegacyListQuery,
+        response: { 200: Ok(Type.Array(LegacyMessageOut)), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const actor = currentUser(req);
+      const target = await resolveLegacyChat(ctx, actor, req.params.id, 'getMessages');
+      const { page, reactions } = await listConversation(ctx, actor, target.scope, { ...parsePage(req.query), limit: parsePage(req.query).limit ?? 100 });
+      return { success: true as const, data: page.messages.map((m) => legacyMessageJson(m, reactions)) };
+    },
+  );
+
+  app.post(
+    '/api/chat/:id/messages',
+    {
+      onRequest: tokenOnly,
+      ...counted('legacy', 'sendMessage'),
+      schema: {
+        tags: ['legacy chat'],
+        summary: 'Legacy (guarded): send; temp_id is the idempotency key',
+        params: LegacyParams,
+        body: LegacySendBody,
+        response: { 200: Ok(LegacyMessageOut), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const r = await legacySend(senderOf(req), req.params.id, 'sendMessage', legacyInput(req.body, null));
+      return { success: true as const, data: legacyMessageJson(r.message) };
+    },
+  );
+
+  app.post(
+    '/api/chat/:id/messages/:messageId/reply',
+    {
+      onRequest: tokenOnly,
+      ...counted('legacy', 'replyToMessage'),
+      schema: {
+        tags: ['legacy chat'],
+        params: LegacyMessageParams,
+        body: LegacySendBody,
+        response: { 200: LegacyReplyOut, ...errorResponses },
+      },
+    },
+    async (req) => {
+      const r = await legacySend(senderOf(req), req.params.id, 'replyToMessage', legacyInput(req.body, toId(req.params.messageId)));
+      const original = await repo.messageInScope(ctx.db, r.scope, toId(req.params.messageId));
+      return {
+        success: true as const,
+        message: 'Reply sent successfully',
+        data: {
+          ...legacyMessageJson(r.message),
+          reply_to_message: original?.body ?? null,
+          reply_to_sender_name: original?.sender_name ?? null,
+          read_by: [],
+        },
+      };
+    },
+  );
+
+  const legacyReaction = async (actor: ChatActor, rawId: string, messageIdRaw: string, reaction: string | undefined, add: boolean) => {
+    if (reaction === undefined) throw invalid('reaction is required (in the body or the query string)');
+    const operation = add ? 'addReaction' : 'removeReaction';
+    const target: LegacyTarget = await resolveLegacyChat(ctx, actor, rawId, operation);
+    const { changed } = await setReaction(ctx, actor, target.scope, toId(messageIdRaw), reaction, add);
+    const message = add ? (changed ? 'Reaction added' : 'Reaction already present') : changed ? 'Reaction removed' : 'Reaction was not present';
+    return {
+      success: true as const,
+      data: {
+        success: true,
+        message,
+        ...(add ? { reaction: { reaction, user_id: actor.id, user_name: actor.name, timestamp: ctx.now().toISOString() } } : {}),
+      },
+    };
+  };
+
+  app.post(
+    '/api/chat/:id/messages/:messageId/reactions',
+    {
+      preHandler: anyone,
+      ...counted('legacy', 'addReaction'),
+      schema: { tags: ['legacy chat'], params: LegacyMessageParams, body: LegacyReactionBody, response: { 200: Ok(LegacyReactionResultOut), ...errorResponses } },
+    },
+    async (req) => legacyReaction(currentUser(req), req.params.id, req.params.messageId, req.body.reaction, true),
+  );
+
+  app.delete(
+    '/api/chat/:id/messages/:messageId/reactions',
+    {
+      preHandler: anyone,
+      ...counted('legacy', 'removeReaction'),
+      schema: {
+        tags: ['legacy chat'],
+        params: LegacyMessageParams,
+        querystring: LegacyReactionQuery,
+        body: LegacyOptionalReactionBody,
+        response: { 200: Ok(LegacyReactionResultOut), ...errorResponses },
+      },
+    },
+    async (req) => legacyReaction(currentUser(req), req.params.id, req.params.messageId, req.query.reaction ?? req.body?.reaction, false),
+  );
+
+  for (const [action, operation] of [
+    ['start', 'startTyping'],
+    ['stop', 'stopTyping'],
+  ] as const) {
+    app.post(
+      `/api/chat/:id/typing/${action}`,
+      {
+        preHandler: anyone,
+        ...counted('legacy', operation),
+        schema: { tags: ['legacy chat'], params: LegacyParams, body: LegacyTypingBody, response: { 200: Ok(LegacyTypingOut), ...errorResponses } },
+      },
+      async (req) => {
+        const actor = currentUser(req);
+        const target = await resolveLegacyChat(ctx, actor, req.params.id, operation);
+        setTyping(ctx, typing, actor, target.scope, action === 'start');
+        return {
+          success: true as const,
+          data: { success: true, message: action === 'start' ? 'Typing started' : 'Typing stopped', typing_users: typingUsers(typing, target.scope) },
+        };
+      },
+    );
+  }
+
+  app.post(
+    '/api/chat/:id/mark-read',
+    {
+      preHandler: anyone,
+      ...counted('legacy', 'markAsRead'),
+      schema: {
+        tags: ['legacy chat'],
+        summary: 'Legacy (guarded): mark everything (up to `timestamp`) read for the authenticated user',
+        params: LegacyParams,
+        body: LegacyMarkReadBody,
+        response: { 200: Ok(LegacyMarkReadOut), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const actor = currentUser(req);
+      const target = await resolveLegacyChat(ctx, actor, req.params.id, 'markAsRead');
+      const ts = req.body?.timestamp;
+      let at: Date | undefined;
+      if (ts !== undefined) {
+        at = new Date(ts);
+        // Bounded to years 1..9999: JavaScript dates reach ±275,760, beyond what timestamptz stores.
+        if (Number.isNaN(at.getTime()) || at.getUTCFullYear() < 1 || at.getUTCFullYear() > 9999) {
+          throw invalid('timestamp must be an ISO-8601 date-time');
+        }
+      }
+      const upTo = await repo.latestMessageId(ctx.db, target.scope, at);
+      if (upTo === null) {
+        return { success: true as const, data: { success: true, message: 'Nothing to mark', marked_count: 0, last_read_message_id: await repo.readHorizon(ctx.db, target.scope, actor.id) } };
+      }
+      const r = await markRead(ctx, actor, target.scope, upTo);
+      const marked = r.moved ? await repo.countFromOthersBetween(ctx.db, target.scope, actor.id, r.previous, r.last_read_message_id) : 0;
+      return { success: true as const, data: { success: true, message: 'Messages marked as read', marked_count: marked, last_read_message_id: r.last_read_message_id } };
+    },
+  );
+}
+
+export default fp(chatPlugin, { name: 'chat', dependencies: ['context', 'auth'] });

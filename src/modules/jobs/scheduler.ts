@@ -13,6 +13,10 @@ export interface JobCounts {
   skipped?: number;
   failed?: number;
   details?: Record<string, unknown>;
+  /** The run decided not to work (a legacy trigger switched off by its flag): status `skipped`. */
+  status?: 'skipped';
+  /** More work is waiting (the run stopped at its budget): the worker runs it again at once. */
+  more?: boolean;
 }
 
 export interface JobDefinition {
@@ -20,20 +24,35 @@ export interface JobDefinition {
   name: string;
   /** Seconds between the end of one run and the start of the next. */
   intervalSeconds: (ctx: AppContext) => number;
-  /** Whether to write a job_runs row for runs that did nothing (keeps the table small). */
+  /**
+   * Whether to write a job_runs row for runs that found nothing to do. True for the jobs whose
+   * runs operators read as evidence (auto-start, the legacy triggers: "it ran at 12:00:30 and
+   * found nothing"); false for housekeeping that runs every few seconds (expiry, notification
+   * delivery, the due-count gauge), whose idle runs are only counted in `job_runs_total`.
+   * Runs that did something, failed or were skipped are always recorded.
+   */
   recordIdleRuns?: boolean;
   run(ctx: AppContext, run: { runId: string; signal: AbortSignal }): Promise<JobCounts>;
 }
 
+export interface JobRunResult {
+  runId: string;
+  status: 'succeeded' | 'failed' | 'skipped';
+  durationMs: number;
+  counts: JobCounts;
+  error?: string;
+}
+
 /** Runs one job once, records the run (row + log line + metrics), never throws. */
-export async function runJobOnce(ctx: AppContext, job: JobDefinition, signal = new AbortController().signal) {
+export async function runJobOnce(ctx: AppContext, job: JobDefinition, signal = new AbortController().signal): Promise<JobRunResult> {
   const runId = randomUUID();
   const started = performance.now();
   let counts: JobCounts = {};
-  let status: 'succeeded' | 'failed' = 'succeeded';
+  let status: JobRunResult['status'] = 'succeeded';
   let error: string | undefined;
   try {
     counts = await job.run(ctx, { runId, signal });
+    status = counts.status ?? 'succeeded';
   } catch (err) {
     status = 'failed';
     error = err instanceof Error ? err.message : String(err);
@@ -42,7 +61,7 @@ export async function runJobOnce(ctx: AppContext, job: JobDefinition, signal = n
   const durationMs = Math.round(performance.now() - started);
   ctx.metrics.jobs.duration.observe({ job_name: job.name }, durationMs / 1000);
   ctx.metrics.jobs.runs.inc({ job_name: job.name, status });
-  const idle = !counts.selected && !counts.created && !counts.failed && status === 'succeeded';
+  const idle = !counts.selected && !counts.created && !counts.skipped && !counts.failed && status === 'succeeded';
   if (!idle || job.recordIdleRuns) {
     try {
       await ctx.db
@@ -81,7 +100,8 @@ export function startWorker(ctx: AppContext, jobs: JobDefinition[]): Worker {
     // Spread the first runs so several jobs (and several workers) do not start in lock step.
     await sleep(Math.random() * 1000, controller.signal);
     while (!controller.signal.aborted) {
-      await runJobOnce(ctx, job, controller.signal);
+      const result = await runJobOnce(ctx, job, controller.signal);
+      if (result.status === 'succeeded' && result.counts.more) continue;
       await sleep(job.intervalSeconds(ctx) * 1000, controller.signal);
     }
   });

@@ -1,8 +1,9 @@
 /**
  * Notification delivery from the outbox. Rows are enqueued inside the transaction that creates
- * the session (unique `dedupe_key` per appointment, session and recipient), and delivered after
- * commit: claimed with SKIP LOCKED, copied into `notifications` (unique `outbox_id`), marked
- * delivered and pushed to connected clients — exactly once however many processes deliver.
+ * the session (one row per appointment and session, unique `dedupe_key`, for the patient and —
+ * `also_notify` — the doctor), and delivered after commit: claimed with SKIP LOCKED, fanned out
+ * into `notifications` (unique per outbox row and user), marked delivered and pushed to connected
+ * clients — exactly once per (row, recipient) however many processes deliver.
  */
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
@@ -20,10 +21,12 @@ export async function deliverPendingNotifications(ctx: AppContext, limit = 500):
     const ids = JSON.stringify(rows.rows.map((r) => r.id));
     const inserted = await sql<{ id: number; user_id: number; kind: string; payload: unknown; outbox_id: number }>`
       insert into notifications (outbox_id, user_id, kind, payload)
-      select o.id, o.recipient_id, o.kind, o.payload
+      select o.id, r.uid, o.kind, o.payload
         from notification_outbox o
+       cross join lateral (select distinct u from unnest(array[o.recipient_id] || o.also_notify) as u) as r(uid)
        where o.id in (select value::bigint from jsonb_array_elements_text(${ids}::jsonb))
-          on conflict (outbox_id) do nothing
+       order by o.id, r.uid
+          on conflict (outbox_id, user_id) do nothing
       returning id, user_id, kind, payload, outbox_id`.execute(trx);
     await sql`
       update notification_outbox set delivered_at = now(), attempts = attempts + 1

@@ -32,6 +32,8 @@ export interface SessionState {
   ringing_since: Date | null;
   patient_in_call: boolean;
   doctor_in_call: boolean;
+  /** Why it ended (optional: only the idempotent decline reads it). */
+  end_reason?: string | null;
 }
 
 export type SessionChange = Partial<
@@ -64,9 +66,20 @@ const none: Transition = { ok: true, change: {} };
 const refuse = (reason: 'not_active' | 'invalid_for_kind' | 'invalid_state'): Transition => ({ ok: false, reason });
 const addSeconds = (d: Date, s: number) => new Date(d.getTime() + s * 1000);
 
-/** A chat message was sent by `from`. (Calls have chat too, without these rules.) */
+/** Whether the passage of time alone ends the session now (a deadline has passed). */
+export function endedByTime(s: SessionState, now: Date, t: SessionTiming): boolean {
+  const tick = onTick(s, now, t);
+  return tick.ok && tick.change.status !== undefined && !isLive(tick.change.status);
+}
+
+/**
+ * A chat message was sent by `from`. (Calls have chat too, without these rules.)
+ * A session whose deadline has passed is over even if no worker has expired it yet: a doctor
+ * answering one second after the response window does not activate it (SPEC §2.3).
+ */
 export function onMessage(s: SessionState, from: Party, now: Date, t: SessionTiming): Transition {
   if (!isLive(s.status)) return refuse('not_active');
+  if (endedByTime(s, now, t)) return refuse('not_active');
   if (s.kind !== 'text') return none;
   if (from === 'patient') {
     if (s.status === 'waiting_for_doctor' && s.patient_first_message_at === null) {
@@ -98,9 +111,15 @@ export function onTick(s: SessionState, now: Date, t: SessionTiming): Transition
     return none;
   }
   if (s.status === 'ringing' && s.ringing_since && now >= addSeconds(s.ringing_since, t.ringTimeoutSeconds)) {
-    return s.source === 'INSTANT'
-      ? ok({ status: 'missed', ended_at: now, end_reason: 'no_answer', ringing_since: null, patient_in_call: false, doctor_in_call: false })
-      : ok({ status: 'waiting', ringing_since: null, patient_in_call: false, doctor_in_call: false });
+    if (s.source === 'INSTANT') {
+      return ok({ status: 'missed', ended_at: now, end_reason: 'no_answer', ringing_since: null, patient_in_call: false, doctor_in_call: false });
+    }
+    // Back to waiting — unless the join window has closed meanwhile, in which case waiting would
+    // expire at once: one step, so a tick is never half-applied (tick ∘ tick = tick).
+    if (now >= joinDeadline) {
+      return ok({ status: 'expired', ended_at: now, end_reason: 'no_answer', ringing_since: null, patient_in_call: false, doctor_in_call: false });
+    }
+    return ok({ status: 'waiting', ringing_since: null, patient_in_call: false, doctor_in_call: false });
   }
   if (s.status === 'waiting' && now >= joinDeadline) {
     return ok({ status: 'expired', ended_at: now, end_reason: 'no_show' });
@@ -137,10 +156,10 @@ export function onLeave(s: SessionState, who: Party, now: Date): Transition {
   return ok({ status: 'waiting', ringing_since: null, [inCallKey(who)]: false });
 }
 
-/** The callee declines a ringing call. */
+/** The callee declines a ringing call. Declining a call that was already declined is not a change. */
 export function onDecline(s: SessionState, who: Party, now: Date): Transition {
   if (s.kind !== 'call') return refuse('invalid_for_kind');
-  if (!isLive(s.status)) return refuse('not_active');
+  if (!isLive(s.status)) return s.end_reason === 'declined' ? none : refuse('not_active');
   if (s.status !== 'ringing' || s[inCallKey(who)]) return refuse('invalid_state');
   if (s.source === 'INSTANT') {
     return ok({ status: 'ended', ended_at: now, end_reason: 'declined', ringing_since: null, patient_in_call: false, doctor_in_call: false });

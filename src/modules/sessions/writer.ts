@@ -1,25 +1,28 @@
 /**
  * The single session writer. Every path that turns appointments into sessions — auto-start,
- * recovery, the legacy activate-booked trigger, `start-session` — calls
- * `createSessionsForAppointments`, which works on a set (a set of one for a request):
+ * recovery, the legacy activate-booked trigger, `start-session` — goes through here, and it
+ * works on a set (a set of one for a request). One batch is ONE SQL statement (data-modifying
+ * CTEs), in the caller's transaction:
  *
- *   lock the appointment rows → re-check eligibility under the lock → insert the sessions
- *   (ON CONFLICT DO NOTHING: one session per appointment and one live session per patient are
- *   unique indexes) → link `appointments.session_id`, status `in_progress` → carry pre-session
- *   legacy chat into the session → enqueue "session started" notifications (unique key per
- *   appointment, session and recipient) → record one conversion row per appointment
+ *   lock the appointment rows (auto-start: claim them with FOR UPDATE SKIP LOCKED)
+ *   → re-check eligibility under the lock (confirmed, no session, a known type, a patient and a
+ *     doctor) → insert the sessions, ON CONFLICT DO NOTHING (one session per appointment and one
+ *     live session per patient are unique indexes; rows go in patient order so concurrent
+ *     batches never deadlock on the per-patient index) → link `appointments.session_id`, status
+ *     `in_progress` → carry pre-session legacy chat into the session → enqueue the "session
+ *     started" notification in the outbox (one row per appointment and session, unique key,
+ *     delivered to the patient and the doctor)
+ *   → count failures as attempts with backoff → one conversion row per appointment
  *
- * all in the caller's transaction, in a constant number of statements per batch (no per-row
- * round trips), so a batch of 500 costs about as much as a batch of 5.
+ * The statement's cost is per row, not per round trip: no batch data travels to the client and
+ * back between steps, so a batch of 2,000 is one round trip (see docs/benchmarks.md).
  */
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import type { AppContext } from '../../context.js';
 import type { Modality, Trx } from '../../db/types.js';
 import { isCheckViolation, isForeignKeyViolation, isUniqueViolation } from '../../lib/errors.js';
-import { formatSessionContext } from './context.js';
 import { deliverPendingNotifications } from './notifications.js';
 import { modalityForAppointmentType } from './modality.js';
-import { initialStatus, kindOf } from './state.js';
 
 export type ConversionSource = 'auto_start' | 'recovery' | 'activate_booked' | 'start_session';
 
@@ -50,125 +53,262 @@ export interface WriterOptions {
   recordAttempts?: boolean;
   /** Write a conversion row for skipped appointments too (recovery's audit trail). Default true. */
   recordSkips?: boolean;
+  /**
+   * Deliver the enqueued notifications right after commit (default true). Batch callers pass
+   * false and deliver once per run instead of once per batch.
+   */
+  deliverNotifications?: boolean;
 }
 
-interface LockedRow {
-  id: number;
+/** What the writer needs to know about an appointment to decide whether it may convert it. */
+export interface EligibilityInput {
   status: string;
   session_id: number | null;
   appointment_type: string;
-  patient_id: number;
-  doctor_id: number;
   patient_role: string | null;
   doctor_role: string | null;
+}
+
+export type Eligibility =
+  | { ok: true; modality: Modality }
+  | { ok: false; result: 'skipped'; reason: 'session_id_already_set' | 'not_confirmed'; modality: Modality | null }
+  | { ok: false; result: 'failed'; reason: 'invalid_appointment_state' | 'missing_doctor_or_patient'; modality: Modality | null };
+
+/**
+ * The eligibility rule, pure: the writer applies it under the row lock; recovery's dry run
+ * applies it to a plain read to say what an execution would do.
+ */
+export function eligibility(a: EligibilityInput): Eligibility {
+  const modality = modalityForAppointmentType(a.appointment_type);
+  if (a.session_id !== null) return { ok: false, result: 'skipped', reason: 'session_id_already_set', modality };
+  if (a.status !== 'confirmed') return { ok: false, result: 'skipped', reason: 'not_confirmed', modality };
+  if (!modality) return { ok: false, result: 'failed', reason: 'invalid_appointment_state', modality };
+  if (a.patient_role !== 'patient' || a.doctor_role !== 'doctor') return { ok: false, result: 'failed', reason: 'missing_doctor_or_patient', modality };
+  return { ok: true, modality };
 }
 
 /** Backoff before the next automatic attempt: 30 s, 1 min, 2 min … capped at 1 h. */
 export const backoffSql = sql`least(interval '30 seconds' * power(2, least(conversion_attempts, 10)), interval '1 hour')`;
 
-const json = (v: unknown) => JSON.stringify(v);
-
-export async function createSessionsForAppointments(trx: Trx, appointmentIds: number[], opts: WriterOptions): Promise<ConversionOutcome[]> {
-  const ids = [...new Set(appointmentIds)].filter((n) => Number.isSafeInteger(n) && n > 0);
-  if (ids.length === 0) return [];
-
-  const locked = await sql<LockedRow>`
-    select a.id, a.status, a.session_id, a.appointment_type, a.patient_id, a.doctor_id,
-           p.role as patient_role, d.role as doctor_role
-      from appointments a
-      left join users p on p.id = a.patient_id
-      left join users d on d.id = a.doctor_id
-     where a.id in (select value::bigint from jsonb_array_elements_text(${json(ids)}::jsonb))
-     order by a.id
-       for update of a`.execute(trx);
-
-  const outcomes = new Map<number, ConversionOutcome>();
-  const out = (row: Partial<ConversionOutcome> & Pick<ConversionOutcome, 'appointmentId' | 'result'>) =>
-    outcomes.set(row.appointmentId, { sessionId: null, modality: null, reason: null, appointmentStatus: null, ...row });
-
-  const candidates: { aid: number; pid: number; did: number; kind: string; modality: Modality; status: string }[] = [];
-  for (const a of locked.rows) {
-    const modality = modalityForAppointmentType(a.appointment_type);
-    const base = { appointmentId: a.id, appointmentStatus: a.status, modality };
-    if (a.session_id !== null) out({ ...base, result: 'skipped', reason: 'session_id_already_set', sessionId: a.session_id });
-    else if (a.status !== 'confirmed') out({ ...base, result: 'skipped', reason: 'not_confirmed' });
-    else if (!modality) out({ ...base, result: 'failed', reason: 'invalid_appointment_state' });
-    else if (a.patient_role !== 'patient' || a.doctor_role !== 'doctor') out({ ...base, result: 'failed', reason: 'missing_doctor_or_patient' });
-    else {
-      const kind = kindOf(modality);
-      candidates.push({ aid: a.id, pid: a.patient_id, did: a.doctor_id, kind, modality, status: initialStatus(kind) });
-    }
-  }
-  for (const id of ids) if (!outcomes.has(id) && !candidates.some((c) => c.aid === id)) out({ appointmentId: id, result: 'skipped', reason: 'not_found' });
-
-  if (candidates.length > 0) {
-    const inserted = await sql<{ id: number; appointment_id: number }>`
-      insert into sessions (kind, modality, source, appointment_id, patient_id, doctor_id, status, credits_at_start)
-      select x.kind, x.modality, 'APPOINTMENT', x.aid, x.pid, x.did, x.status,
-             (select coalesce(sum(case x.modality when 'text' then s.text_remaining
-                                                   when 'voice' then s.voice_remaining
-                                                   else s.video_remaining end), 0)::int
-                from subscriptions s
-               where s.patient_id = x.pid and s.starts_at <= now() and s.expires_at > now())
-        from jsonb_to_recordset(${json(candidates)}::jsonb)
-             as x(aid bigint, pid bigint, did bigint, kind text, modality text, status text)
-       order by x.aid
-          on conflict do nothing
-      returning id, appointment_id`.execute(trx);
-    const created = new Map(inserted.rows.map((r) => [r.appointment_id, r.id]));
-
-    // Not inserted: either a session already names the appointment (a link that was never
-    // written — repair it) or the patient already has a live session (unique per patient).
-    const missing = candidates.filter((c) => !created.has(c.aid));
-    const orphans = new Map<number, number>();
-    if (missing.length > 0) {
-      const found = await trx
-        .selectFrom('sessions')
-        .select(['id', 'appointment_id'])
-        .where('appointment_id', 'in', missing.map((c) => c.aid))
-        .execute();
-      for (const f of found) orphans.set(f.appointment_id!, f.id);
-    }
-
-    const links = candidates
-      .filter((c) => created.has(c.aid) || orphans.has(c.aid))
-      .map((c) => ({ ...c, sid: created.get(c.aid) ?? orphans.get(c.aid)!, context: formatSessionContext(c.kind as 'text' | 'call', created.get(c.aid) ?? orphans.get(c.aid)!) }));
-
-    if (links.length > 0) {
-      const linkJson = json(links);
-      await sql`
-        update appointments a
-           set session_id = x.sid, status = 'in_progress', last_conversion_error = null, next_conversion_at = null
-          from jsonb_to_recordset(${linkJson}::jsonb) as x(aid bigint, sid bigint)
-         where a.id = x.aid and a.session_id is null`.execute(trx);
-      await sql`
-        update messages m
-           set session_id = x.sid
-          from jsonb_to_recordset(${linkJson}::jsonb) as x(aid bigint, sid bigint)
-         where m.appointment_id = x.aid and m.session_id is null`.execute(trx);
-      await sql`
-        insert into notification_outbox (dedupe_key, recipient_id, kind, payload)
-        select 'session_started:' || x.aid || ':' || x.sid || ':' || r.uid, r.uid, 'session.started',
-               jsonb_build_object('appointment_id', x.aid, 'session_id', x.sid, 'session_context', x.context,
-                                  'modality', x.modality)
-          from jsonb_to_recordset(${linkJson}::jsonb)
-               as x(aid bigint, sid bigint, pid bigint, did bigint, context text, modality text)
-         cross join lateral (values (x.pid), (x.did)) as r(uid)
-            on conflict (dedupe_key) do nothing`.execute(trx);
-    }
-    for (const c of candidates) {
-      const sid = created.get(c.aid) ?? orphans.get(c.aid);
-      if (sid !== undefined) out({ appointmentId: c.aid, result: 'created', sessionId: sid, modality: c.modality, appointmentStatus: 'confirmed' });
-      else out({ appointmentId: c.aid, result: 'failed', reason: 'createSession_conflict_existing_session', modality: c.modality, appointmentStatus: 'confirmed' });
-    }
-  }
-
-  const all = ids.map((id) => outcomes.get(id)!);
-  await recordOutcomes(trx, all, opts);
-  return all;
+/**
+ * Which appointments a batch works on: explicit ids (locked, waiting for other holders), or a
+ * claim — a due-set predicate on `appointments a`, taken oldest first, `limit` rows, skipping
+ * rows another transaction holds (FOR UPDATE SKIP LOCKED).
+ */
+export type Selection = { ids: number[] } | { claim: Claim };
+export interface Claim {
+  /** A predicate over `appointments a` (the database clock: use now()). */
+  where: RawBuilder<unknown>;
+  limit: number;
 }
 
-/** Conversion rows, and attempts with backoff for failures, in the caller's transaction. */
+interface OutcomeRow {
+  aid: number;
+  status: string;
+  modality: Modality | null;
+  result: ConversionOutcome['result'];
+  sid: number | null;
+  reason: FailureReason | SkipReason | null;
+}
+
+const json = (v: unknown) => JSON.stringify(v);
+
+/**
+ * How the batch statement treats the unique indexes it may hit:
+ * - `fast`: plain INSERTs (ON CONFLICT's speculative insertion is a measurable share of a
+ *   batch). A patient's second appointment in the same batch is set aside before the insert
+ *   (it fails with `createSession_conflict_existing_session` and is retried later). Any other
+ *   conflict — the patient already has a live session, or one was committed a moment ago —
+ *   makes the statement fail with a unique violation, and the caller runs the batch again in
+ *   `safe` mode: a batch that contains such an appointment costs twice, the others nothing.
+ * - `safe`: ON CONFLICT DO NOTHING everywhere, and broken links repaired; never fails on those
+ *   indexes. Used for requests (a set of one) and in the caller's own transactions.
+ */
+export type BatchMode = 'fast' | 'safe';
+
+/**
+ * The whole batch as one statement. Eligibility here must agree with {@link eligibility}.
+ *
+ * Shape: no step joins two CTEs on the fast path (each is fed by the previous one's RETURNING
+ * or filtered from one CTE), and tables are only reached by key from a CTE (primary keys,
+ * `= any(array(...))`). The planner's row estimates for a claim come from statistics and can be
+ * off by three orders of magnitude; with this shape a wrong estimate cannot turn into a
+ * quadratic CTE-to-CTE nested loop or a scan of a large table.
+ */
+export function batchStatement(sel: Selection, opts: WriterOptions, mode: BatchMode = 'safe') {
+  const fast = mode === 'fast';
+  const source =
+    'ids' in sel
+      ? sql`select a.id, a.status, a.session_id, a.appointment_type, a.patient_id, a.doctor_id
+              from appointments a
+             where a.id in (select value::bigint from jsonb_array_elements_text(${json(sel.ids)}::jsonb))
+             order by a.id
+               for update`
+      : sql`select a.id, a.status, a.session_id, a.appointment_type, a.patient_id, a.doctor_id
+              from appointments a
+             where ${sel.claim.where}
+             order by a.scheduled_at, a.id
+             limit ${sel.claim.limit}
+               for update skip locked`;
+  return sql<OutcomeRow>`
+    with src as (${source}),
+    cls as (
+      select s.id, s.status, s.session_id, s.patient_id, s.doctor_id,
+             case s.appointment_type when 'text' then 'text' when 'audio' then 'voice'
+                                     when 'voice' then 'voice' when 'video' then 'video' end as modality,
+             case when s.session_id is not null then 'session_id_already_set'
+                  when s.status <> 'confirmed' then 'not_confirmed'
+                  when s.appointment_type not in ('text', 'audio', 'voice', 'video') then 'invalid_appointment_state'
+                  -- Per-row look-ups (not a join): the cost follows the batch, not the users table.
+                  when (select u.role from users u where u.id = s.patient_id) is distinct from 'patient'
+                    or (select u.role from users u where u.id = s.doctor_id) is distinct from 'doctor'
+                    then 'missing_doctor_or_patient'
+             end as reason,
+             -- A session already names the appointment but the link was never written: repair
+             -- the link. Impossible by construction (both are written in one transaction), so the
+             -- fast mode does not look: its plain insert would fail on the appointment_id index
+             -- and the safe mode repairs.
+             ${fast ? sql`null::bigint` : sql`(select o.id from sessions o where o.appointment_id = s.id)`} as orphan_sid
+        from src s),
+    -- Eligible rows; a patient's second appointment in the batch waits for a later batch (one
+    -- live session per patient), numbered here so the fast mode needs no ON CONFLICT.
+    elig as (
+      select c.id, c.patient_id, c.doctor_id, c.modality, c.orphan_sid,
+             row_number() over (partition by c.patient_id order by c.id) as nth
+        from cls c
+       where c.reason is null),
+    ins as (
+      insert into sessions (kind, modality, source, appointment_id, patient_id, doctor_id, status, credits_at_start)
+      select case when e.modality = 'text' then 'text' else 'call' end, e.modality, 'APPOINTMENT', e.id,
+             e.patient_id, e.doctor_id, case when e.modality = 'text' then 'waiting_for_doctor' else 'waiting' end,
+             (select coalesce(sum(case e.modality when 'text' then u.text_remaining
+                                                  when 'voice' then u.voice_remaining
+                                                  else u.video_remaining end), 0)::int
+                from subscriptions u
+               where u.patient_id = e.patient_id and u.starts_at <= now() and u.expires_at > now())
+        from elig e
+       where e.orphan_sid is null ${fast ? sql`and e.nth = 1` : sql``}
+       -- Patient order: concurrent batches then wait on each other's one-live-session-per-patient
+       -- index entries in the same order, so they can queue but never deadlock.
+       order by e.patient_id, e.id
+       ${fast ? sql`` : sql`on conflict do nothing`}
+      returning id, appointment_id, patient_id, doctor_id, modality, true as fresh),
+    lnk as (
+      select i.appointment_id as aid, i.id as sid, i.patient_id, i.doctor_id, i.modality, i.fresh from ins i
+      ${
+        fast
+          ? sql``
+          : sql`union all
+                select e.id, e.orphan_sid, e.patient_id, e.doctor_id, e.modality, false from elig e where e.orphan_sid is not null`
+      }),
+    upd as (
+      update appointments a
+         set session_id = l.sid, status = 'in_progress', last_conversion_error = null, next_conversion_at = null
+        from lnk l
+       where a.id = l.aid and a.session_id is null
+      returning a.id),
+    -- Pre-session legacy chat joins the session's history. Reached through the appointment ids
+    -- (an index condition), never by joining the messages table to the batch.
+    msg as (
+      update messages m
+         set session_id = (select l.sid from lnk l where l.aid = m.appointment_id)
+       where m.appointment_id = any(array(select l.aid from lnk l)) and m.session_id is null
+      returning m.id),
+    -- One outbox row per appointment and session, for the patient and the doctor (delivered
+    -- once per recipient). The key names the new session, so for a session created by this
+    -- statement it cannot exist yet (a plain insert); a repaired link may have been notified
+    -- before (on conflict).
+    box as (
+      insert into notification_outbox (dedupe_key, recipient_id, also_notify, kind, payload)
+      select 'session_started:' || l.aid || ':' || l.sid, l.patient_id, array[l.doctor_id], 'session.started',
+             jsonb_build_object('appointment_id', l.aid, 'session_id', l.sid,
+                                'session_context', case when l.modality = 'text' then 'text' else 'call' end || '_session:' || l.sid,
+                                'modality', l.modality)
+        from lnk l
+       where l.fresh
+      returning id),
+    ${
+      fast
+        ? sql``
+        : sql`box_repaired as (
+                insert into notification_outbox (dedupe_key, recipient_id, also_notify, kind, payload)
+                select 'session_started:' || l.aid || ':' || l.sid, l.patient_id, array[l.doctor_id], 'session.started',
+                       jsonb_build_object('appointment_id', l.aid, 'session_id', l.sid,
+                                          'session_context', case when l.modality = 'text' then 'text' else 'call' end || '_session:' || l.sid,
+                                          'modality', l.modality)
+                  from lnk l
+                 where not l.fresh
+                    on conflict (dedupe_key) do nothing
+                returning id),`
+    }
+    -- Eligible but not inserted: the patient's live session (or the batch's own first session
+    -- for that patient) holds the one-live-session index.
+    conflicted as (
+      ${
+        fast
+          ? sql`select e.id, e.modality from elig e where e.nth > 1`
+          : sql`select e.id, e.modality from elig e where e.orphan_sid is null
+                except
+                select i.appointment_id, i.modality from ins i`
+      }),
+    outcome as (
+      select l.aid, 'confirmed' as status, l.modality, 'created' as result, l.sid, null as reason from lnk l
+      union all
+      select c.id, c.status, c.modality,
+             case when c.reason in ('session_id_already_set', 'not_confirmed') then 'skipped' else 'failed' end,
+             c.session_id, c.reason
+        from cls c where c.reason is not null
+      union all
+      select k.id, 'confirmed', k.modality, 'failed', null, 'createSession_conflict_existing_session' from conflicted k),
+    att as (
+      update appointments a
+         set conversion_attempts = conversion_attempts + 1, last_conversion_error = o.reason,
+             next_conversion_at = now() + ${backoffSql}
+        from outcome o
+       where a.id = o.aid and o.result = 'failed' and ${opts.recordAttempts !== false}
+      returning a.id),
+    conv as (
+      insert into appointment_conversions (appointment_id, source, result, session_id, failure_reason, job_run_id)
+      select o.aid, ${opts.source}, o.result, o.sid, o.reason, ${opts.jobRunId ?? null}::uuid
+        from outcome o
+       where o.result <> 'skipped' or ${opts.recordSkips !== false}
+      returning id)
+    select aid, status, modality, result, sid, reason from outcome order by aid`;
+}
+
+/**
+ * Converts a set of appointments in the caller's transaction (one statement, `safe` mode: it
+ * never fails on a unique index, so the caller's transaction survives); returns one outcome per
+ * requested appointment (`not_found` for ids that do not exist).
+ */
+export async function createSessionsForAppointments(trx: Trx, appointmentIds: number[], opts: WriterOptions): Promise<ConversionOutcome[]> {
+  const ids = cleanIds(appointmentIds);
+  if (ids.length === 0) return [];
+  return withNotFound(ids, await runBatch(trx, { ids }, opts, 'safe'));
+}
+
+const cleanIds = (ids: number[]) => [...new Set(ids)].filter((n) => Number.isSafeInteger(n) && n > 0);
+
+function withNotFound(ids: number[], rows: ConversionOutcome[]): ConversionOutcome[] {
+  const byId = new Map(rows.map((o) => [o.appointmentId, o]));
+  return ids.map(
+    (id) => byId.get(id) ?? { appointmentId: id, result: 'skipped', sessionId: null, modality: null, reason: 'not_found', appointmentStatus: null },
+  );
+}
+
+async function runBatch(trx: Trx, sel: Selection, opts: WriterOptions, mode: BatchMode): Promise<ConversionOutcome[]> {
+  const r = await batchStatement(sel, opts, mode).execute(trx);
+  return r.rows.map((o) => ({
+    appointmentId: Number(o.aid),
+    result: o.result,
+    sessionId: o.sid === null ? null : Number(o.sid),
+    modality: o.modality,
+    reason: o.reason,
+    appointmentStatus: o.status,
+  }));
+}
+
+/** Conversion rows (and attempts with backoff) for outcomes decided outside the statement. */
 async function recordOutcomes(trx: Trx, all: ConversionOutcome[], opts: WriterOptions): Promise<void> {
   const failed = all.filter((o) => o.result === 'failed');
   if (failed.length > 0 && opts.recordAttempts !== false) {
@@ -209,25 +349,42 @@ export function classifyConversionError(err: unknown): FailureReason {
  * again in its own, so one bad row never stops the others; after commit, metrics, one log line
  * per appointment, and notification delivery.
  */
-export async function convertAppointments(
-  ctx: AppContext,
-  ids: number[],
-  opts: WriterOptions & { claim?: (trx: Trx) => Promise<number[]> },
-): Promise<ConversionOutcome[]> {
+export async function convertAppointments(ctx: AppContext, ids: number[], opts: WriterOptions & { claim?: Claim }): Promise<ConversionOutcome[]> {
+  const wanted = cleanIds(ids);
+  const sel: Selection = opts.claim ? { claim: opts.claim } : { ids: wanted };
+  if (!opts.claim && wanted.length === 0) return [];
+  const attempt = async (mode: BatchMode) => {
+    const rows = await ctx.db.transaction().execute((trx) => runBatch(trx, sel, opts, mode));
+    return opts.claim ? rows : withNotFound(wanted, rows);
+  };
   let outcomes: ConversionOutcome[];
-  let claimed: number[] = ids;
   try {
-    outcomes = await ctx.db.transaction().execute(async (trx) => {
-      if (opts.claim) claimed = await opts.claim(trx);
-      return createSessionsForAppointments(trx, claimed, opts);
-    });
+    try {
+      outcomes = await attempt('fast');
+    } catch (err) {
+      // A session for one of the patients was committed after the statement's snapshot: run the
+      // batch again, tolerating the conflict (that appointment fails and is retried later).
+      if (!isUniqueViolation(err)) throw err;
+      outcomes = await attempt('safe');
+    }
   } catch (batchErr) {
-    if (claimed.length <= 1 && !opts.claim) {
-      outcomes = [await failOne(ctx, claimed[0]!, batchErr, opts)];
+    // The batch rolled back as a whole (an unexpected error: a constraint, a lost connection).
+    // Redo it one appointment per transaction, so one bad row never stops the others.
+    let todo = wanted;
+    if (opts.claim) {
+      try {
+        todo = await claimedIds(ctx, opts.claim);
+      } catch (err) {
+        ctx.log.error({ err, batch_error: batchErr }, 'conversion batch failed and the due set cannot be read');
+        throw batchErr;
+      }
+    }
+    if (todo.length <= 1 && !opts.claim) {
+      outcomes = todo.length === 0 ? [] : [await failOne(ctx, todo[0]!, batchErr, opts)];
     } else {
-      ctx.log.warn({ err: batchErr, count: claimed.length }, 'conversion batch failed; retrying one by one');
+      ctx.log.warn({ err: batchErr, count: todo.length }, 'conversion batch failed; retrying one by one');
       outcomes = [];
-      for (const id of claimed) {
+      for (const id of todo) {
         try {
           outcomes.push(...(await ctx.db.transaction().execute((trx) => createSessionsForAppointments(trx, [id], opts))));
         } catch (err) {
@@ -238,6 +395,13 @@ export async function convertAppointments(
   }
   afterConversion(ctx, outcomes, opts);
   return outcomes;
+}
+
+/** The appointments a claim would take now (no lock: the one-by-one redo locks each). */
+async function claimedIds(ctx: AppContext, claim: Claim): Promise<number[]> {
+  const r = await sql<{ id: number }>`
+    select a.id from appointments a where ${claim.where} order by a.scheduled_at, a.id limit ${claim.limit}`.execute(ctx.db);
+  return r.rows.map((x) => Number(x.id));
 }
 
 async function failOne(ctx: AppContext, id: number, err: unknown, opts: WriterOptions): Promise<ConversionOutcome> {
@@ -271,14 +435,9 @@ export function afterConversion(ctx: AppContext, outcomes: ConversionOutcome[], 
       'appointment_session_conversion',
     );
   }
-  if (outcomes.some((o) => o.result === 'created')) {
-    for (const o of outcomes) {
-      if (o.result === 'created' && o.sessionId !== null) {
-        void ctx.bus.publish({ type: 'session.status', sessionId: o.sessionId, payload: { session_id: o.sessionId, status: 'created', appointment_id: o.appointmentId } });
-      }
-    }
-    deliverSoon(ctx);
-  }
+  // Participants learn about the new session from the "session started" notification (pushed
+  // to them on delivery); nobody can be subscribed to a session that did not exist a moment ago.
+  if (opts.deliverNotifications !== false && outcomes.some((o) => o.result === 'created')) deliverSoon(ctx);
 }
 
 function deliverSoon(ctx: AppContext): void {

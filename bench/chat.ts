@@ -1,0 +1,442 @@
+/**
+ * Chat benchmark (issue [3/6] item 5), measured side by side in one run on PostgreSQL:
+ *
+ *   (a) sending a message through the full session path — JWT + user look-up, context parsing,
+ *       the session row lock, the state check, the insert, metrics, the event on the
+ *       LISTEN/NOTIFY bus — vs a minimal Fastify route that inserts the same row (no auth, no
+ *       checks, one INSERT … RETURNING): throughput and p50/p99 at 50 connections;
+ *   (b) the legacy guarded route `POST /api/chat/{appointmentId}/messages` on an appointment with a
+ *       session, flags off (served by the session, warning logged, would-block counted and recorded
+ *       as a guard event) vs the session route: the guard's overhead;
+ *   (c) WebSocket delivery latency with 1,000 concurrent sessions × 2 connected participants:
+ *       from issuing the HTTP send to the other participant's socket receiving `message.created`.
+ *
+ * The API runs in a child process (its own event loop), listening on loopback, exactly as
+ * `sessiongate serve` builds it (`createContext` + `buildApp`, PostgreSQL bus), LOG_LEVEL=warn to
+ * /dev/null (the guard's warning lines are written). Load comes from this process (autocannon for
+ * (a)/(b), `ws` clients and fetch for (c)). Cases (a)/(b) run interleaved for ROUNDS rounds after
+ * a warm-up and are averaged.
+ *
+ *   npm run bench:chat     (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres;
+ *                           creates and drops its own database)
+ *   DURATION=10 ROUNDS=3 WS_SESSIONS=1000 WS_RATE=500 WS_SECONDS=20 npm run bench:chat
+ *   BENCH_CASES=session,legacy BENCH_PROFILE=/tmp/prof npm run bench:chat   (a CPU profile of the API)
+ *   BENCH_LOG_ASYNC=1 (pino's asynchronous destination), BENCH_INPROCESS_BUS=1 (no NOTIFY): what-ifs
+ *
+ * Not a test: prints JSON and a table.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import { join } from 'node:path';
+import { cpus } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import autocannon from 'autocannon';
+import Fastify from 'fastify';
+import pg from 'pg';
+import pino from 'pino';
+import WebSocket from 'ws';
+import { buildApp } from '../src/app.js';
+import { loadConfig } from '../src/config/env.js';
+import { FlagService } from '../src/config/flags.js';
+import { createContext } from '../src/context.js';
+import { openDatabase } from '../src/db/index.js';
+import { migrate } from '../src/db/migrate.js';
+import { signToken } from '../src/lib/auth.js';
+import { loggerOptions } from '../src/lib/logger.js';
+import { createBusFor } from '../src/realtime/create-bus.js';
+
+const ADMIN_URL = process.env['BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const DURATION = Number(process.env['DURATION'] ?? 10);
+const WARMUP = Number(process.env['WARMUP'] ?? 3);
+const ROUNDS = Number(process.env['ROUNDS'] ?? 3);
+const CONNECTIONS = Number(process.env['CONNECTIONS'] ?? 50);
+const WS_SESSIONS = Number(process.env['WS_SESSIONS'] ?? 1000);
+const WS_RATE = Number(process.env['WS_RATE'] ?? 500);
+const WS_SECONDS = Number(process.env['WS_SECONDS'] ?? 20);
+const POOL_SIZE = process.env['DB_POOL_SIZE'] ?? '10';
+const SECRET = 'bench-secret-bench-secret-bench-secret-000';
+const BODY = 'Good morning doctor, the headache is better today but I still feel tired.';
+
+const urlFor = (db: string) => {
+  const u = new URL(ADMIN_URL);
+  u.pathname = `/${db}`;
+  return u.toString();
+};
+const log = (msg: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${msg}\n`);
+
+// ---- the server process ---------------------------------------------------------------------
+
+/** Runs in the child: the real API and the minimal route, each on its own loopback port. */
+async function serve(databaseUrl: string): Promise<void> {
+  const profiler = new Session();
+  const config = loadConfig({ DATABASE_URL: databaseUrl, JWT_SECRET: SECRET, DB_POOL_SIZE: POOL_SIZE, LOG_LEVEL: 'warn' });
+  // The production logger (options and a synchronous destination, like stdout), into /dev/null.
+  // BENCH_LOG_ASYNC=1: pino's buffered asynchronous destination instead (what the guard's
+  // per-request warning line costs when writes are batched).
+  const logger = pino(loggerOptions('warn', 'bench'), pino.destination(process.env['BENCH_LOG_ASYNC'] ? { dest: '/dev/null', sync: false, minLength: 8192 } : { dest: '/dev/null', sync: true }));
+  const ctx = await createContext(config, { role: 'bench', logger, flags: new FlagService(() => ({})), migrate: false, bus: process.env['BENCH_INPROCESS_BUS'] ? async () => new (await import('../src/realtime/bus.js')).InProcessBus() : createBusFor });
+  const app = await buildApp(ctx);
+  await app.listen({ port: 0, host: '127.0.0.1' });
+
+  // The ceiling: one INSERT of the same row per request, its own pool of the same size.
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: Number(POOL_SIZE) });
+  const minimal = Fastify();
+  minimal.post('/minimal/:session', async (req, reply) => {
+    const b = req.body as { sender_id: number; client_message_id: string; type: string; body: string };
+    const r = await pool.query(
+      `insert into messages (session_id, sender_id, client_message_id, type, body) values ($1, $2, $3, $4, $5)
+       returning id, session_id, sender_id, client_message_id, type, body, created_at`,
+      [Number((req.params as { session: string }).session), b.sender_id, b.client_message_id, b.type, b.body],
+    );
+    return reply.code(201).send({ success: true, data: r.rows[0] });
+  });
+  await minimal.listen({ port: 0, host: '127.0.0.1' });
+  const port = (f: { server: { address(): unknown } }) => (f.server.address() as { port: number }).port;
+  process.send!({ api: port(app), minimal: port(minimal) });
+  process.on('message', (m) => {
+    if (m === 'stop') void Promise.all([app.close(), minimal.close(), pool.end()]).finally(() => process.exit(0));
+    if (m === 'cpu') process.send!({ cpu: process.cpuUsage() });
+    if (m === 'profile-start') {
+      profiler.connect();
+      profiler.post('Profiler.enable', () => profiler.post('Profiler.start'));
+    }
+    if (m === 'profile-stop') {
+      profiler.post('Profiler.stop', (err, r) => {
+        if (!err) writeFileSync(join(process.env['BENCH_PROFILE']!, `api-${Date.now()}.cpuprofile`), JSON.stringify(r.profile));
+        profiler.disconnect();
+      });
+    }
+  });
+}
+
+// ---- data -----------------------------------------------------------------------------------
+
+interface Conversation {
+  appointment: number;
+  session: number;
+  patient: number;
+  doctor: number;
+  patientToken: string;
+  doctorToken: string;
+}
+
+/** `n` active text sessions, each from its own appointment, with one doctor message each. */
+async function conversations(databaseUrl: string, n: number, tag: string): Promise<Conversation[]> {
+  const c = new pg.Client({ connectionString: databaseUrl });
+  await c.connect();
+  try {
+    const r = await c.query<{ appointment: number; session: number; patient: number; doctor: number }>(
+      `with d as (insert into users (role, name) select 'doctor', 'Dr ' || $2 || g from generate_series(1, $1) g returning id),
+            p as (insert into users (role, name) select 'patient', 'Patient ' || $2 || g from generate_series(1, $1) g returning id),
+            pairs as (select p.id as pid, d.id as did, row_number() over () as i
+                        from (select id, row_number() over (order by id) rn from p) p
+                        join (select id, row_number() over (order by id) rn from d) d using (rn)),
+            a as (insert into appointments (patient_id, doctor_id, appointment_type, status, scheduled_at)
+                  select pid, did, 'text', 'in_progress', now() - interval '1 minute' from pairs returning id, patient_id, doctor_id),
+            s as (insert into sessions (kind, modality, source, appointment_id, patient_id, doctor_id, status, activated_at, credits_at_start)
+                  select 'text', 'text', 'APPOINTMENT', a.id, a.patient_id, a.doctor_id, 'active', now(), 100 from a
+                  returning id, appointment_id, patient_id, doctor_id)
+       select appointment_id::int as appointment, id::int as session, patient_id::int as patient, doctor_id::int as doctor from s order by id`,
+      [n, tag],
+    );
+    await c.query(`update appointments a set session_id = s.id from sessions s where s.appointment_id = a.id and a.session_id is null`);
+    await c.query(`insert into messages (session_id, sender_id, type, body) select id, doctor_id, 'text', 'Hello, how can I help?' from sessions where status = 'active' and not exists (select 1 from messages m where m.session_id = sessions.id)`);
+    return Promise.all(
+      r.rows.map(async (row) => ({
+        ...row,
+        patientToken: await signToken(SECRET, { sub: row.patient, role: 'patient' }, 7200),
+        doctorToken: await signToken(SECRET, { sub: row.doctor, role: 'doctor' }, 7200),
+      })),
+    );
+  } finally {
+    await c.end();
+  }
+}
+
+// ---- HTTP cases -----------------------------------------------------------------------------
+
+type Case = 'minimal' | 'session' | 'legacy';
+interface Sample {
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  /** CPU time of the API process per request (user + system), µs: robust on a busy machine. */
+  cpuUs: number;
+}
+
+let server: ChildProcess;
+const serverCpu = () =>
+  new Promise<number>((resolve) => {
+    const on = (m: unknown) => {
+      const cpu = (m as { cpu?: { user: number; system: number } }).cpu;
+      if (!cpu) return;
+      server.off('message', on);
+      resolve(cpu.user + cpu.system);
+    };
+    server.on('message', on);
+    server.send('cpu');
+  });
+
+let seq = 0;
+async function load(kind: Case, ports: { api: number; minimal: number }, convs: Conversation[], seconds: number): Promise<Sample> {
+  // One conversation per connection (as in real use: one participant sends one message at a
+  // time into their session), each request with a fresh client_message_id.
+  const json = { 'content-type': 'application/json' };
+  const requestFor = (c: Conversation): autocannon.Request => {
+    const id = () => `b${process.pid}-${++seq}`;
+    switch (kind) {
+      case 'minimal':
+        return {
+          method: 'POST',
+          path: `/minimal/${c.session}`,
+          headers: json,
+          setupRequest: (req) => ({ ...req, body: JSON.stringify({ sender_id: c.patient, client_message_id: id(), type: 'text', body: BODY }) }),
+        };
+      case 'session':
+        return {
+          method: 'POST',
+          path: `/api/sessions/text_session:${c.session}/messages`,
+          headers: { ...json, authorization: `Bearer ${c.patientToken}` },
+          setupRequest: (req) => ({ ...req, body: JSON.stringify({ client_message_id: id(), type: 'text', body: BODY }) }),
+        };
+      case 'legacy':
+        return {
+          method: 'POST',
+          path: `/api/chat/${c.appointment}/messages`,
+          headers: { ...json, authorization: `Bearer ${c.patientToken}` },
+          setupRequest: (req) => ({ ...req, body: JSON.stringify({ message: BODY, message_type: 'text', temp_id: id() }) }),
+        };
+    }
+  };
+  let nextConnection = 0;
+  const requests = [requestFor(convs[0]!)];
+  const setupClient = (client: autocannon.Client) => client.setRequests([requestFor(convs[nextConnection++ % convs.length]!)]);
+  const port = kind === 'minimal' ? ports.minimal : ports.api;
+  const cpu0 = await serverCpu();
+  const r = await autocannon({ url: `http://127.0.0.1:${port}`, connections: CONNECTIONS, duration: seconds, requests, setupClient });
+  const cpu1 = await serverCpu();
+  // Every request must have succeeded with a stored message (201 session/minimal, 200 legacy).
+  return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts + r.non2xx, cpuUs: (cpu1 - cpu0) / Math.max(1, r.requests.total) };
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+
+// ---- WebSocket delivery ---------------------------------------------------------------------
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+async function openSocket(port: number, token: string, context: string, onMessage: (data: { type: string; data?: { client_message_id?: string } }) => void): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, ['bearer', token]);
+    ws.once('error', reject);
+    ws.on('message', (raw) => {
+      const f = JSON.parse(raw.toString()) as { type: string; ref?: string; data?: { client_message_id?: string } };
+      if (f.type === 'ready') ws.send(JSON.stringify({ type: 'subscribe', session_context: context, ref: 'sub' }));
+      else if (f.type === 'subscribed') resolve(ws);
+      else if (f.type === 'error' && f.ref === 'sub') reject(new Error(JSON.stringify(f)));
+      else onMessage(f);
+    });
+  });
+}
+
+async function websocketDelivery(port: number, convs: Conversation[]) {
+  const pending = new Map<string, { t0: number; to: 'patient' | 'doctor' }>();
+  const latencies: number[] = [];
+  let echoes = 0;
+  const receiver = (who: 'patient' | 'doctor') => (f: { type: string; data?: { client_message_id?: string } }) => {
+    if (f.type !== 'message.created' || !f.data?.client_message_id) return;
+    const p = pending.get(f.data.client_message_id);
+    if (!p) return;
+    if (p.to === who) {
+      latencies.push(performance.now() - p.t0);
+      pending.delete(f.data.client_message_id);
+    } else echoes++;
+  };
+  const sockets: WebSocket[] = [];
+  const started = performance.now();
+  for (let i = 0; i < convs.length; i += 100) {
+    const batch = convs.slice(i, i + 100);
+    const opened = await Promise.all(
+      batch.flatMap((c) => [
+        openSocket(port, c.patientToken, `text_session:${c.session}`, receiver('patient')),
+        openSocket(port, c.doctorToken, `text_session:${c.session}`, receiver('doctor')),
+      ]),
+    );
+    sockets.push(...opened);
+  }
+  const connectSeconds = (performance.now() - started) / 1000;
+  log(`(c) ${sockets.length} sockets connected and subscribed in ${connectSeconds.toFixed(1)} s; sending ${WS_RATE}/s for ${WS_SECONDS} s`);
+
+  let sent = 0;
+  let failed = 0;
+  let inFlight = 0;
+  const sendOne = async (c: Conversation, fromDoctor: boolean) => {
+    const id = `ws${process.pid}-${++seq}`;
+    pending.set(id, { t0: performance.now(), to: fromDoctor ? 'patient' : 'doctor' });
+    inFlight++;
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/api/sessions/text_session:${c.session}/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${fromDoctor ? c.doctorToken : c.patientToken}` },
+        body: JSON.stringify({ client_message_id: id, type: 'text', body: BODY }),
+      });
+      if (res.status !== 201) failed++;
+      await res.arrayBuffer();
+    } catch {
+      failed++;
+    } finally {
+      inFlight--;
+    }
+  };
+  const tickMs = 10;
+  const perTick = WS_RATE / (1000 / tickMs);
+  let credit = 0;
+  const end = performance.now() + WS_SECONDS * 1000;
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      if (performance.now() >= end) {
+        clearInterval(timer);
+        resolve();
+        return;
+      }
+      credit += perTick;
+      while (credit >= 1) {
+        credit -= 1;
+        const c = convs[Math.floor(Math.random() * convs.length)]!;
+        sent++;
+        void sendOne(c, Math.random() < 0.5);
+      }
+    }, tickMs);
+  });
+  const drainUntil = performance.now() + 5_000;
+  while ((inFlight > 0 || pending.size > 0) && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 20));
+  for (const ws of sockets) ws.terminate();
+  latencies.sort((a, b) => a - b);
+  return {
+    sessions: convs.length,
+    sockets: sockets.length,
+    connect_seconds: round(connectSeconds),
+    rate_per_s: WS_RATE,
+    seconds: WS_SECONDS,
+    sent,
+    failed_sends: failed,
+    delivered_to_other: latencies.length,
+    echoes_to_sender: echoes,
+    lost: pending.size,
+    p50_ms: round(percentile(latencies, 50), 2),
+    p99_ms: round(percentile(latencies, 99), 2),
+    max_ms: round(latencies.at(-1) ?? NaN, 2),
+  };
+}
+
+// ---- main -----------------------------------------------------------------------------------
+
+async function main() {
+  const dbName = `sg_bench_chat_${process.pid}`;
+  const admin = new pg.Client({ connectionString: ADMIN_URL });
+  await admin.connect();
+  await admin.query(`create database ${dbName}`);
+  let child: ChildProcess | null = null;
+  try {
+    const databaseUrl = urlFor(dbName);
+    const database = await openDatabase({ databaseUrl, dataDir: '' });
+    await migrate(database.db);
+    await database.close();
+
+    const http = await conversations(databaseUrl, CONNECTIONS, 'h');
+    const ws = await conversations(databaseUrl, WS_SESSIONS, 'w');
+    log(`data: ${http.length} + ${ws.length} active sessions`);
+
+    child = server = fork(new URL(import.meta.url).pathname, ['--serve', databaseUrl], { execArgv: process.execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const ports = await new Promise<{ api: number; minimal: number }>((resolve, reject) => {
+      child!.once('message', (m) => resolve(m as { api: number; minimal: number }));
+      child!.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+    });
+
+    const cases = (process.env['BENCH_CASES']?.split(',') as Case[] | undefined) ?? (['minimal', 'session', 'legacy'] as Case[]);
+    for (const k of cases) {
+      log(`warm-up ${k} (${WARMUP} s)`);
+      await load(k, ports, http, WARMUP);
+    }
+    const samples: Record<Case, Sample[]> = { minimal: [], session: [], legacy: [] };
+    // BENCH_PROFILE=<dir>: a CPU profile of the API process over the measured rounds (hot spots).
+    if (process.env['BENCH_PROFILE']) child.send('profile-start');
+    for (let r = 1; r <= ROUNDS; r++) {
+      for (const k of cases) {
+        const s = await load(k, ports, http, DURATION);
+        samples[k].push(s);
+        log(`round ${r} ${k}: ${Math.round(s.rps)} req/s, p50 ${s.p50} ms, p99 ${s.p99} ms, errors ${s.errors}, API CPU ${Math.round(s.cpuUs)} µs/request`);
+      }
+    }
+    if (process.env['BENCH_PROFILE']) child.send('profile-stop');
+    const agg = (k: Case) => ({
+      rps: Math.round(mean(samples[k].map((s) => s.rps))),
+      p50_ms: round(mean(samples[k].map((s) => s.p50))),
+      p99_ms: round(mean(samples[k].map((s) => s.p99))),
+      errors: samples[k].reduce((a, s) => a + s.errors, 0),
+      api_cpu_us_per_request: Math.round(mean(samples[k].map((s) => s.cpuUs))),
+    });
+    const minimal = agg('minimal');
+    const session = agg('session');
+    const legacy = agg('legacy');
+
+    log(`(c) WebSocket delivery: ${WS_SESSIONS} sessions × 2 participants`);
+    const delivery = await websocketDelivery(ports.api, ws);
+
+    const result = {
+      machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version },
+      settings: {
+        duration_s: DURATION,
+        rounds: ROUNDS,
+        connections: CONNECTIONS,
+        db_pool_size: Number(POOL_SIZE),
+        log_destination: process.env['BENCH_LOG_ASYNC'] ? 'async' : 'sync',
+        bus: process.env['BENCH_INPROCESS_BUS'] ? 'in-process' : 'postgres',
+      },
+      a_send_vs_minimal: {
+        minimal,
+        session,
+        throughput_ratio: round(session.rps / minimal.rps, 3),
+        p99_ratio: round(session.p99_ms / minimal.p99_ms, 2),
+        target: 'throughput ratio ≥ 0.70, p99 ratio ≤ 1.5',
+      },
+      b_legacy_guard_overhead: {
+        session,
+        legacy,
+        throughput_overhead_pct: round((1 - legacy.rps / session.rps) * 100),
+        p99_ratio: round(legacy.p99_ms / session.p99_ms, 2),
+        target: 'overhead ≤ 5 %',
+      },
+      c_websocket_delivery: { ...delivery, target: 'p99 ≤ 50 ms' },
+    };
+    console.log(JSON.stringify(result, null, 2));
+    const a = result.a_send_vs_minimal;
+    const b = result.b_legacy_guard_overhead;
+    console.log('\n| case | req/s | p50 | p99 | API CPU / request | errors | ratio | target |');
+    console.log('|---|---|---|---|---|---|---|---|');
+    const row = (name: string, x: ReturnType<typeof agg>, ratio: string, target: string) =>
+      console.log(`| ${name} | ${x.rps} | ${x.p50_ms} ms | ${x.p99_ms} ms | ${x.api_cpu_us_per_request} µs | ${x.errors} | ${ratio} | ${target} |`);
+    row('minimal INSERT route', minimal, '1.00', '');
+    row('(a) session send', session, `${a.throughput_ratio} of minimal; p99 ×${a.p99_ratio}`, '≥ 0.70; p99 ≤ ×1.5');
+    row('(b) legacy guarded send', legacy, `${b.throughput_overhead_pct} % overhead vs session; p99 ×${b.p99_ratio}`, '≤ 5 %');
+    console.log(
+      `| (c) WebSocket delivery (${delivery.sockets} sockets, ${delivery.rate_per_s} msg/s) | | ${delivery.p50_ms} ms | ${delivery.p99_ms} ms | | ${delivery.failed_sends + delivery.lost} | max ${delivery.max_ms} ms | p99 ≤ 50 ms |`,
+    );
+  } finally {
+    if (child && child.exitCode === null) {
+      child.send('stop');
+      await new Promise((r) => child!.once('exit', r));
+    }
+    await admin.query(`drop database if exists ${dbName} with (force)`);
+    await admin.end();
+  }
+}
+
+if (process.argv[2] === '--serve') await serve(process.argv[3]!);
+else await main();

@@ -1,0 +1,155 @@
+/**
+ * Legacy appointment-addressed chat, `/api/chat/{id}/…`, behind the SessionContextGuard
+ * (SPEC §3.2). The path parameter is classified first:
+ *
+ * | `{id}`                                   | result                                              |
+ * |------------------------------------------|-----------------------------------------------------|
+ * | `text_session:12`, `text_session_12`, …  | served as that session's chat (no guard: it *is* the session context) |
+ * | `direct_session_*`                       | 400 SESSION_CONTEXT_REQUIRED (blocked, recorded)     |
+ * | anything else non-numeric                | 400 VALIDATION_FAILED / 404 for an unknown session   |
+ * | an appointment id                        | 404 / 403 FORBIDDEN, then `decideLegacyChat`:        |
+ * |   session, ENFORCE on                    | 400 SESSION_CONTEXT_REQUIRED + session_id, session_context |
+ * |   session, ENFORCE off                   | served by the session's chat; would-block           |
+ * |   no session, ALLOW_LEGACY off           | 403 SESSION_NOT_READY + appointment_id, poll_url    |
+ * |   no session, ALLOW_LEGACY on            | pre-session chat stored per appointment             |
+ *
+ * Every decision on an appointment id is logged (`SessionContextGuard: Chat operation blocked` /
+ * `… allowed (legacy)`), counted, and recorded as a guard event with its ids.
+ */
+import type { AppContext } from '../../context.js';
+import type { Session } from '../../db/types.js';
+import { DomainError, notFound } from '../../lib/errors.js';
+import { assertCanRead, assertParticipant } from '../access.js';
+import { getAppointment } from '../appointments/service.js';
+import { decideLegacyChat, type ChatOperation } from '../guard/decision.js';
+import { currentGuardFlags } from '../guard/flags.js';
+import { recordGuardEvent, type GuardEvent } from '../guard/events.js';
+import { countGuardDecision, logGuardDecision } from '../guard/report.js';
+import { classifyChatPathParam, formatSessionContext } from '../sessions/context.js';
+import { freshSession, sessionByContext } from '../sessions/service.js';
+import type { ChatScope } from './repository.js';
+import type { ChatMessageJson, LegacyMessageJson } from './schemas.js';
+import { appointmentScope, sessionScope, type ChatActor } from './service.js';
+
+/** The operations that only read; admins may do these (read-only), everything else is participants only. */
+const READ_OPERATIONS: ReadonlySet<ChatOperation> = new Set(['getMessages']);
+
+export type LegacyTarget =
+  | { mode: 'session'; session: Session; scope: ChatScope; appointmentId: number | null }
+  | { mode: 'appointment'; scope: ChatScope; appointmentId: number };
+
+/** Reports one guard decision: log line, metric, guard-event row. */
+export async function reportChatGuard(ctx: AppContext, e: Omit<GuardEvent, 'guard'> & { errorCode?: string; reason?: string }): Promise<void> {
+  const event: GuardEvent = { guard: 'chat', operation: e.operation, outcome: e.outcome, enforced: e.enforced, appointmentId: e.appointmentId, sessionId: e.sessionId, userId: e.userId };
+  logGuardDecision(ctx.log, { ...event, errorCode: e.errorCode, reason: e.reason });
+  countGuardDecision(ctx.metrics, event);
+  await recordGuardEvent(ctx.db, event);
+}
+
+const sessionChatUrl = (context: string) => `/api/sessions/${context}/messages`;
+export const pollUrl = (appointmentId: number) => `/api/appointments/${appointmentId}/session`;
+
+/**
+ * Resolves the `{id}` of a legacy chat route to a conversation, applying the guard. Throws the
+ * guard's errors (and 404/403) as domain errors.
+ */
+export async function resolveLegacyChat(ctx: AppContext, actor: ChatActor, raw: string, operation: ChatOperation): Promise<LegacyTarget> {
+  const write = !READ_OPERATIONS.has(operation);
+  const param = classifyChatPathParam(raw);
+  switch (param.type) {
+    case 'session':
+    case 'nonexistent': {
+      // Old clients put `text_session_123` here: that is a session context, served as such.
+      let s = await sessionByContext(ctx.db, raw);
+      if (write) assertParticipant(actor, s);
+      else assertCanRead(actor, s);
+      s = await freshSession(ctx, s);
+      return { mode: 'session', session: s, scope: sessionScope(s), appointmentId: s.appointment_id };
+    }
+    case 'direct': {
+      await reportChatGuard(ctx, {
+        operation,
+        outcome: 'blocked',
+        enforced: true,
+        appointmentId: null,
+        sessionId: null,
+        userId: actor.id,
+        errorCode: 'SESSION_CONTEXT_REQUIRED',
+        reason: 'direct_session_key',
+      });
+      throw new DomainError('SESSION_CONTEXT_REQUIRED', 'direct_session_* is a legacy call routing key, not a chat: use the session context (text_session:{id} or call_session:{id})', {
+        context: raw,
+      });
+    }
+    case 'invalid':
+      throw new DomainError('VALIDATION_FAILED', 'Not an appointment id or a session context', { id: raw });
+    case 'appointment':
+      break;
+  }
+
+  const a = await getAppointment(ctx.db, param.id);
+  if (!a) throw notFound('Appointment', { appointment_id: param.id });
+  if (write) assertParticipant(actor, a);
+  else assertCanRead(actor, a);
+
+  const flags = await currentGuardFlags(ctx.flags);
+  const decision = decideLegacyChat({
+    sessionId: a.session_id,
+    enforceChat: flags.ENFORCE_SESSION_GATED_CHAT,
+    allowLegacyChat: flags.ALLOW_LEGACY_APPOINTMENT_CHAT,
+  });
+  const base = { operation, appointmentId: a.id, sessionId: a.session_id, userId: actor.id };
+
+  if (decision.action === 'block' && decision.errorCode === 'SESSION_CONTEXT_REQUIRED') {
+    const s = await ctx.db.selectFrom('sessions').select(['id', 'kind']).where('id', '=', a.session_id!).executeTakeFirstOrThrow();
+    const context = formatSessionContext(s.kind, s.id);
+    await reportChatGuard(ctx, { ...base, outcome: 'blocked', enforced: true, errorCode: 'SESSION_CONTEXT_REQUIRED' });
+    throw new DomainError('SESSION_CONTEXT_REQUIRED', 'Chat must be accessed through session context. Please use the session endpoint.', {
+      appointment_id: a.id,
+      session_id: s.id,
+      session_context: context,
+      session_chat_url: sessionChatUrl(context),
+    });
+  }
+  if (decision.action === 'block') {
+    await reportChatGuard(ctx, { ...base, outcome: 'not_ready', enforced: true, errorCode: 'SESSION_NOT_READY' });
+    throw new DomainError(
+      'SESSION_NOT_READY',
+      `Session is not ready yet. Poll GET ${pollUrl(a.id)} until session_context appears, then chat through /api/sessions/{session_context}/messages.`,
+      { appointment_id: a.id, appointment_status: a.status, poll_url: pollUrl(a.id) },
+    );
+  }
+  if (decision.action === 'serve_session') {
+    await reportChatGuard(ctx, { ...base, outcome: 'would_block', enforced: false });
+    let s = await ctx.db.selectFrom('sessions').selectAll().where('id', '=', a.session_id!).executeTakeFirstOrThrow();
+    s = await freshSession(ctx, s);
+    return { mode: 'session', session: s, scope: sessionScope(s), appointmentId: a.id };
+  }
+  await reportChatGuard(ctx, { ...base, outcome: 'allowed_legacy', enforced: false });
+  return { mode: 'appointment', scope: appointmentScope(a), appointmentId: a.id };
+}
+
+/** A message in the shape the old mobile clients parse (reference §4.4). */
+export function legacyMessageJson(
+  m: ChatMessageJson,
+  reactions: { message_id: number; user_id: number; emoji: string; created_at: Date; user_name: string }[] = [],
+): LegacyMessageJson {
+  return {
+    id: m.id,
+    appointment_id: m.appointment_id,
+    session_id: m.session_id,
+    session_context: m.session_context,
+    sender_id: m.sender_id,
+    sender_name: m.sender_name,
+    message: m.body,
+    message_type: m.type,
+    media_url: m.media_url,
+    temp_id: m.client_message_id,
+    reply_to_id: m.reply_to_message_id,
+    reactions: reactions
+      .filter((r) => r.message_id === m.id)
+      .map((r) => ({ reaction: r.emoji, user_id: r.user_id, user_name: r.user_name, timestamp: r.created_at.toISOString() })),
+    created_at: m.created_at,
+    timestamp: m.created_at,
+  };
+}

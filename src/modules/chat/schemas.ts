@@ -1,0 +1,216 @@
+/**
+ * Chat request and response schemas: the session routes (SPEC §2.6, §5) and the legacy
+ * appointment routes in the shapes the old mobile clients send and parse (reference §4.4).
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import { Id, IdString, IsoDateTime, Literals } from '../../lib/schemas.js';
+
+export const MESSAGE_TYPES = ['text', 'image', 'voice'] as const;
+export type MessageType = (typeof MESSAGE_TYPES)[number];
+
+/** Longest body, in Unicode code points (the database CHECK counts the same way). */
+export const MAX_BODY_CHARS = 1000;
+export const MAX_PAGE = 100;
+export const DEFAULT_PAGE = 50;
+
+const Context = Type.String({ minLength: 1, maxLength: 64, description: 'text_session:{id} or call_session:{id}' });
+const ClientMessageId = Type.String({ minLength: 1, maxLength: 100, description: 'Client-chosen id; a retry with the same id returns the stored message' });
+const Body = Type.String({ maxLength: MAX_BODY_CHARS, description: 'Up to 1000 characters; newlines kept; no HTML, scripts or links' });
+const MediaUrl = Type.String({ minLength: 1, maxLength: 2000, description: 'https:// URL or a same-origin path; required for image and voice' });
+const Reaction = Type.String({ minLength: 1, maxLength: 40, description: 'One emoji (up to 10 characters)' });
+// Query strings are strings (no coercion): ids as strict digits, limit 1..100.
+const PageLimit = Type.String({ pattern: '^(100|[1-9][0-9]?)$', description: '1 to 100 (default 50)' });
+
+// ---- session routes -----------------------------------------------------------------------
+
+export const ContextParams = Type.Object({ context: Context }, { additionalProperties: false });
+export const MessageParams = Type.Object({ context: Context, messageId: IdString }, { additionalProperties: false });
+export const ReactionParams = Type.Object({ context: Context, messageId: IdString, reaction: Reaction }, { additionalProperties: false });
+
+export const SendBody = Type.Object(
+  {
+    client_message_id: ClientMessageId,
+    type: Literals(MESSAGE_TYPES),
+    body: Body,
+    media_url: Type.Optional(Type.Union([MediaUrl, Type.Null()])),
+    reply_to_message_id: Type.Optional(Type.Union([Id, Type.Null()])),
+  },
+  { additionalProperties: false },
+);
+export type SendBody = Static<typeof SendBody>;
+
+export const ListQuery = Type.Object(
+  {
+    before: Type.Optional(IdString),
+    after: Type.Optional(IdString),
+    limit: Type.Optional(PageLimit),
+  },
+  { additionalProperties: false },
+);
+
+export const ReactionBody = Type.Object({ reaction: Reaction }, { additionalProperties: false });
+export const TypingBody = Type.Object({ typing: Type.Boolean() }, { additionalProperties: false });
+export const ReadBody = Type.Object({ message_id: Id }, { additionalProperties: false });
+
+// Response schemas use JSON-Schema type arrays (`["integer", "null"]`) and `enum` rather than
+// unions: the serializer writes those directly, where every `anyOf` costs a validation per field
+// per response — measurable on the send path, which serialises one message per request.
+const NullableId = Type.Unsafe<number | null>({ type: ['integer', 'null'], minimum: 1 });
+const NullableString = Type.Unsafe<string | null>({ type: ['string', 'null'] });
+const NullableDate = Type.Unsafe<string | null>({ type: ['string', 'null'], format: 'date-time' });
+const Enum = <T extends string>(values: readonly T[]) => Type.Unsafe<T>({ type: 'string', enum: [...values] });
+
+export const ReactionOut = Type.Object({ reaction: Type.String(), user_id: Id });
+
+export const ChatMessageOut = Type.Object({
+  id: Id,
+  session_id: NullableId,
+  session_context: NullableString,
+  appointment_id: NullableId,
+  sender_id: Id,
+  sender_name: Type.String(),
+  sender_role: Enum(['patient', 'doctor'] as const),
+  client_message_id: NullableString,
+  type: Enum(MESSAGE_TYPES),
+  body: Type.String(),
+  media_url: NullableString,
+  reply_to_message_id: NullableId,
+  reactions: Type.Array(ReactionOut),
+  created_at: IsoDateTime,
+});
+export type ChatMessageJson = Static<typeof ChatMessageOut>;
+
+export const MessagePageOut = Type.Object({
+  messages: Type.Array(ChatMessageOut),
+  /** More messages exist in the direction of the request (older for `before`/latest, newer for `after`). */
+  has_more: Type.Boolean(),
+  /** The caller's read horizon and unread count (null for admins, who have none). */
+  last_read_message_id: NullableId,
+  unread_count: Type.Unsafe<number | null>({ type: ['integer', 'null'], minimum: 0 }),
+});
+
+export const ReactionResultOut = Type.Object({
+  message_id: Id,
+  reaction: Type.String(),
+  user_id: Id,
+  /** add: false when the reaction was already there; remove: false when it was not. */
+  changed: Type.Boolean(),
+});
+
+export const TypingOut = Type.Object({
+  typing: Type.Boolean(),
+  expires_at: NullableDate,
+  /** True when a repeated `typing: true` within the throttle window was not re-broadcast. */
+  throttled: Type.Boolean(),
+});
+
+export const ReadOut = Type.Object({
+  last_read_message_id: Id,
+  unread_count: Type.Integer({ minimum: 0 }),
+  /** False when the horizon was already at or past `message_id` (it only moves forward). */
+  moved: Type.Boolean(),
+});
+
+// ---- legacy routes (/api/chat/{id}/…) -----------------------------------------------------
+
+export const LegacyParams = Type.Object(
+  { id: Type.String({ minLength: 1, maxLength: 64, description: 'Appointment id, or a session context (text_session_12)' }) },
+  { additionalProperties: false },
+);
+export const LegacyMessageParams = Type.Object(
+  { id: LegacyParams.properties.id, messageId: IdString },
+  { additionalProperties: false },
+);
+
+// Old clients send numbers or strings as temp ids (Date.now() or a uuid).
+const TempId = Type.Union([Type.String({ minLength: 1, maxLength: 100 }), Type.Integer({ minimum: 0 })]);
+
+export const LegacySendBody = Type.Object(
+  {
+    message: Body,
+    message_type: Type.Optional(Literals(MESSAGE_TYPES)),
+    media_url: Type.Optional(Type.Union([MediaUrl, Type.Null()])),
+    temp_id: Type.Optional(Type.Union([TempId, Type.Null()])),
+    /** Old clients' own message id: used only as the idempotency key when `temp_id` is absent. */
+    message_id: Type.Optional(Type.Union([TempId, Type.Null()])),
+  },
+  { additionalProperties: false },
+);
+export type LegacySendBody = Static<typeof LegacySendBody>;
+
+export const LegacyListQuery = Type.Object(
+  {
+    before: Type.Optional(IdString),
+    after: Type.Optional(IdString),
+    limit: Type.Optional(PageLimit),
+    /** Sent by the old signalling server; ignored (as it was). */
+    since: Type.Optional(Type.String({ maxLength: 64 })),
+  },
+  { additionalProperties: false },
+);
+
+export const LegacyReactionBody = Type.Object({ reaction: Reaction }, { additionalProperties: false });
+export const LegacyReactionQuery = Type.Object({ reaction: Type.Optional(Reaction) }, { additionalProperties: false });
+export const LegacyOptionalReactionBody = Type.Union([Type.Object({ reaction: Type.Optional(Reaction) }, { additionalProperties: false }), Type.Null()]);
+
+export const LegacyMarkReadBody = Type.Union([
+  Type.Object(
+    {
+      /** Ignored: the reader is the authenticated user, never a body field (reference §7 bug 16). */
+      user_id: Type.Optional(Type.Union([Type.Integer(), Type.String({ maxLength: 32 })])),
+      timestamp: Type.Optional(Type.String({ maxLength: 64 })),
+    },
+    { additionalProperties: false },
+  ),
+  Type.Null(),
+]);
+
+/** Old clients send `{}` or small objects with typing start/stop; nothing in them is used. */
+export const LegacyTypingBody = Type.Union([Type.Object({}, { additionalProperties: true, maxProperties: 10 }), Type.Null()]);
+
+export const LegacyReactionOut = Type.Object({
+  reaction: Type.String(),
+  user_id: Id,
+  user_name: Type.String(),
+  timestamp: IsoDateTime,
+});
+
+export const LegacyMessageOut = Type.Object({
+  id: Id,
+  appointment_id: NullableId,
+  session_id: NullableId,
+  session_context: NullableString,
+  sender_id: Id,
+  sender_name: Type.String(),
+  message: Type.String(),
+  message_type: Enum(MESSAGE_TYPES),
+  media_url: NullableString,
+  temp_id: NullableString,
+  reply_to_id: NullableId,
+  reactions: Type.Array(LegacyReactionOut),
+  created_at: IsoDateTime,
+  timestamp: IsoDateTime,
+});
+export type LegacyMessageJson = Static<typeof LegacyMessageOut>;
+
+export const LegacyReplyOut = Type.Object({
+  success: Type.Literal(true),
+  message: Type.String(),
+  data: Type.Intersect([
+    LegacyMessageOut,
+    Type.Object({
+      reply_to_message: NullableString,
+      reply_to_sender_name: NullableString,
+      read_by: Type.Array(Type.Object({ user_id: Id, read_at: IsoDateTime })),
+    }),
+  ]),
+});
+
+const Inner = <T extends Parameters<typeof Type.Object>[0]>(props: T) =>
+  Type.Object({ success: Type.Boolean(), message: Type.String(), ...props });
+
+export const LegacyReactionResultOut = Inner({ reaction: Type.Optional(LegacyReactionOut) });
+export const LegacyTypingOut = Inner({
+  typing_users: Type.Array(Type.Object({ user_id: Id, user_name: Type.String(), started_at: IsoDateTime })),
+});
+export const LegacyMarkReadOut = Inner({ marked_count: Type.Integer({ minimum: 0 }), last_read_message_id: NullableId });

@@ -1,0 +1,308 @@
+/**
+ * The cross-process event bus on PostgreSQL `LISTEN/NOTIFY`: what any API or worker process
+ * publishes reaches the subscribers of every process sharing the database.
+ *
+ * - Local subscribers get an event at once (next microtask); other processes get it through
+ *   NOTIFY on one channel, and each process ignores its own notifications (origin id).
+ * - Publishing batches: all events published within 3 ms leave in ONE statement
+ *   (`select pg_notify(...) from unnest(...)`), in order, outside the publisher's transaction.
+ *   (NOTIFY inside a write transaction would hold PostgreSQL's global notify lock through that
+ *   transaction's commit and WAL flush, serialising every message commit of the cluster.)
+ * - NOTIFY payloads must stay under 8000 bytes. An event whose JSON is larger (a 1000-character
+ *   message in a 4-byte script, a big SDP offer) is split into frames of ≤ 7,600 bytes that are
+ *   sent in the same statement — hence the same transaction, delivered together and in order —
+ *   and reassembled by the receivers. Nothing is trimmed, no side table is needed.
+ * - Listening uses one dedicated connection taken from the pool. If it breaks (server restart,
+ *   `pg_terminate_backend`), it is replaced with backoff (100 ms → 5 s). Events published while
+ *   no listener is connected are lost for this process; clients recover from the database
+ *   (`GET …/messages?after=<last id>`), which is the source of truth — the bus only carries
+ *   notifications of what is already committed.
+ *
+ * Frame format (text): `<origin> <seq> <index> <count>|<slice of the event's JSON>`.
+ */
+import { randomBytes } from 'node:crypto';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { BusEvent, BusHandler, EventBus } from './bus.js';
+
+export const CHANNEL = 'sessiongate_events';
+/** Upper bound of one NOTIFY payload we send (PostgreSQL's limit is 8000 bytes). */
+export const MAX_FRAME_BYTES = 7_600;
+/**
+ * Events published within this window leave in one statement. Under load that turns one NOTIFY
+ * query per message into one per few messages, for at most 3 ms more cross-process latency (local
+ * subscribers are not delayed at all).
+ */
+const FLUSH_WINDOW_MS = 3;
+/** One statement for a batch (prepared once per connection), answering one row however many frames. */
+const NOTIFY_SQL = 'select count(*) from (select pg_notify($1, f) from unnest($2::text[]) as f) as sent';
+/** Frames per statement: bounds one statement's parameter size under a burst. */
+const MAX_FRAMES_PER_STATEMENT = 2_000;
+/** Incomplete multi-frame events are dropped after this long (a sender died mid-statement — cannot happen in one transaction, but memory must stay bounded regardless). */
+const REASSEMBLY_TTL_MS = 30_000;
+
+/** Splits `s` into slices of at most `maxBytes` UTF-8 bytes, never inside a code point. */
+export function splitByBytes(s: string, maxBytes: number): string[] {
+  // Every UTF-16 unit costs at most 3 UTF-8 bytes (a surrogate pair: 4 bytes for 2 units).
+  if (s.length * 3 <= maxBytes || Buffer.byteLength(s) <= maxBytes) return [s];
+  const out: string[] = [];
+  let start = 0;
+  let bytes = 0;
+  let i = 0;
+  while (i < s.length) {
+    const cp = s.codePointAt(i)!;
+    const units = cp > 0xffff ? 2 : 1;
+    const b = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    if (bytes + b > maxBytes) {
+      out.push(s.slice(start, i));
+      start = i;
+      bytes = 0;
+    }
+    bytes += b;
+    i += units;
+  }
+  out.push(s.slice(start));
+  return out;
+}
+
+/** Encodes one event as NOTIFY frames. */
+export function encodeFrames(origin: string, seq: number, json: string): string[] {
+  const headerRoom = 64; // `<origin> <seq> <index> <count>|` is far shorter
+  const slices = splitByBytes(json, MAX_FRAME_BYTES - headerRoom);
+  return slices.map((slice, i) => `${origin} ${seq} ${i} ${slices.length}|${slice}`);
+}
+
+export interface Frame {
+  origin: string;
+  seq: number;
+  index: number;
+  count: number;
+  body: string;
+}
+
+export function decodeFrame(payload: string): Frame | null {
+  const bar = payload.indexOf('|');
+  if (bar < 0) return null;
+  const [origin, seq, index, count] = payload.slice(0, bar).split(' ');
+  const f = { origin: origin ?? '', seq: Number(seq), index: Number(index), count: Number(count), body: payload.slice(bar + 1) };
+  if (!f.origin || !Number.isSafeInteger(f.seq) || !Number.isSafeInteger(f.index) || !Number.isSafeInteger(f.count)) return null;
+  if (f.count < 1 || f.index < 0 || f.index >= f.count || f.count > 10_000) return null;
+  return f;
+}
+
+/** Reassembles frames into event JSON strings. */
+export class FrameAssembler {
+  private readonly partial = new Map<string, { parts: (string | undefined)[]; received: number; at: number }>();
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /** Returns the complete JSON when `f` completes an event, else null. */
+  add(f: Frame): string | null {
+    if (f.count === 1) return f.body;
+    const key = `${f.origin}:${f.seq}`;
+    let p = this.partial.get(key);
+    if (!p) {
+      this.sweep();
+      p = { parts: new Array<string | undefined>(f.count), received: 0, at: this.now() };
+      this.partial.set(key, p);
+    }
+    if (p.parts.length !== f.count || p.parts[f.index] !== undefined) return null;
+    p.parts[f.index] = f.body;
+    p.received += 1;
+    if (p.received < f.count) return null;
+    this.partial.delete(key);
+    return p.parts.join('');
+  }
+
+  get pending(): number {
+    return this.partial.size;
+  }
+
+  private sweep(): void {
+    const cutoff = this.now() - REASSEMBLY_TTL_MS;
+    for (const [k, p] of this.partial) if (p.at < cutoff) this.partial.delete(k);
+  }
+}
+
+export class PgBus implements EventBus {
+  private readonly handlers = new Set<BusHandler>();
+  private readonly origin = randomBytes(6).toString('hex');
+  private readonly assembler = new FrameAssembler();
+  private seq = 0;
+  private pending: { frames: string[]; done: () => void }[] = [];
+  private flushing: Promise<void> | null = null;
+  private flushScheduled = false;
+  private listener: pg.PoolClient | null = null;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private attempts = 0;
+  private closed = false;
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly log: Logger,
+  ) {}
+
+  /** Connects the listener (the first connection must succeed) and returns the bus. */
+  static async start(pool: pg.Pool, log: Logger): Promise<PgBus> {
+    const bus = new PgBus(pool, log);
+    await bus.listen();
+    return bus;
+  }
+
+  /** Whether the LISTEN connection is up (tests, health). */
+  get listening(): boolean {
+    return this.listener !== null;
+  }
+
+  async publish(event: BusEvent): Promise<void> {
+    this.deliver(event);
+    if (this.closed) return;
+    const frames = encodeFrames(this.origin, ++this.seq, JSON.stringify(event));
+    await new Promise<void>((resolve) => {
+      this.pending.push({ frames, done: resolve });
+      this.scheduleFlush();
+    });
+  }
+
+  subscribe(handler: BusHandler): () => void {
+    this.handlers.add(handler);
+    return () => this.handlers.delete(handler);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    await this.flushNow();
+    const l = this.listener;
+    this.listener = null;
+    if (l) {
+      await l.query(`unlisten ${CHANNEL}`).catch(() => {});
+      l.release();
+    }
+    this.handlers.clear();
+  }
+
+  private deliver(event: BusEvent): void {
+    queueMicrotask(() => {
+      for (const h of this.handlers) {
+        try {
+          h(event);
+        } catch {
+          /* a subscriber's failure is its own */
+        }
+      }
+    });
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setTimeout(() => {
+      this.flushScheduled = false;
+      void this.flushNow();
+    }, FLUSH_WINDOW_MS);
+  }
+
+  /** Sends everything pending; one statement per batch, batches in order. */
+  private async flushNow(): Promise<void> {
+    while (this.flushing) await this.flushing;
+    if (this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    this.flushing = (async () => {
+      const frames = batch.flatMap((b) => b.frames);
+      try {
+        for (let i = 0; i < frames.length; i += MAX_FRAMES_PER_STATEMENT) {
+          await this.pool.query({ name: 'sessiongate_bus_notify_v1', text: NOTIFY_SQL, values: [CHANNEL, frames.slice(i, i + MAX_FRAMES_PER_STATEMENT)] });
+        }
+      } catch (err) {
+        // Best effort: the events are already committed facts in the database; subscribers on
+        // other processes miss the live notification and catch up on their next read.
+        this.log.warn({ err, events: batch.length }, 'event bus: NOTIFY failed; events not delivered to other processes');
+      } finally {
+        for (const b of batch) b.done();
+      }
+    })();
+    try {
+      await this.flushing;
+    } finally {
+      this.flushing = null;
+    }
+    if (this.pending.length > 0) this.scheduleFlush();
+  }
+
+  private async listen(): Promise<void> {
+    const client = await this.pool.connect();
+    const onLost = (err?: Error) => this.lost(client, err);
+    client.on('error', onLost);
+    client.on('end', () => onLost());
+    client.on('notification', (msg) => {
+      if (msg.channel === CHANNEL && msg.payload !== undefined) this.onNotification(msg.payload);
+    });
+    try {
+      await client.query(`listen ${CHANNEL}`);
+    } catch (err) {
+      client.release(err as Error);
+      throw err;
+    }
+    if (this.closed) {
+      client.release();
+      return;
+    }
+    this.listener = client;
+    this.attempts = 0;
+  }
+
+  private lost(client: pg.PoolClient, err?: Error): void {
+    if (this.listener !== client) return;
+    this.listener = null;
+    // Destroys the broken connection instead of returning it to the pool.
+    try {
+      client.release(err ?? new Error('listener connection ended'));
+    } catch {
+      /* already released */
+    }
+    if (this.closed) return;
+    this.log.warn({ err }, 'event bus: LISTEN connection lost; reconnecting');
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed || this.reconnectTimer) return;
+    const delay = Math.min(5_000, 100 * 2 ** this.attempts);
+    this.attempts += 1;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.listen().then(
+        () => this.log.info('event bus: LISTEN connection restored'),
+        (err: unknown) => {
+          this.log.warn({ err }, 'event bus: reconnect failed');
+          this.scheduleReconnect();
+        },
+      );
+    }, delay);
+    this.reconnectTimer.unref();
+  }
+
+  private onNotification(payload: string): void {
+    const frame = decodeFrame(payload);
+    if (!frame || frame.origin === this.origin) return;
+    const json = this.assembler.add(frame);
+    if (json === null) return;
+    let event: BusEvent;
+    try {
+      event = JSON.parse(json) as BusEvent;
+    } catch {
+      this.log.warn('event bus: undecodable notification dropped');
+      return;
+    }
+    if (typeof event?.type !== 'string') return;
+    for (const h of this.handlers) {
+      try {
+        h(event);
+      } catch {
+        /* a subscriber's failure is its own */
+      }
+    }
+  }
+}
