@@ -68,10 +68,18 @@ async function prepare(env: Env) {
 
 function startApi(env: Env, port: number): Promise<ChildProcess> {
   const child = spawn(process.execPath, [join(ROOT, 'bin', 'sessiongate.js'), 'serve'], {
-    env: { PATH: process.env['PATH'], ...env, PORT: String(port), JWT_SECRET: SECRET, LOG_LEVEL: 'warn', RATE_LIMIT_CREATE_PER_MINUTE: '100000000' },
-    stdio: 'ignore',
+    env: { PATH: process.env['PATH'], ...env, PORT: String(port), JWT_SECRET: SECRET, LOG_LEVEL: 'warn', RATE_LIMIT_CREATE_PER_MINUTE: '1000000' },
+    stdio: ['ignore', 'ignore', 'pipe'],
   });
-  return waitReady(port).then(() => child);
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  return waitReady(port).then(
+    () => child,
+    (err: Error) => {
+      child.kill('SIGKILL');
+      throw new Error(`${err.message}: ${stderr.slice(-2000)}`);
+    },
+  );
 }
 
 async function waitReady(port: number) {
@@ -84,6 +92,16 @@ async function waitReady(port: number) {
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error('server did not start');
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const srv = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
@@ -154,7 +172,7 @@ async function runCase(name: string, env: Env, soak: boolean) {
   const data = await prepare(env);
   // The embedded database is one process: measure its ceiling before the API opens the directory.
   const ceil = env['DATA_DIR'] ? await ceiling(env) : null;
-  const port = 3950;
+  const port = await freePort();
   const api = await startApi(env, port);
   try {
     const res = await mix(port, data, DURATION);
