@@ -83,7 +83,9 @@ export async function buildTemplate(name: string, due: number, history: number) 
   try {
     const patients = Math.max(due, 1000);
     const doctors = 200;
-    await c.query(`insert into users (role, name, country) select 'doctor', 'Doctor ' || g, case when g % 4 = 0 then 'Malawi' else 'Kenya' end from generate_series(1, ${doctors}) g`);
+    await c.query(
+      `insert into users (role, name, country) select 'doctor', 'Doctor ' || g, case when g % 4 = 0 then 'Malawi' else 'Kenya' end from generate_series(1, ${doctors}) g`,
+    );
     await c.query(`insert into users (role, name) select 'patient', 'Patient ' || g from generate_series(1, ${patients}) g`);
     await c.query(`insert into plans (name, text_credits, voice_credits, video_credits, validity_days) values ('bench', 10, 10, 10, 365)`);
     await c.query(`
@@ -179,7 +181,8 @@ async function verify(url: string, expected: number) {
              (select count(*) from appointments a join sessions s on s.id = a.session_id and s.appointment_id = a.id
                where a.status = 'in_progress') as linked`);
     const row = r.rows[0]!;
-    if (Number(row.due) !== 0 || Number(row.linked) !== expected) throw new Error(`verification failed: ${JSON.stringify(row)} expected ${expected} linked`);
+    if (Number(row.due) !== 0 || Number(row.linked) !== expected)
+      throw new Error(`verification failed: ${JSON.stringify(row)} expected ${expected} linked`);
   } finally {
     await c.end();
   }
@@ -188,7 +191,13 @@ async function verify(url: string, expected: number) {
 /** A. The real auto-start job, one run, in a process context of its own. */
 async function autoStart(url: string, expected: number) {
   const batch = process.env['AUTO_START_BATCH_SIZE'];
-  const config = loadConfig({ DATABASE_URL: url, JWT_SECRET: SECRET, LOG_LEVEL: 'info', DB_POOL_SIZE: '4', ...(batch ? { AUTO_START_BATCH_SIZE: batch } : {}) });
+  const config = loadConfig({
+    DATABASE_URL: url,
+    JWT_SECRET: SECRET,
+    LOG_LEVEL: 'info',
+    DB_POOL_SIZE: '4',
+    ...(batch ? { AUTO_START_BATCH_SIZE: batch } : {}),
+  });
   const logger = pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: true }));
   const ctx = await createContext(config, { role: 'bench', logger, flags: new FlagService(() => ({})), migrate: false });
   try {
@@ -225,10 +234,14 @@ async function perRow(url: string, expected: number) {
       for (const { id } of candidates.rows) {
         await c.query('begin');
         try {
-          const a = await c.query<{ id: string; status: string; session_id: string | null; appointment_type: string; patient_id: string; doctor_id: string }>(
-            'select id, status, session_id, appointment_type, patient_id, doctor_id from appointments where id = $1 for update',
-            [id],
-          );
+          const a = await c.query<{
+            id: string;
+            status: string;
+            session_id: string | null;
+            appointment_type: string;
+            patient_id: string;
+            doctor_id: string;
+          }>('select id, status, session_id, appointment_type, patient_id, doctor_id from appointments where id = $1 for update', [id]);
           const row = a.rows[0];
           if (!row || row.status !== 'confirmed' || row.session_id !== null) {
             await c.query('rollback');
@@ -339,11 +352,20 @@ async function main() {
   const ceilingRate = rate(median(c));
   const result = {
     machine,
-    dataset: { due: DUE, history: HISTORY, batch_size: Number(process.env['AUTO_START_BATCH_SIZE'] ?? loadConfig({}).autoStartBatchSize), repeat: REPEAT },
+    dataset: {
+      due: DUE,
+      history: HISTORY,
+      batch_size: Number(process.env['AUTO_START_BATCH_SIZE'] ?? loadConfig({}).autoStartBatchSize),
+      repeat: REPEAT,
+    },
     auto_start: { ms: round(median(a)), per_second: Math.round(autoRate), batches, runs_ms: a.map((x) => round(x)) },
     per_row_port: { ms: round(b.ms), per_second: Math.round(perRowRate), runs_of_50: b.runs },
     ceiling_single_statement: { ms: round(median(c)), per_second: Math.round(ceilingRate), runs_ms: c.map((x) => round(x)) },
-    notification_delivery_after_run: { ms: round(median(delivery)), notifications: DUE * 2, per_second: Math.round((DUE * 2) / (median(delivery) / 1000)) },
+    notification_delivery_after_run: {
+      ms: round(median(delivery)),
+      notifications: DUE * 2,
+      per_second: Math.round((DUE * 2) / (median(delivery) / 1000)),
+    },
     ratios: {
       auto_start_vs_per_row: round(autoRate / perRowRate, 2),
       auto_start_vs_ceiling: round(autoRate / ceilingRate, 3),
@@ -369,12 +391,32 @@ async function main() {
   const rows: [string, string, string, string][] = [
     ['case', 'time', 'sessions/s', 'ratio'],
     [`auto-start (${DUE} due / ${HISTORY} history)`, `${round(median(a))} ms`, String(Math.round(autoRate)), '1.00'],
-    ['per-row port (original algorithm)', `${round(b.ms)} ms`, String(Math.round(perRowRate)), `auto-start is ${round(autoRate / perRowRate, 1)}×`],
-    ['ceiling (one INSERT … SELECT)', `${round(median(c))} ms`, String(Math.round(ceilingRate)), `auto-start is ${round((100 * autoRate) / ceilingRate, 1)} %`],
+    [
+      'per-row port (original algorithm)',
+      `${round(b.ms)} ms`,
+      String(Math.round(perRowRate)),
+      `auto-start is ${round(autoRate / perRowRate, 1)}×`,
+    ],
+    [
+      'ceiling (one INSERT … SELECT)',
+      `${round(median(c))} ms`,
+      String(Math.round(ceilingRate)),
+      `auto-start is ${round((100 * autoRate) / ceilingRate, 1)} %`,
+    ],
     [`auto-start, ${SMALL_DUE} due, 0 history`, `${round(median(h0))} ms`, String(Math.round(rate(median(h0), SMALL_DUE))), ''],
-    [`auto-start, ${SMALL_DUE} due, ${BIG_HISTORY} history`, `${round(median(hBig))} ms`, String(Math.round(rate(median(hBig), SMALL_DUE))), `${round(median(hBig) / median(h0), 2)}× the 0-history time`],
+    [
+      `auto-start, ${SMALL_DUE} due, ${BIG_HISTORY} history`,
+      `${round(median(hBig))} ms`,
+      String(Math.round(rate(median(hBig), SMALL_DUE))),
+      `${round(median(hBig) / median(h0), 2)}× the 0-history time`,
+    ],
     [`ceiling, ${SMALL_DUE} due, 0 history`, `${round(median(c0))} ms`, String(Math.round(rate(median(c0), SMALL_DUE))), ''],
-    [`ceiling, ${SMALL_DUE} due, ${BIG_HISTORY} history`, `${round(median(cBig))} ms`, String(Math.round(rate(median(cBig), SMALL_DUE))), `${round(median(cBig) / median(c0), 2)}× the 0-history time`],
+    [
+      `ceiling, ${SMALL_DUE} due, ${BIG_HISTORY} history`,
+      `${round(median(cBig))} ms`,
+      String(Math.round(rate(median(cBig), SMALL_DUE))),
+      `${round(median(cBig) / median(c0), 2)}× the 0-history time`,
+    ],
   ];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   for (const [i, r] of rows.entries()) {

@@ -26,7 +26,12 @@ export interface CliDatabase {
   close(): Promise<void>;
 }
 
-const FLAG_VARS = ['ENFORCE_SESSION_GATED_CHAT', 'ENFORCE_SESSION_GATED_BILLING', 'DISABLE_LEGACY_APPOINTMENT_TRIGGERS', 'ALLOW_LEGACY_APPOINTMENT_CHAT'];
+const FLAG_VARS = [
+  'ENFORCE_SESSION_GATED_CHAT',
+  'ENFORCE_SESSION_GATED_BILLING',
+  'DISABLE_LEGACY_APPOINTMENT_TRIGGERS',
+  'ALLOW_LEGACY_APPOINTMENT_CHAT',
+];
 
 export async function cliDatabase(extraEnv: Record<string, string | undefined> = {}): Promise<CliDatabase> {
   const clone = await cloneTestDatabase();

@@ -20,7 +20,13 @@ export async function dueAppointments(db: Db, n: number, tag: string): Promise<n
 
 /** The invariants that must hold at every moment. */
 export async function assertLinkInvariants(db: Db) {
-  const r = await sql<{ dangling: number; unlinked_sessions: number; wrong_status: number; missing_outbox: number; missing_record: number }>`
+  const r = await sql<{
+    dangling: number;
+    unlinked_sessions: number;
+    wrong_status: number;
+    missing_outbox: number;
+    missing_record: number;
+  }>`
     select
       (select count(*)::int from appointments a left join sessions s on s.id = a.session_id
         where a.session_id is not null and s.id is null) as dangling,
@@ -35,7 +41,8 @@ export async function assertLinkInvariants(db: Db) {
                   and o.recipient_id = a.patient_id and o.also_notify = array[a.doctor_id]) <> 1) as missing_outbox,
       (select count(*)::int from appointments a
         where a.session_id is not null
-          and not exists (select 1 from appointment_conversions c where c.appointment_id = a.id and c.result = 'created' and c.session_id = a.session_id)) as missing_record`.execute(db);
+          and not exists (select 1 from appointment_conversions c where c.appointment_id = a.id and c.result = 'created' and c.session_id = a.session_id)) as missing_record`.execute(
+    db,
+  );
   expect(r.rows[0]).toEqual({ dangling: 0, unlinked_sessions: 0, wrong_status: 0, missing_outbox: 0, missing_record: 0 });
 }
-

@@ -20,21 +20,35 @@ afterAll(async () => t?.close());
 
 const minutesAgo = (m: number) => new Date(Date.now() - m * 60_000);
 const appointment = (id: number) => t.ctx.db.selectFrom('appointments').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
-const sessionOf = (appointmentId: number) => t.ctx.db.selectFrom('sessions').selectAll().where('appointment_id', '=', appointmentId).executeTakeFirst();
+const sessionOf = (appointmentId: number) =>
+  t.ctx.db.selectFrom('sessions').selectAll().where('appointment_id', '=', appointmentId).executeTakeFirst();
 const run = (opts: { limit?: number } = {}) => runAutoStart(t.ctx, { runId: randomUUID(), trigger: 'worker', ...opts });
 
 describe('what auto-start converts', () => {
   it('starts every due appointment with the modality of its type, and links it', async () => {
     const types = ['text', 'audio', 'voice', 'video'] as const;
     const appts = [];
-    for (const [i, type] of types.entries()) appts.push(await t.newAppointment({ appointment_type: type, scheduled_at: minutesAgo(10 - i) }));
+    for (const [i, type] of types.entries())
+      appts.push(await t.newAppointment({ appointment_type: type, scheduled_at: minutesAgo(10 - i) }));
     const summary = await run();
     expect(summary.created_count).toBeGreaterThanOrEqual(4);
-    const expected = { text: ['text', 'text', 'waiting_for_doctor'], audio: ['call', 'voice', 'waiting'], voice: ['call', 'voice', 'waiting'], video: ['call', 'video', 'waiting'] };
+    const expected = {
+      text: ['text', 'text', 'waiting_for_doctor'],
+      audio: ['call', 'voice', 'waiting'],
+      voice: ['call', 'voice', 'waiting'],
+      video: ['call', 'video', 'waiting'],
+    };
     for (const a of appts) {
       const s = await sessionOf(a.id);
       const [kind, modality, status] = expected[a.appointment_type as keyof typeof expected];
-      expect(s, a.appointment_type).toMatchObject({ kind, modality, status, source: 'APPOINTMENT', patient_id: a.patient.id, doctor_id: a.doctor.id });
+      expect(s, a.appointment_type).toMatchObject({
+        kind,
+        modality,
+        status,
+        source: 'APPOINTMENT',
+        patient_id: a.patient.id,
+        doctor_id: a.doctor.id,
+      });
       expect(await appointment(a.id)).toMatchObject({ status: 'in_progress', session_id: s!.id, conversion_attempts: 0 });
     }
   });
@@ -58,7 +72,12 @@ describe('what auto-start converts', () => {
     const bad = await t.newAppointment({ appointment_type: 'hologram', scheduled_at: minutesAgo(30) });
     await run();
     let a = await appointment(bad.id);
-    expect(a).toMatchObject({ status: 'confirmed', session_id: null, conversion_attempts: 1, last_conversion_error: 'invalid_appointment_state' });
+    expect(a).toMatchObject({
+      status: 'confirmed',
+      session_id: null,
+      conversion_attempts: 1,
+      last_conversion_error: 'invalid_appointment_state',
+    });
     expect(a.next_conversion_at!.getTime()).toBeGreaterThan(Date.now() + 20_000); // 30 s backoff
     // Not retried before its backoff.
     await run();
@@ -109,14 +128,16 @@ describe('what auto-start converts', () => {
     const other = await t.ctx.database.pool!.connect();
     try {
       await other.query('begin');
-      await other.query(`insert into sessions (kind, modality, source, patient_id, doctor_id, status) values ('text', 'text', 'INSTANT', $1, $2, 'waiting_for_doctor')`, [
-        a.patient.id,
-        b.doctor.id,
-      ]);
+      await other.query(
+        `insert into sessions (kind, modality, source, patient_id, doctor_id, status) values ('text', 'text', 'INSTANT', $1, $2, 'waiting_for_doctor')`,
+        [a.patient.id, b.doctor.id],
+      );
       const running = run();
       await expect
         .poll(async () => {
-          const w = await t.ctx.database.pool!.query(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`);
+          const w = await t.ctx.database.pool!.query(
+            `select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`,
+          );
           return w.rows[0].n as number;
         })
         .toBeGreaterThan(0);
@@ -129,7 +150,11 @@ describe('what auto-start converts', () => {
     } finally {
       other.release();
     }
-    expect(await appointment(a.id)).toMatchObject({ status: 'confirmed', last_conversion_error: 'createSession_conflict_existing_session', conversion_attempts: 1 });
+    expect(await appointment(a.id)).toMatchObject({
+      status: 'confirmed',
+      last_conversion_error: 'createSession_conflict_existing_session',
+      conversion_attempts: 1,
+    });
     expect((await appointment(b.id)).status).toBe('in_progress');
   });
 
@@ -140,7 +165,15 @@ describe('what auto-start converts', () => {
     // Cannot happen through the writer (both are written in one transaction); imported data can.
     const orphan = await t.ctx.db
       .insertInto('sessions')
-      .values({ kind: 'call', modality: 'voice', source: 'APPOINTMENT', appointment_id: a.id, patient_id: a.patient.id, doctor_id: a.doctor.id, status: 'waiting' })
+      .values({
+        kind: 'call',
+        modality: 'voice',
+        source: 'APPOINTMENT',
+        appointment_id: a.id,
+        patient_id: a.patient.id,
+        doctor_id: a.doctor.id,
+        status: 'waiting',
+      })
       .returning('id')
       .executeTakeFirstOrThrow();
     const summary = await run();
@@ -149,7 +182,11 @@ describe('what auto-start converts', () => {
     expect((await appointment(other.id)).status).toBe('in_progress');
     const sessions = await t.ctx.db.selectFrom('sessions').select('id').where('appointment_id', '=', a.id).execute();
     expect(sessions).toEqual([{ id: orphan.id }]);
-    const outbox = await t.ctx.db.selectFrom('notification_outbox').select('dedupe_key').where('dedupe_key', 'like', `session_started:${a.id}:%`).execute();
+    const outbox = await t.ctx.db
+      .selectFrom('notification_outbox')
+      .select('dedupe_key')
+      .where('dedupe_key', 'like', `session_started:${a.id}:%`)
+      .execute();
     expect(outbox).toEqual([{ dedupe_key: `session_started:${a.id}:${orphan.id}` }]);
   });
 
@@ -165,7 +202,8 @@ describe('what auto-start converts', () => {
 
   it('two runs at once convert each appointment exactly once', async () => {
     const appts = [];
-    for (let i = 0; i < 12; i++) appts.push(await t.newAppointment({ appointment_type: i % 2 ? 'video' : 'text', scheduled_at: minutesAgo(3) }));
+    for (let i = 0; i < 12; i++)
+      appts.push(await t.newAppointment({ appointment_type: i % 2 ? 'video' : 'text', scheduled_at: minutesAgo(3) }));
     const [a, b] = await Promise.all([run(), run()]);
     expect(a.failed_count + b.failed_count).toBe(0);
     for (const appt of appts) {
@@ -176,7 +214,11 @@ describe('what auto-start converts', () => {
     const created = await t.ctx.db
       .selectFrom('appointment_conversions')
       .select(({ fn }) => fn.countAll<number>().as('n'))
-      .where('appointment_id', 'in', appts.map((x) => x.id))
+      .where(
+        'appointment_id',
+        'in',
+        appts.map((x) => x.id),
+      )
       .where('result', '=', 'created')
       .executeTakeFirstOrThrow();
     expect(Number(created.n)).toBe(12);
@@ -215,11 +257,30 @@ describe('records of a run', () => {
     const perAppointment = t.logs.filter((l) => l['event'] === 'appointment_session_conversion');
     expect(perAppointment).toEqual(
       expect.arrayContaining([
-        expect.objectContaining({ appointment_id: appt.id, result: 'created', session_id: s.id, failure_reason: null, source: 'auto_start', job_run_id: result.runId }),
-        expect.objectContaining({ appointment_id: bad.id, result: 'failed', session_id: null, failure_reason: 'invalid_appointment_state', source: 'auto_start', job_run_id: result.runId }),
+        expect.objectContaining({
+          appointment_id: appt.id,
+          result: 'created',
+          session_id: s.id,
+          failure_reason: null,
+          source: 'auto_start',
+          job_run_id: result.runId,
+        }),
+        expect.objectContaining({
+          appointment_id: bad.id,
+          result: 'failed',
+          session_id: null,
+          failure_reason: 'invalid_appointment_state',
+          source: 'auto_start',
+          job_run_id: result.runId,
+        }),
       ]),
     );
-    const conv = await t.ctx.db.selectFrom('appointment_conversions').selectAll().where('job_run_id', '=', result.runId).orderBy('appointment_id').execute();
+    const conv = await t.ctx.db
+      .selectFrom('appointment_conversions')
+      .selectAll()
+      .where('job_run_id', '=', result.runId)
+      .orderBy('appointment_id')
+      .execute();
     expect(conv.map((c) => [c.appointment_id, c.result, c.session_id])).toEqual([
       [appt.id, 'created', s.id],
       [bad.id, 'failed', null],
@@ -233,7 +294,9 @@ describe('records of a run', () => {
     for (const user of [appt.patient, appt.doctor]) {
       const headers = await t.auth(user);
       const mine = async () => {
-        const items = (await t.app.inject({ url: '/api/me/notifications', headers })).json().data as { payload: { appointment_id: number } }[];
+        const items = (await t.app.inject({ url: '/api/me/notifications', headers })).json().data as {
+          payload: { appointment_id: number };
+        }[];
         return items.filter((n) => n.payload.appointment_id === appt.id).length;
       };
       await expect.poll(mine).toBe(1);
@@ -291,7 +354,15 @@ describe('sessiongate appointments:auto-start-sessions', () => {
     const r = await cli.run(['appointments:auto-start-sessions', '--json', '--verbose', '--limit', '2']);
     expect(r.code).toBe(0);
     const out = JSON.parse(r.out);
-    expect(out).toMatchObject({ notifications_delivered: 4, status: 'succeeded', attempted_count: 2, created_count: 2, failed_count: 0, stopped_by: 'limit', trigger: 'cli' });
+    expect(out).toMatchObject({
+      notifications_delivered: 4,
+      status: 'succeeded',
+      attempted_count: 2,
+      created_count: 2,
+      failed_count: 0,
+      stopped_by: 'limit',
+      trigger: 'cli',
+    });
     expect(out.appointments.map((a: { appointment_id: number }) => a.appointment_id)).toEqual(ids.slice(0, 2));
     expect(out.appointments[0]).toMatchObject({ result: 'created', modality: 'voice', reason: null });
     expect(out.appointments[0].session_context).toMatch(/^call_session:\d+$/);

@@ -36,7 +36,15 @@ async function withSession(status: Appointment['status'], scheduledAt: Date) {
   const a = await t.newAppointment({ scheduled_at: scheduledAt });
   const s = await t.ctx.db
     .insertInto('sessions')
-    .values({ kind: 'text', modality: 'text', source: 'APPOINTMENT', appointment_id: a.id, patient_id: a.patient.id, doctor_id: a.doctor.id, status: 'active' })
+    .values({
+      kind: 'text',
+      modality: 'text',
+      source: 'APPOINTMENT',
+      appointment_id: a.id,
+      patient_id: a.patient.id,
+      doctor_id: a.doctor.id,
+      status: 'active',
+    })
     .returning('id')
     .executeTakeFirstOrThrow();
   return t.ctx.db
@@ -62,7 +70,11 @@ describe('appointments:activate-booked', () => {
     expect(conv).toMatchObject([{ source: 'activate_booked', result: 'created', session_id: s.id, job_run_id: runId }]);
     expect((await appointment(later.id)).status).toBe('confirmed');
     // The notifications went through the outbox once.
-    const outbox = await t.ctx.db.selectFrom('notification_outbox').select(['recipient_id', 'also_notify']).where('dedupe_key', '=', `session_started:${soon.id}:${s.id}`).execute();
+    const outbox = await t.ctx.db
+      .selectFrom('notification_outbox')
+      .select(['recipient_id', 'also_notify'])
+      .where('dedupe_key', '=', `session_started:${soon.id}:${s.id}`)
+      .execute();
     expect(outbox).toEqual([{ recipient_id: soon.patient.id, also_notify: [soon.doctor.id] }]);
   });
 });
@@ -72,7 +84,13 @@ describe('appointments:process-sessions', () => {
     const a = await t.newAppointment({ scheduled_at: scheduledAt });
     return t.ctx.db
       .updateTable('appointments')
-      .set({ status: 'in_progress', legacy_started_at: scheduledAt, legacy_patient_active: patientActive, legacy_doctor_active: doctorActive, duration_minutes: duration })
+      .set({
+        status: 'in_progress',
+        legacy_started_at: scheduledAt,
+        legacy_patient_active: patientActive,
+        legacy_doctor_active: doctorActive,
+        duration_minutes: duration,
+      })
       .where('id', '=', a.id)
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -127,7 +145,15 @@ describe('they never touch an appointment that has a session', () => {
       const now = await appointment(before.id);
       expect(now, `appointment ${before.id}`).toEqual(before);
     }
-    const conv = await t.ctx.db.selectFrom('appointment_conversions').select('id').where('appointment_id', 'in', rows.map((r) => r.id)).execute();
+    const conv = await t.ctx.db
+      .selectFrom('appointment_conversions')
+      .select('id')
+      .where(
+        'appointment_id',
+        'in',
+        rows.map((r) => r.id),
+      )
+      .execute();
     expect(conv).toEqual([]);
     expect(await metric('legacy_trigger_session_appointments_touched_total', ACTIVATE_BOOKED_JOB)).toBe(0);
     expect(await metric('legacy_trigger_session_appointments_touched_total', PROCESS_SESSIONS_JOB)).toBe(0);
@@ -148,7 +174,8 @@ describe('DISABLE_LEGACY_APPOINTMENT_TRIGGERS=true', () => {
     t.flags.set({ DISABLE_LEGACY_APPOINTMENT_TRIGGERS: true });
     const executions = await metric('legacy_trigger_executions_total', ACTIVATE_BOOKED_JOB);
     const due = [];
-    for (const type of ['text', 'audio', 'voice', 'video']) due.push(await t.newAppointment({ appointment_type: type, scheduled_at: minutes(-2) }));
+    for (const type of ['text', 'audio', 'voice', 'video'])
+      due.push(await t.newAppointment({ appointment_type: type, scheduled_at: minutes(-2) }));
     const soon = await t.newAppointment({ scheduled_at: minutes(2) });
     const legacy = await t.newAppointment({ scheduled_at: minutes(-60) });
     await t.ctx.db.updateTable('appointments').set({ status: 'in_progress' }).where('id', '=', legacy.id).execute();
@@ -213,7 +240,9 @@ describe('the CLI commands', () => {
     }
     const runs = await cli.db((db) => db.selectFrom('job_runs').select(['job', 'status']).orderBy('id').execute());
     expect(runs.map((r) => r.status)).toEqual(['skipped', 'skipped', 'skipped', 'skipped']);
-    const statuses = await cli.db((db) => db.selectFrom('appointments').select(['id', 'status']).where('id', 'in', [id, legacyId]).orderBy('id').execute());
+    const statuses = await cli.db((db) =>
+      db.selectFrom('appointments').select(['id', 'status']).where('id', 'in', [id, legacyId]).orderBy('id').execute(),
+    );
     expect(statuses.map((s) => s.status)).toEqual(['confirmed', 'in_progress']);
   });
 

@@ -23,9 +23,12 @@ describe('--lookback forms', () => {
     ['ALL', { hours: null, label: 'all' }],
   ])('%s → %o', (raw, expected) => expect(parseLookback(raw)).toEqual(expected));
 
-  it.each(['', '0', '0h', '-1', '24m', '1w', '24 h', 'h', 'd', '1.5h', 'forever', '24hours', '99999999', '3651d'])('"%s" is refused', (raw) => {
-    expect(parseLookback(raw)).toBeNull();
-  });
+  it.each(['', '0', '0h', '-1', '24m', '1w', '24 h', 'h', 'd', '1.5h', 'forever', '24hours', '99999999', '3651d'])(
+    '"%s" is refused',
+    (raw) => {
+      expect(parseLookback(raw)).toBeNull();
+    },
+  );
 });
 
 let cli: CliDatabase;
@@ -34,7 +37,15 @@ beforeAll(async () => {
 });
 afterAll(async () => cli?.close());
 
-const TABLES = ['appointments', 'sessions', 'appointment_conversions', 'job_runs', 'notification_outbox', 'notifications', 'messages'] as const;
+const TABLES = [
+  'appointments',
+  'sessions',
+  'appointment_conversions',
+  'job_runs',
+  'notification_outbox',
+  'notifications',
+  'messages',
+] as const;
 
 /** Row counts of every table recovery could write, and the newest appointments.updated_at. */
 async function fingerprint(db: Db) {
@@ -43,7 +54,9 @@ async function fingerprint(db: Db) {
     const r = await sql<{ n: number }>`select count(*)::int as n from ${sql.table(table)}`.execute(db);
     counts[table] = r.rows[0]!.n;
   }
-  const u = await sql<{ updated: string }>`select coalesce(max(updated_at), 'epoch')::text as updated, count(*) from appointments`.execute(db);
+  const u = await sql<{ updated: string }>`select coalesce(max(updated_at), 'epoch')::text as updated, count(*) from appointments`.execute(
+    db,
+  );
   return { counts, updated: u.rows[0]!.updated };
 }
 
@@ -89,7 +102,16 @@ describe('appointments:recover-sessions', () => {
         { hoursAgo: 24 * 10 }, // outside 7d
       ]),
     );
-    names = { missed: ids[0]!, gaveUp: ids[1]!, old: ids[2]!, bad: ids[3]!, future: ids[4]!, pending: ids[5]!, cancelled: ids[6]!, ancient: ids[7]! };
+    names = {
+      missed: ids[0]!,
+      gaveUp: ids[1]!,
+      old: ids[2]!,
+      bad: ids[3]!,
+      future: ids[4]!,
+      pending: ids[5]!,
+      cancelled: ids[6]!,
+      ancient: ids[7]!,
+    };
   });
 
   it('refuses a bad --lookback with exit 1, naming the accepted forms, before touching anything', async () => {
@@ -119,7 +141,9 @@ describe('appointments:recover-sessions', () => {
     const j = await cli.run([RECOVER, '--lookback=24', '--json']);
     const out = JSON.parse(j.out);
     expect(out).toMatchObject({ mode: 'dry-run', lookback: '24h', limit: 100, counts: { selected: 3, created: 2, skipped: 0, failed: 1 } });
-    expect(out.appointments.map((a: { appointment_id: number }) => a.appointment_id).sort()).toEqual([names.missed, names.gaveUp, names.bad].sort());
+    expect(out.appointments.map((a: { appointment_id: number }) => a.appointment_id).sort()).toEqual(
+      [names.missed, names.gaveUp, names.bad].sort(),
+    );
     expect(out.appointments[0]).toMatchObject({ action: expect.stringMatching(/^would_/), session_id: null });
     expect(await cli.db(fingerprint)).toEqual(before);
   });
@@ -149,9 +173,18 @@ describe('appointments:recover-sessions', () => {
     expect(r.err).toMatch(/\[#+\] 3\/3 appointments/);
     // Oldest first: old (30 h), gaveUp (3 h), missed (2 h); the newest (failing) one is left for next time.
     const rows = await cli.db((db) =>
-      db.selectFrom('appointments').select(['id', 'status', 'session_id']).where('id', 'in', [names.old, names.gaveUp, names.missed, names.bad]).execute(),
+      db
+        .selectFrom('appointments')
+        .select(['id', 'status', 'session_id'])
+        .where('id', 'in', [names.old, names.gaveUp, names.missed, names.bad])
+        .execute(),
     );
-    expect(rows.filter((a) => a.session_id !== null).map((a) => a.id).sort()).toEqual([names.missed, names.gaveUp, names.old].sort());
+    expect(
+      rows
+        .filter((a) => a.session_id !== null)
+        .map((a) => a.id)
+        .sort(),
+    ).toEqual([names.missed, names.gaveUp, names.old].sort());
     expect(rows.find((a) => a.id === names.gaveUp)?.status).toBe('in_progress');
     expect(r.out).toMatch(new RegExp(`created      appointment ${names.gaveUp} video .* call_session:\\d+`));
     expect(r.out).toMatch(new RegExp(`created      appointment ${names.missed} text .* text_session:\\d+`));
@@ -174,7 +207,8 @@ describe('appointments:recover-sessions', () => {
     const out = JSON.parse(r.out);
     expect(out.counts).toEqual({ selected: 4, created: 0, skipped: 3, failed: 1 });
     expect(out.appointments[0]).toMatchObject({ appointment_id: names.bad, action: 'failed', reason: 'invalid_appointment_state' });
-    for (const a of out.appointments.slice(1)) expect(a).toMatchObject({ action: 'skipped', reason: 'session_id_already_set', session_id: expect.any(Number) });
+    for (const a of out.appointments.slice(1))
+      expect(a).toMatchObject({ action: 'skipped', reason: 'session_id_already_set', session_id: expect.any(Number) });
   });
 
   it('is idempotent: a second run creates nothing, every appointment skipped session_id_already_set', async () => {
@@ -216,8 +250,18 @@ describe('appointments:recover-sessions', () => {
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     const runEvents = events.filter((e) => e['event'] === 'appointment_recovery_run');
     expect(runEvents).toHaveLength(1);
-    expect(runEvents[0]).toMatchObject({ mode: 'execute', lookback: 'all', limit: 100, created_count: 2, skipped_count: 4, failed_count: 0, source: 'APPOINTMENT' });
+    expect(runEvents[0]).toMatchObject({
+      mode: 'execute',
+      lookback: 'all',
+      limit: 100,
+      created_count: 2,
+      skipped_count: 4,
+      failed_count: 0,
+      source: 'APPOINTMENT',
+    });
     // --lookback=all reaches the 10-day-old appointment too.
-    expect(events.filter((e) => e['event'] === 'appointment_session_conversion' && e['result'] === 'created').map((e) => e['appointment_id'])).toContain(names.ancient);
+    expect(
+      events.filter((e) => e['event'] === 'appointment_session_conversion' && e['result'] === 'created').map((e) => e['appointment_id']),
+    ).toContain(names.ancient);
   });
 });

@@ -27,7 +27,14 @@ const runRow = (runId: string) => t.ctx.db.selectFrom('job_runs').selectAll().wh
 describe('the job list', () => {
   it('has auto-start, expiry, notification delivery, the gauge and both legacy triggers', () => {
     const names = JOBS.map((j) => j.name);
-    for (const n of [AUTO_START_JOB, 'sessions:expire', 'notifications:deliver', 'metrics:appointments-due', 'appointments:activate-booked', 'appointments:process-sessions']) {
+    for (const n of [
+      AUTO_START_JOB,
+      'sessions:expire',
+      'notifications:deliver',
+      'metrics:appointments-due',
+      'appointments:activate-booked',
+      'appointments:process-sessions',
+    ]) {
       expect(names).toContain(n);
     }
     expect(new Set(names).size).toBe(names.length);
@@ -36,7 +43,12 @@ describe('the job list', () => {
 });
 
 describe('run records', () => {
-  const job = (over: Partial<JobDefinition>): JobDefinition => ({ name: 'test:job', intervalSeconds: () => 1, run: async () => ({}), ...over });
+  const job = (over: Partial<JobDefinition>): JobDefinition => ({
+    name: 'test:job',
+    intervalSeconds: () => 1,
+    run: async () => ({}),
+    ...over,
+  });
 
   it('idle runs are recorded only when the job asks; work, failures and skips always', async () => {
     const quiet = await runJobOnce(t.ctx, job({ recordIdleRuns: false }));
@@ -64,7 +76,13 @@ describe('run records', () => {
 });
 
 describe('session expiry (database clock)', () => {
-  async function session(opts: { kind: 'text' | 'call'; status: SessionStatus; source?: 'APPOINTMENT' | 'INSTANT'; ageMinutes: number; set?: string }) {
+  async function session(opts: {
+    kind: 'text' | 'call';
+    status: SessionStatus;
+    source?: 'APPOINTMENT' | 'INSTANT';
+    ageMinutes: number;
+    set?: string;
+  }) {
     const a = await t.newAppointment({ appointment_type: opts.kind === 'text' ? 'text' : 'voice' });
     const source = opts.source ?? 'APPOINTMENT';
     const s = await t.ctx.db
@@ -81,13 +99,15 @@ describe('session expiry (database clock)', () => {
       })
       .returningAll()
       .executeTakeFirstOrThrow();
-    if (source === 'APPOINTMENT') await t.ctx.db.updateTable('appointments').set({ session_id: s.id, status: 'in_progress' }).where('id', '=', a.id).execute();
+    if (source === 'APPOINTMENT')
+      await t.ctx.db.updateTable('appointments').set({ session_id: s.id, status: 'in_progress' }).where('id', '=', a.id).execute();
     if (opts.set) await sql`update sessions set ${sql.raw(opts.set)} where id = ${s.id}`.execute(t.ctx.db);
     return { id: s.id, appointmentId: a.id };
   }
   const state = async (x: { id: number; appointmentId: number }) => ({
     session: await t.ctx.db.selectFrom('sessions').select(['status', 'end_reason']).where('id', '=', x.id).executeTakeFirstOrThrow(),
-    appointment: (await t.ctx.db.selectFrom('appointments').select('status').where('id', '=', x.appointmentId).executeTakeFirstOrThrow()).status,
+    appointment: (await t.ctx.db.selectFrom('appointments').select('status').where('id', '=', x.appointmentId).executeTakeFirstOrThrow())
+      .status,
   });
 
   it('expires and times out exactly the sessions whose deadline passed', async () => {
@@ -109,8 +129,18 @@ describe('session expiry (database clock)', () => {
       }),
       textActive: await session({ kind: 'text', status: 'active', ageMinutes: join * 3, set: `activated_at = now() - interval '2 hours'` }),
       callNoShow: await session({ kind: 'call', status: 'waiting', ageMinutes: join + 1 }),
-      callRinging: await session({ kind: 'call', status: 'ringing', ageMinutes: 5, set: `ringing_since = now() - interval '91 seconds', patient_in_call = true` }),
-      callRingingFresh: await session({ kind: 'call', status: 'ringing', ageMinutes: 5, set: `ringing_since = now() - interval '30 seconds', patient_in_call = true` }),
+      callRinging: await session({
+        kind: 'call',
+        status: 'ringing',
+        ageMinutes: 5,
+        set: `ringing_since = now() - interval '91 seconds', patient_in_call = true`,
+      }),
+      callRingingFresh: await session({
+        kind: 'call',
+        status: 'ringing',
+        ageMinutes: 5,
+        set: `ringing_since = now() - interval '30 seconds', patient_in_call = true`,
+      }),
       instantRinging: await session({
         kind: 'call',
         status: 'ringing',
@@ -123,7 +153,10 @@ describe('session expiry (database clock)', () => {
     expect(r.status).toBe('succeeded');
     expect(await state(cases.textNoShow)).toEqual({ session: { status: 'expired', end_reason: 'no_show' }, appointment: 'missed' });
     expect((await state(cases.textFresh)).session.status).toBe('waiting_for_doctor');
-    expect(await state(cases.textNoAnswer)).toEqual({ session: { status: 'expired', end_reason: 'doctor_no_response' }, appointment: 'missed' });
+    expect(await state(cases.textNoAnswer)).toEqual({
+      session: { status: 'expired', end_reason: 'doctor_no_response' },
+      appointment: 'missed',
+    });
     expect((await state(cases.textWindowOpen)).session.status).toBe('waiting_for_doctor');
     expect((await state(cases.textActive)).session.status).toBe('active');
     expect(await state(cases.callNoShow)).toEqual({ session: { status: 'expired', end_reason: 'no_show' }, appointment: 'missed' });
@@ -170,7 +203,12 @@ describe('notification delivery, the gauge, retention', () => {
     const patient = await t.newPatient();
     await t.ctx.db
       .insertInto('notification_outbox')
-      .values({ dedupe_key: `test:${randomUUID()}`, recipient_id: patient.id, kind: 'session.started', payload: JSON.stringify({ session_id: 1 }) })
+      .values({
+        dedupe_key: `test:${randomUUID()}`,
+        recipient_id: patient.id,
+        kind: 'session.started',
+        payload: JSON.stringify({ session_id: 1 }),
+      })
       .execute();
     await Promise.all([runJobOnce(t.ctx, notificationDeliveryJob), runJobOnce(t.ctx, notificationDeliveryJob)]);
     const got = await t.ctx.db.selectFrom('notifications').selectAll().where('user_id', '=', patient.id).execute();
@@ -212,17 +250,28 @@ describe('the worker loop', () => {
     const worker = startWorker(t.ctx, fast);
     try {
       await expect
-        .poll(async () => (await t.ctx.db.selectFrom('appointments').select('status').where('id', '=', appt.id).executeTakeFirstOrThrow()).status, { timeout: 10_000 })
+        .poll(
+          async () =>
+            (await t.ctx.db.selectFrom('appointments').select('status').where('id', '=', appt.id).executeTakeFirstOrThrow()).status,
+          { timeout: 10_000 },
+        )
         .toBe('in_progress');
       await expect
-        .poll(async () => (await t.ctx.db.selectFrom('notifications').select('id').where('user_id', '=', appt.patient.id).execute()).length, { timeout: 10_000 })
+        .poll(
+          async () => (await t.ctx.db.selectFrom('notifications').select('id').where('user_id', '=', appt.patient.id).execute()).length,
+          { timeout: 10_000 },
+        )
         .toBe(1);
     } finally {
       await worker.stop();
     }
     // Converted by auto-start or (5 minutes early, legacy flag off) activate-booked — whichever
     // loop ran first; either way through the single writer, recorded as its run.
-    const conv = await t.ctx.db.selectFrom('appointment_conversions').select(['source', 'job_run_id']).where('appointment_id', '=', appt.id).execute();
+    const conv = await t.ctx.db
+      .selectFrom('appointment_conversions')
+      .select(['source', 'job_run_id'])
+      .where('appointment_id', '=', appt.id)
+      .execute();
     expect(conv).toHaveLength(1);
     expect(['auto_start', 'activate_booked']).toContain(conv[0]!.source);
     const run = await t.ctx.db.selectFrom('job_runs').select('job').where('run_id', '=', conv[0]!.job_run_id!).executeTakeFirst();

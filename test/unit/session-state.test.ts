@@ -97,7 +97,13 @@ describe('onMessage (text sessions)', () => {
       at(60),
       change({ patient_first_message_at: at(60), doctor_response_deadline: deadline }),
     ],
-    ['a second patient message does not move the window', text({ patient_first_message_at: at(60), doctor_response_deadline: deadline }), 'patient', at(120), NONE],
+    [
+      'a second patient message does not move the window',
+      text({ patient_first_message_at: at(60), doctor_response_deadline: deadline }),
+      'patient',
+      at(120),
+      NONE,
+    ],
     [
       "the doctor's first message activates the session before the deadline",
       text({ patient_first_message_at: at(60), doctor_response_deadline: deadline }),
@@ -157,7 +163,11 @@ describe('onEnd', () => {
     ['active text session', text({ status: 'active', activated_at: at(5) }), endChange('ended_by_patient', at(100))],
     ['waiting call', call(), endChange('ended_by_patient', at(100))],
     ['ringing call', call({ status: 'ringing', doctor_in_call: true, ringing_since: at(50) }), endChange('ended_by_patient', at(100))],
-    ['connected call', call({ status: 'connected', patient_in_call: true, doctor_in_call: true, connected_at: at(5) }), endChange('ended_by_patient', at(100))],
+    [
+      'connected call',
+      call({ status: 'connected', patient_in_call: true, doctor_in_call: true, connected_at: at(5) }),
+      endChange('ended_by_patient', at(100)),
+    ],
     ['ended: idempotent, no change', text({ status: 'ended', ...ended() }), NONE],
     ['expired: no change', text({ status: 'expired', ...ended() }), NONE],
     ['missed: no change', call({ status: 'missed', source: 'INSTANT', ...ended() }), NONE],
@@ -213,7 +223,12 @@ describe('onTick', () => {
       change({ status: 'missed', ended_at: at(190), end_reason: 'no_answer', ...cleared }),
     ],
     ['call: ringing past the join window but not the ring timeout → still ringing', ringing({ ringing_since: at(3590) }), at(3600), NONE],
-    ['call: connected calls do not time out here', call({ status: 'connected', patient_in_call: true, doctor_in_call: true, connected_at: at(5) }), at(99_999), NONE],
+    [
+      'call: connected calls do not time out here',
+      call({ status: 'connected', patient_in_call: true, doctor_in_call: true, connected_at: at(5) }),
+      at(99_999),
+      NONE,
+    ],
     ['call: ended is final', call({ status: 'ended', ...ended() }), at(99_999), NONE],
     ['call: missed is final', call({ status: 'missed', source: 'INSTANT', ...ended() }), at(99_999), NONE],
     ['call: expired is final', call({ status: 'expired', ...ended() }), at(99_999), NONE],
@@ -255,7 +270,12 @@ describe('onTick', () => {
 
 describe('onJoin', () => {
   it.each<[string, SessionState, 'patient' | 'doctor', Transition]>([
-    ['the first participant joins → ringing', call(), 'patient', change({ status: 'ringing', patient_in_call: true, ringing_since: at(50) })],
+    [
+      'the first participant joins → ringing',
+      call(),
+      'patient',
+      change({ status: 'ringing', patient_in_call: true, ringing_since: at(50) }),
+    ],
     ['the doctor may join first → ringing', call(), 'doctor', change({ status: 'ringing', doctor_in_call: true, ringing_since: at(50) })],
     [
       'the second participant joins → connected, connected_at set',
@@ -290,7 +310,14 @@ describe('onLeave', () => {
       'hanging up a connected call ends it',
       call({ status: 'connected', patient_in_call: true, doctor_in_call: true, connected_at: at(5) }),
       'doctor',
-      change({ status: 'ended', ended_at: at(50), end_reason: 'doctor_hung_up', patient_in_call: false, doctor_in_call: false, ringing_since: null }),
+      change({
+        status: 'ended',
+        ended_at: at(50),
+        end_reason: 'doctor_hung_up',
+        patient_in_call: false,
+        doctor_in_call: false,
+        ringing_since: null,
+      }),
     ],
     [
       'the caller gives up ringing (appointment) → back to waiting',
@@ -302,9 +329,21 @@ describe('onLeave', () => {
       'the caller gives up ringing (instant) → ended caller_cancelled',
       call({ status: 'ringing', source: 'INSTANT', patient_in_call: true, ringing_since: at(40) }),
       'patient',
-      change({ status: 'ended', ended_at: at(50), end_reason: 'caller_cancelled', ringing_since: null, patient_in_call: false, doctor_in_call: false }),
+      change({
+        status: 'ended',
+        ended_at: at(50),
+        end_reason: 'caller_cancelled',
+        ringing_since: null,
+        patient_in_call: false,
+        doctor_in_call: false,
+      }),
     ],
-    ['leaving a call one is not in is no change', call({ status: 'ringing', patient_in_call: true, ringing_since: at(40) }), 'doctor', NONE],
+    [
+      'leaving a call one is not in is no change',
+      call({ status: 'ringing', patient_in_call: true, ringing_since: at(40) }),
+      'doctor',
+      NONE,
+    ],
     ['leaving a waiting call is no change', call(), 'patient', NONE],
     ['leaving an ended call is no change (idempotent)', call({ status: 'ended', ...ended() }), 'patient', NONE],
     ['text sessions have no call', text(), 'patient', refused('invalid_for_kind')],
@@ -314,7 +353,8 @@ describe('onLeave', () => {
 });
 
 describe('onDecline', () => {
-  const ringingFromPatient = (over: Partial<SessionState> = {}) => call({ status: 'ringing', patient_in_call: true, ringing_since: at(40), ...over });
+  const ringingFromPatient = (over: Partial<SessionState> = {}) =>
+    call({ status: 'ringing', patient_in_call: true, ringing_since: at(40), ...over });
   it.each<[string, SessionState, 'patient' | 'doctor', Transition]>([
     [
       'the doctor declines an appointment call → back to waiting',
@@ -326,7 +366,14 @@ describe('onDecline', () => {
       'the doctor declines an instant call → ended (declined)',
       ringingFromPatient({ source: 'INSTANT' }),
       'doctor',
-      change({ status: 'ended', ended_at: at(50), end_reason: 'declined', ringing_since: null, patient_in_call: false, doctor_in_call: false }),
+      change({
+        status: 'ended',
+        ended_at: at(50),
+        end_reason: 'declined',
+        ringing_since: null,
+        patient_in_call: false,
+        doctor_in_call: false,
+      }),
     ],
     ['the caller cannot decline their own call', ringingFromPatient(), 'patient', refused('invalid_state')],
     ['nothing to decline while waiting', call(), 'doctor', refused('invalid_state')],
@@ -336,8 +383,18 @@ describe('onDecline', () => {
       'doctor',
       refused('invalid_state'),
     ],
-    ['declining a declined call again is no change (idempotent)', call({ status: 'ended', source: 'INSTANT', end_reason: 'declined', ...ended() }), 'doctor', NONE],
-    ['declining a call that ended otherwise is refused', call({ status: 'ended', end_reason: 'patient_hung_up', ...ended() }), 'doctor', refused('not_active')],
+    [
+      'declining a declined call again is no change (idempotent)',
+      call({ status: 'ended', source: 'INSTANT', end_reason: 'declined', ...ended() }),
+      'doctor',
+      NONE,
+    ],
+    [
+      'declining a call that ended otherwise is refused',
+      call({ status: 'ended', end_reason: 'patient_hung_up', ...ended() }),
+      'doctor',
+      refused('not_active'),
+    ],
     ['text sessions have no call', text(), 'doctor', refused('invalid_for_kind')],
   ])('%s', (_name, s, who, expected) => {
     expect(onDecline(s, who, at(50))).toEqual(expected);

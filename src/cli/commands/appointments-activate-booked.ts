@@ -60,7 +60,10 @@ Exit codes: 0 ok (or disabled), 1 the run failed or some appointment failed.`,
       } else if (result.status === 'failed') {
         io.stderr.write(`activate-booked run ${result.runId} failed: ${result.error}\n`);
       } else {
-        print(io, `activate-booked run ${result.runId}: ${c.selected ?? 0} attempted — ${c.created ?? 0} created, ${c.skipped ?? 0} skipped, ${c.failed ?? 0} failed`);
+        print(
+          io,
+          `activate-booked run ${result.runId}: ${c.selected ?? 0} attempted — ${c.created ?? 0} created, ${c.skipped ?? 0} skipped, ${c.failed ?? 0} failed`,
+        );
       }
       return result.status === 'failed' || (c.failed ?? 0) > 0 ? 1 : 0;
     });

@@ -54,7 +54,13 @@ Exit codes: 0 ok, 1 the run failed or some appointment failed (it is retried wit
         io.stderr.write(`notification delivery failed (the worker will retry): ${err instanceof Error ? err.message : String(err)}\n`);
       }
       if (json) {
-        printJson(io, { notifications_delivered: delivered, status: result.status, ...(summary ?? { run_id: result.runId }), error: result.error ?? null, ...(verbose ? { appointments } : {}) });
+        printJson(io, {
+          notifications_delivered: delivered,
+          status: result.status,
+          ...(summary ?? { run_id: result.runId }),
+          error: result.error ?? null,
+          ...(verbose ? { appointments } : {}),
+        });
       } else if (summary) {
         print(
           io,

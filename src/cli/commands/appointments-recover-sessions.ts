@@ -60,7 +60,9 @@ Exit codes: 0 ok (or cancelled at the prompt), 1 bad usage or an appointment fai
       io.stderr.write('appointments:recover-sessions: refusing to --execute without a terminal to confirm on; add --yes to confirm.\n');
       return 2;
     }
-    return withContext((ctx) => (execute ? runExecute(ctx, io, { lookback, limit, yes, json }) : runDry(ctx, io, { lookback, limit, json })));
+    return withContext((ctx) =>
+      execute ? runExecute(ctx, io, { lookback, limit, yes, json }) : runDry(ctx, io, { lookback, limit, json }),
+    );
   },
 };
 
@@ -173,7 +175,10 @@ function report(
   }
   for (const e of r.entries) print(io, auditLine(e));
   const verb = r.mode === 'dry-run' ? 'would be ' : '';
-  print(io, `Summary: ${counts.created} ${verb}created, ${counts.skipped} ${verb}skipped, ${counts.failed} ${verb}failed${r.mode === 'execute' ? ` (run ${r.runId})` : ''}`);
+  print(
+    io,
+    `Summary: ${counts.created} ${verb}created, ${counts.skipped} ${verb}skipped, ${counts.failed} ${verb}failed${r.mode === 'execute' ? ` (run ${r.runId})` : ''}`,
+  );
   return counts;
 }
 

@@ -55,7 +55,10 @@ export async function activateBooked(
       if (outcomes.length < size) break;
     }
     countLegacy(ctx, ACTIVATE_BOOKED_JOB, attempted, withSession);
-    ctx.log.info({ event: 'legacy_trigger_run', command_name: ACTIVATE_BOOKED_JOB, run_id: opts.runId, attempted, ...counts }, 'legacy_trigger_run');
+    ctx.log.info(
+      { event: 'legacy_trigger_run', command_name: ACTIVATE_BOOKED_JOB, run_id: opts.runId, attempted, ...counts },
+      'legacy_trigger_run',
+    );
     return { selected: attempted, ...counts, details: { command_name: ACTIVATE_BOOKED_JOB, session_appointments_touched: withSession } };
   });
 }

@@ -59,7 +59,13 @@ export async function processLegacySessions(
         if (row.status === 'completed') completed += 1;
         else missed += 1;
         ctx.log.info(
-          { event: 'legacy_appointment_closed', appointment_id: row.id, status: row.status, command_name: PROCESS_SESSIONS_JOB, job_run_id: opts.runId },
+          {
+            event: 'legacy_appointment_closed',
+            appointment_id: row.id,
+            status: row.status,
+            command_name: PROCESS_SESSIONS_JOB,
+            job_run_id: opts.runId,
+          },
           'legacy_appointment_closed',
         );
       }
@@ -69,8 +75,14 @@ export async function processLegacySessions(
     }
     const processed = completed + missed;
     countLegacy(ctx, PROCESS_SESSIONS_JOB, processed, withSession);
-    ctx.log.info({ event: 'legacy_trigger_run', command_name: PROCESS_SESSIONS_JOB, run_id: opts.runId, completed, missed }, 'legacy_trigger_run');
-    return { selected: processed, details: { command_name: PROCESS_SESSIONS_JOB, completed, missed, session_appointments_touched: withSession } };
+    ctx.log.info(
+      { event: 'legacy_trigger_run', command_name: PROCESS_SESSIONS_JOB, run_id: opts.runId, completed, missed },
+      'legacy_trigger_run',
+    );
+    return {
+      selected: processed,
+      details: { command_name: PROCESS_SESSIONS_JOB, completed, missed, session_appointments_touched: withSession },
+    };
   });
 }
 

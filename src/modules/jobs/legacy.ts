@@ -21,7 +21,12 @@ export type LegacyCommand = (typeof LEGACY_TRIGGER_COMMANDS)[number];
 export const LEGACY_DISABLED_MESSAGE = 'Legacy appointment triggers disabled';
 
 /** Runs `body` unless the flag disables the legacy triggers (evaluated now, so SIGHUP applies). */
-export async function legacyTrigger(ctx: AppContext, command: LegacyCommand, runId: string, body: () => Promise<JobCounts>): Promise<JobCounts> {
+export async function legacyTrigger(
+  ctx: AppContext,
+  command: LegacyCommand,
+  runId: string,
+  body: () => Promise<JobCounts>,
+): Promise<JobCounts> {
   const flags = await ctx.flags.current();
   if (flags.DISABLE_LEGACY_APPOINTMENT_TRIGGERS) {
     ctx.log.info(

@@ -132,7 +132,13 @@ export interface RecoveryAudit {
   conversion_attempts: number;
 }
 
-function audit(c: RecoveryCandidate, action: RecoveryAction, sessionId: number | null, kind: 'text' | 'call' | null, reason: string | null): RecoveryAudit {
+function audit(
+  c: RecoveryCandidate,
+  action: RecoveryAction,
+  sessionId: number | null,
+  kind: 'text' | 'call' | null,
+  reason: string | null,
+): RecoveryAudit {
   return {
     appointment_id: c.appointment_id,
     scheduled_at: c.scheduled_at.toISOString(),

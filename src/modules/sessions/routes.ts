@@ -4,7 +4,15 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { IdParams, Ok, errorResponses, toId } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
 import { ContextParams, InstantBody, SessionOut } from './schemas.js';
-import { callAction, createInstantSession, endSession, freshSession, readableSession, sessionJson, startAppointmentSession } from './service.js';
+import {
+  callAction,
+  createInstantSession,
+  endSession,
+  freshSession,
+  readableSession,
+  sessionJson,
+  startAppointmentSession,
+} from './service.js';
 
 export default async function sessionsRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();

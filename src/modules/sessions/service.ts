@@ -126,7 +126,13 @@ export function publishStatus(ctx: AppContext, before: Pick<Session, 'status'>, 
   void ctx.bus.publish({
     type: 'session.status',
     sessionId: after.id,
-    payload: { session_id: after.id, session_context: contextOf(after), status: after.status, previous: before.status, end_reason: after.end_reason },
+    payload: {
+      session_id: after.id,
+      session_context: contextOf(after),
+      status: after.status,
+      previous: before.status,
+      end_reason: after.end_reason,
+    },
   });
 }
 
@@ -156,10 +162,13 @@ export async function transition(
     throw new DomainError('SESSION_NOT_ACTIVE', `The session is ${after.status}`, { session_id: after.id, session_status: after.status });
   }
   if (refusal) {
-    throw conflict(refusal === 'invalid_for_kind' ? 'Not possible for this kind of session' : `Not possible while the session is ${after.status}`, {
-      session_id: after.id,
-      session_status: after.status,
-    });
+    throw conflict(
+      refusal === 'invalid_for_kind' ? 'Not possible for this kind of session' : `Not possible while the session is ${after.status}`,
+      {
+        session_id: after.id,
+        session_status: after.status,
+      },
+    );
   }
   return { before: result.before, after };
 }
@@ -214,14 +223,19 @@ export async function freshSession(ctx: AppContext, s: Session): Promise<Session
 /** `POST /api/appointments/{id}/start-session`: from 15 minutes before the time; idempotent. */
 export const START_EARLY_MINUTES = 15;
 
-export async function startAppointmentSession(ctx: AppContext, actor: Actor, appointmentId: number): Promise<{ session: Session; created: boolean }> {
+export async function startAppointmentSession(
+  ctx: AppContext,
+  actor: Actor,
+  appointmentId: number,
+): Promise<{ session: Session; created: boolean }> {
   const a = await getAppointmentOrThrow(ctx.db, appointmentId);
   assertParticipant(actor, a);
   if (a.session_id !== null) {
     const s = await ctx.db.selectFrom('sessions').selectAll().where('id', '=', a.session_id).executeTakeFirstOrThrow();
     return { session: s, created: false };
   }
-  if (a.status !== 'confirmed') throw conflict(`Cannot start a session for a ${a.status} appointment`, { appointment_id: a.id, appointment_status: a.status });
+  if (a.status !== 'confirmed')
+    throw conflict(`Cannot start a session for a ${a.status} appointment`, { appointment_id: a.id, appointment_status: a.status });
   if (a.scheduled_at.getTime() - ctx.now().getTime() > START_EARLY_MINUTES * 60_000) {
     throw conflict(`The session can start from ${START_EARLY_MINUTES} minutes before the appointment`, {
       appointment_id: a.id,
@@ -253,14 +267,23 @@ export async function startAppointmentSession(ctx: AppContext, actor: Actor, app
  * locked while we look for their live sessions, so two patients cannot both get a busy doctor;
  * the patient's one-live-session rule is the unique index.
  */
-export async function createInstantSession(ctx: AppContext, actor: Actor, input: { doctor_id: number; modality: Modality }): Promise<Session> {
+export async function createInstantSession(
+  ctx: AppContext,
+  actor: Actor,
+  input: { doctor_id: number; modality: Modality },
+): Promise<Session> {
   if (actor.role !== 'patient') throw new DomainError('FORBIDDEN', 'Only patients start instant sessions');
   const kind = kindOf(input.modality);
   const session = await ctx.db.transaction().execute(async (trx) => {
     // FOR NO KEY UPDATE serialises instant starts for this doctor without blocking the
     // FOR KEY SHARE that inserting any session referencing the doctor takes (a batch of
     // appointment sessions must not queue behind — or deadlock with — an instant start).
-    const doctor = await trx.selectFrom('users').select(['id', 'role']).where('id', '=', input.doctor_id).forNoKeyUpdate().executeTakeFirst();
+    const doctor = await trx
+      .selectFrom('users')
+      .select(['id', 'role'])
+      .where('id', '=', input.doctor_id)
+      .forNoKeyUpdate()
+      .executeTakeFirst();
     if (!doctor || doctor.role !== 'doctor') throw notFound('Doctor', { doctor_id: input.doctor_id });
     const busy = await trx
       .selectFrom('sessions')

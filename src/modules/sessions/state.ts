@@ -112,12 +112,26 @@ export function onTick(s: SessionState, now: Date, t: SessionTiming): Transition
   }
   if (s.status === 'ringing' && s.ringing_since && now >= addSeconds(s.ringing_since, t.ringTimeoutSeconds)) {
     if (s.source === 'INSTANT') {
-      return ok({ status: 'missed', ended_at: now, end_reason: 'no_answer', ringing_since: null, patient_in_call: false, doctor_in_call: false });
+      return ok({
+        status: 'missed',
+        ended_at: now,
+        end_reason: 'no_answer',
+        ringing_since: null,
+        patient_in_call: false,
+        doctor_in_call: false,
+      });
     }
     // Back to waiting — unless the join window has closed meanwhile, in which case waiting would
     // expire at once: one step, so a tick is never half-applied (tick ∘ tick = tick).
     if (now >= joinDeadline) {
-      return ok({ status: 'expired', ended_at: now, end_reason: 'no_answer', ringing_since: null, patient_in_call: false, doctor_in_call: false });
+      return ok({
+        status: 'expired',
+        ended_at: now,
+        end_reason: 'no_answer',
+        ringing_since: null,
+        patient_in_call: false,
+        doctor_in_call: false,
+      });
     }
     return ok({ status: 'waiting', ringing_since: null, patient_in_call: false, doctor_in_call: false });
   }
@@ -151,7 +165,14 @@ export function onLeave(s: SessionState, who: Party, now: Date): Transition {
   if (s.status === 'connected') return onEnd(s, now, `${who}_hung_up`);
   // Ringing and the caller gives up.
   if (s.source === 'INSTANT') {
-    return ok({ status: 'ended', ended_at: now, end_reason: 'caller_cancelled', ringing_since: null, patient_in_call: false, doctor_in_call: false });
+    return ok({
+      status: 'ended',
+      ended_at: now,
+      end_reason: 'caller_cancelled',
+      ringing_since: null,
+      patient_in_call: false,
+      doctor_in_call: false,
+    });
   }
   return ok({ status: 'waiting', ringing_since: null, [inCallKey(who)]: false });
 }
@@ -162,7 +183,14 @@ export function onDecline(s: SessionState, who: Party, now: Date): Transition {
   if (!isLive(s.status)) return s.end_reason === 'declined' ? none : refuse('not_active');
   if (s.status !== 'ringing' || s[inCallKey(who)]) return refuse('invalid_state');
   if (s.source === 'INSTANT') {
-    return ok({ status: 'ended', ended_at: now, end_reason: 'declined', ringing_since: null, patient_in_call: false, doctor_in_call: false });
+    return ok({
+      status: 'ended',
+      ended_at: now,
+      end_reason: 'declined',
+      ringing_since: null,
+      patient_in_call: false,
+      doctor_in_call: false,
+    });
   }
   return ok({ status: 'waiting', ringing_since: null, patient_in_call: false, doctor_in_call: false });
 }

@@ -2,14 +2,15 @@
  * The single session writer. Every path that turns appointments into sessions — auto-start,
  * recovery, the legacy activate-booked trigger, `start-session` — goes through here, and it
  * works on a set (a set of one for a request). One batch is ONE SQL statement (data-modifying
- * CTEs), in the caller's transaction:
+ * CTEs) in one transaction (`convertAppointments` opens it; `createSessionsForAppointments` runs
+ * in the caller's):
  *
  *   lock the appointment rows (auto-start: claim them with FOR UPDATE SKIP LOCKED)
  *   → re-check eligibility under the lock (confirmed, no session, a known type, a patient and a
- *     doctor) → insert the sessions, ON CONFLICT DO NOTHING (one session per appointment and one
- *     live session per patient are unique indexes; rows go in patient order so concurrent
- *     batches never deadlock on the per-patient index) → link `appointments.session_id`, status
- *     `in_progress` → carry pre-session legacy chat into the session → enqueue the "session
+ *     doctor) → insert the sessions (one session per appointment and one live session per
+ *     patient are unique indexes — see BatchMode for how conflicts are handled; rows go in
+ *     patient order so concurrent batches never deadlock on the per-patient index) → link
+ *     `appointments.session_id`, status `in_progress` → carry pre-session legacy chat into the session → enqueue the "session
  *     started" notification in the outbox (one row per appointment and session, unique key,
  *     delivered to the patient and the doctor)
  *   → count failures as attempts with backoff → one conversion row per appointment
@@ -83,7 +84,8 @@ export function eligibility(a: EligibilityInput): Eligibility {
   if (a.session_id !== null) return { ok: false, result: 'skipped', reason: 'session_id_already_set', modality };
   if (a.status !== 'confirmed') return { ok: false, result: 'skipped', reason: 'not_confirmed', modality };
   if (!modality) return { ok: false, result: 'failed', reason: 'invalid_appointment_state', modality };
-  if (a.patient_role !== 'patient' || a.doctor_role !== 'doctor') return { ok: false, result: 'failed', reason: 'missing_doctor_or_patient', modality };
+  if (a.patient_role !== 'patient' || a.doctor_role !== 'doctor')
+    return { ok: false, result: 'failed', reason: 'missing_doctor_or_patient', modality };
   return { ok: true, modality };
 }
 
@@ -292,7 +294,15 @@ const cleanIds = (ids: number[]) => [...new Set(ids)].filter((n) => Number.isSaf
 function withNotFound(ids: number[], rows: ConversionOutcome[]): ConversionOutcome[] {
   const byId = new Map(rows.map((o) => [o.appointmentId, o]));
   return ids.map(
-    (id) => byId.get(id) ?? { appointmentId: id, result: 'skipped', sessionId: null, modality: null, reason: 'not_found', appointmentStatus: null },
+    (id) =>
+      byId.get(id) ?? {
+        appointmentId: id,
+        result: 'skipped',
+        sessionId: null,
+        modality: null,
+        reason: 'not_found',
+        appointmentStatus: null,
+      },
   );
 }
 
@@ -349,7 +359,11 @@ export function classifyConversionError(err: unknown): FailureReason {
  * again in its own, so one bad row never stops the others; after commit, metrics, one log line
  * per appointment, and notification delivery.
  */
-export async function convertAppointments(ctx: AppContext, ids: number[], opts: WriterOptions & { claim?: Claim }): Promise<ConversionOutcome[]> {
+export async function convertAppointments(
+  ctx: AppContext,
+  ids: number[],
+  opts: WriterOptions & { claim?: Claim },
+): Promise<ConversionOutcome[]> {
   const wanted = cleanIds(ids);
   const sel: Selection = opts.claim ? { claim: opts.claim } : { ids: wanted };
   if (!opts.claim && wanted.length === 0) return [];
@@ -362,8 +376,9 @@ export async function convertAppointments(ctx: AppContext, ids: number[], opts: 
     try {
       outcomes = await attempt('fast');
     } catch (err) {
-      // A session for one of the patients was committed after the statement's snapshot: run the
-      // batch again, tolerating the conflict (that appointment fails and is retried later).
+      // A patient already had a live session (or one was committed after the statement's
+      // snapshot), or a broken link: run the batch again tolerating the conflict (that
+      // appointment fails and is retried later; a broken link is repaired).
       if (!isUniqueViolation(err)) throw err;
       outcomes = await attempt('safe');
     }
@@ -407,7 +422,14 @@ async function claimedIds(ctx: AppContext, claim: Claim): Promise<number[]> {
 async function failOne(ctx: AppContext, id: number, err: unknown, opts: WriterOptions): Promise<ConversionOutcome> {
   const reason = classifyConversionError(err);
   ctx.log.error({ err, appointment_id: id }, 'conversion failed');
-  const outcome: ConversionOutcome = { appointmentId: id, result: 'failed', sessionId: null, modality: null, reason, appointmentStatus: null };
+  const outcome: ConversionOutcome = {
+    appointmentId: id,
+    result: 'failed',
+    sessionId: null,
+    modality: null,
+    reason,
+    appointmentStatus: null,
+  };
   try {
     await ctx.db.transaction().execute((trx) => recordOutcomes(trx, [outcome], opts));
   } catch (recordErr) {
