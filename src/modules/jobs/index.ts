@@ -1,4 +1,5 @@
 /** The periodic jobs the worker runs. One file per job; add it to this list. */
+import { billingTickJob } from '../billing/tick-job.js';
 import { activateBookedJob } from './legacy-activate-booked.js';
 import { autoStartJob } from './auto-start.js';
 import { dueGaugeJob } from './due-gauge.js';
@@ -16,5 +17,5 @@ export const JOBS: JobDefinition[] = [
   activateBookedJob,
   processSessionsJob,
   jobRunsRetentionJob,
+  billingTickJob,
 ];
-JOBS.push((await import('../billing/tick-job.js')).billingTickJob);
