@@ -4,7 +4,7 @@
  *
  * - Local subscribers get an event at once (next microtask); other processes get it through
  *   NOTIFY on one channel, and each process ignores its own notifications (origin id).
- * - Publishing batches: all events published within 3 ms leave in ONE statement
+ * - Publishing batches: all events published within 10 ms leave in ONE statement
  *   (`select pg_notify(...) from unnest(...)`), in order, outside the publisher's transaction.
  *   (NOTIFY inside a write transaction would hold PostgreSQL's global notify lock through that
  *   transaction's commit and WAL flush, serialising every message commit of the cluster.)
@@ -18,7 +18,10 @@
  *   (`GET …/messages?after=<last id>`), which is the source of truth — the bus only carries
  *   notifications of what is already committed.
  *
- * Frame format (text): `<origin> <seq> <index> <count>|<slice of the event's JSON>`.
+ * - Events of one flush are packed into as few notifications as fit (a JSON array of events per
+ *   notification), so under load PostgreSQL handles one notification for many events.
+ *
+ * Frame format (text): `<origin> <seq> <index> <count>|<slice of a JSON array of events>`.
  */
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
@@ -30,12 +33,14 @@ export const CHANNEL = 'sessiongate_events';
 export const MAX_FRAME_BYTES = 7_600;
 /**
  * Events published within this window leave in one statement. Under load that turns one NOTIFY
- * query per message into one per few messages, for at most 3 ms more cross-process latency (local
+ * query per message into one per many messages, for at most 10 ms more cross-process latency (local
  * subscribers are not delayed at all).
  */
-const FLUSH_WINDOW_MS = 3;
+const FLUSH_WINDOW_MS = 10;
 /** One statement for a batch (prepared once per connection), answering one row however many frames. */
-const NOTIFY_SQL = 'select count(*) from (select pg_notify($1, f) from unnest($2::text[]) as f) as sent';
+// The frames travel as one JSON array parameter (serialised natively; a text[] parameter would be
+// escaped character by character in JavaScript).
+const NOTIFY_SQL = 'select count(*) from (select pg_notify($1, f) from json_array_elements_text($2::json) as f) as sent';
 /** Frames per statement: bounds one statement's parameter size under a burst. */
 const MAX_FRAMES_PER_STATEMENT = 2_000;
 /** Incomplete multi-frame events are dropped after this long (a sender died mid-statement — cannot happen in one transaction, but memory must stay bounded regardless). */
@@ -65,11 +70,37 @@ export function splitByBytes(s: string, maxBytes: number): string[] {
   return out;
 }
 
-/** Encodes one event as NOTIFY frames. */
+// `<origin> <seq> <index> <count>|` is far shorter than this.
+const HEADER_ROOM = 64;
+
+/** Encodes one message (a JSON array of events) as NOTIFY frames. */
 export function encodeFrames(origin: string, seq: number, json: string): string[] {
-  const headerRoom = 64; // `<origin> <seq> <index> <count>|` is far shorter
-  const slices = splitByBytes(json, MAX_FRAME_BYTES - headerRoom);
+  const slices = splitByBytes(json, MAX_FRAME_BYTES - HEADER_ROOM);
   return slices.map((slice, i) => `${origin} ${seq} ${i} ${slices.length}|${slice}`);
+}
+
+/**
+ * Packs event JSON texts, in order, into as few messages as possible: each message a JSON array
+ * that fits one frame. An event too big for a frame travels alone (and is split into frames).
+ * Under load one notification then carries many events — PostgreSQL queues, signals and delivers
+ * one notification instead of one per event.
+ */
+export function packEvents(jsons: string[], maxBytes = MAX_FRAME_BYTES - HEADER_ROOM): string[] {
+  const out: string[] = [];
+  let group: string[] = [];
+  let size = 2; // the brackets
+  for (const j of jsons) {
+    const bytes = Buffer.byteLength(j);
+    if (group.length > 0 && size + 1 + bytes > maxBytes) {
+      out.push(`[${group.join(',')}]`);
+      group = [];
+      size = 2;
+    }
+    group.push(j);
+    size += bytes + (group.length > 1 ? 1 : 0);
+  }
+  if (group.length > 0) out.push(`[${group.join(',')}]`);
+  return out;
 }
 
 export interface Frame {
@@ -90,13 +121,13 @@ export function decodeFrame(payload: string): Frame | null {
   return f;
 }
 
-/** Reassembles frames into event JSON strings. */
+/** Reassembles frames into messages (JSON arrays of events). */
 export class FrameAssembler {
   private readonly partial = new Map<string, { parts: (string | undefined)[]; received: number; at: number }>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  /** Returns the complete JSON when `f` completes an event, else null. */
+  /** Returns the complete message when `f` completes one, else null. */
   add(f: Frame): string | null {
     if (f.count === 1) return f.body;
     const key = `${f.origin}:${f.seq}`;
@@ -127,9 +158,12 @@ export class FrameAssembler {
 export class PgBus implements EventBus {
   private readonly handlers = new Set<BusHandler>();
   private readonly origin = randomBytes(6).toString('hex');
+  private readonly originPrefix = `${this.origin} `;
   private readonly assembler = new FrameAssembler();
   private seq = 0;
-  private pending: { frames: string[]; done: () => void }[] = [];
+  /** Events waiting for the next flush, and the promise their publishers wait on. */
+  private pending: string[] = [];
+  private pendingDone: { promise: Promise<void>; resolve: () => void } | null = null;
   private flushing: Promise<void> | null = null;
   private flushScheduled = false;
   private listener: pg.PoolClient | null = null;
@@ -157,11 +191,15 @@ export class PgBus implements EventBus {
   async publish(event: BusEvent): Promise<void> {
     this.deliver(event);
     if (this.closed) return;
-    const frames = encodeFrames(this.origin, ++this.seq, JSON.stringify(event));
-    await new Promise<void>((resolve) => {
-      this.pending.push({ frames, done: resolve });
-      this.scheduleFlush();
-    });
+    this.pending.push(JSON.stringify(event));
+    if (!this.pendingDone) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.pendingDone = { promise, resolve };
+    }
+    const done = this.pendingDone.promise;
+    this.scheduleFlush();
+    await done;
   }
 
   subscribe(handler: BusHandler): () => void {
@@ -208,19 +246,22 @@ export class PgBus implements EventBus {
     while (this.flushing) await this.flushing;
     if (this.pending.length === 0) return;
     const batch = this.pending;
+    const done = this.pendingDone;
     this.pending = [];
+    this.pendingDone = null;
     this.flushing = (async () => {
-      const frames = batch.flatMap((b) => b.frames);
+      const frames = packEvents(batch).flatMap((message) => encodeFrames(this.origin, ++this.seq, message));
       try {
         for (let i = 0; i < frames.length; i += MAX_FRAMES_PER_STATEMENT) {
-          await this.pool.query({ name: 'sessiongate_bus_notify_v1', text: NOTIFY_SQL, values: [CHANNEL, frames.slice(i, i + MAX_FRAMES_PER_STATEMENT)] });
+          const values = [CHANNEL, JSON.stringify(frames.slice(i, i + MAX_FRAMES_PER_STATEMENT))];
+          await this.pool.query({ name: 'sessiongate_bus_notify_v2', text: NOTIFY_SQL, values });
         }
       } catch (err) {
         // Best effort: the events are already committed facts in the database; subscribers on
         // other processes miss the live notification and catch up on their next read.
         this.log.warn({ err, events: batch.length }, 'event bus: NOTIFY failed; events not delivered to other processes');
       } finally {
-        for (const b of batch) b.done();
+        done?.resolve();
       }
     })();
     try {
@@ -285,23 +326,28 @@ export class PgBus implements EventBus {
   }
 
   private onNotification(payload: string): void {
+    // Our own notifications come back too; they were delivered locally already.
+    if (payload.startsWith(this.originPrefix)) return;
     const frame = decodeFrame(payload);
-    if (!frame || frame.origin === this.origin) return;
+    if (!frame) return;
     const json = this.assembler.add(frame);
     if (json === null) return;
-    let event: BusEvent;
+    let events: unknown;
     try {
-      event = JSON.parse(json) as BusEvent;
+      events = JSON.parse(json);
     } catch {
       this.log.warn('event bus: undecodable notification dropped');
       return;
     }
-    if (typeof event?.type !== 'string') return;
-    for (const h of this.handlers) {
-      try {
-        h(event);
-      } catch {
-        /* a subscriber's failure is its own */
+    if (!Array.isArray(events)) return;
+    for (const event of events as BusEvent[]) {
+      if (typeof event?.type !== 'string') continue;
+      for (const h of this.handlers) {
+        try {
+          h(event);
+        } catch {
+          /* a subscriber's failure is its own */
+        }
       }
     }
   }

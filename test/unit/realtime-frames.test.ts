@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FrameAssembler, MAX_FRAME_BYTES, decodeFrame, encodeFrames, splitByBytes } from '../../src/realtime/pg-bus.js';
+import { FrameAssembler, MAX_FRAME_BYTES, decodeFrame, encodeFrames, packEvents, splitByBytes } from '../../src/realtime/pg-bus.js';
 
 describe('NOTIFY frames (pg-bus)', () => {
   it('small events are one frame', () => {
@@ -44,5 +44,19 @@ describe('NOTIFY frames (pg-bus)', () => {
     asm.add(decodeFrame(encodeFrames('o3', 1, 'y'.repeat(20_000))[0]!)!);
     expect(asm.pending).toBe(1);
     for (const bad of ['', 'no bar', 'a b c|x', 'a 1 2 1|x', 'a 1 0 0|x', 'a x 0 1|y']) expect(decodeFrame(bad), bad).toBeNull();
+  });
+
+  it('packs many small events into few notifications, in order, and big ones alone', () => {
+    const small = Array.from({ length: 40 }, (_, i) => JSON.stringify({ type: 'typing', payload: { i, who: 'é'.repeat(100) } }));
+    const big = JSON.stringify({ type: 'call.signal', payload: { sdp: 'x'.repeat(20_000) } });
+    const messages = packEvents([...small.slice(0, 20), big, ...small.slice(20)]);
+    expect(messages.length).toBeLessThan(10);
+    const events = messages.flatMap((m) => JSON.parse(m) as unknown[]);
+    expect(events.map((e) => JSON.stringify(e))).toEqual([...small.slice(0, 20), big, ...small.slice(20)]);
+    for (const m of messages) {
+      if (m.includes('call.signal')) expect(JSON.parse(m)).toHaveLength(1);
+      else expect(Buffer.byteLength(m)).toBeLessThanOrEqual(MAX_FRAME_BYTES);
+    }
+    expect(packEvents([])).toEqual([]);
   });
 });

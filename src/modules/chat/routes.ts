@@ -139,9 +139,15 @@ async function chatPlugin(fastify: FastifyInstance) {
    * depends on the body (a reply is a send with `reply_to_message_id`; `typing: false` is a stop),
    * a request refused before its body was read (401) counts as the route's first operation.
    */
+  const counters = new Map<string, { inc(): void }>();
+  const counter = (operation: ChatOperation, path: ChatPath) => {
+    let c = counters.get(`${operation}:${path}`);
+    if (!c) counters.set(`${operation}:${path}`, (c = ctx.metrics.guard.chatOperations.labels({ operation, path })));
+    return c;
+  };
   const counted = (path: ChatPath, op: ChatOperation | ((req: FastifyRequest) => ChatOperation)) => ({
     onSend: async (req: FastifyRequest, _reply: FastifyReply, payload: unknown) => {
-      ctx.metrics.guard.chatOperations.inc({ operation: typeof op === 'function' ? op(req) : op, path });
+      counter(typeof op === 'function' ? op(req) : op, path).inc();
       return payload;
     },
   });

@@ -27,13 +27,18 @@ export const ContextParams = Type.Object({ context: Context }, { additionalPrope
 export const MessageParams = Type.Object({ context: Context, messageId: IdString }, { additionalProperties: false });
 export const ReactionParams = Type.Object({ context: Context, messageId: IdString, reaction: Reaction }, { additionalProperties: false });
 
+// Nullable request fields as JSON-Schema type arrays: the same constraints as a union with null
+// (`minLength` only applies to strings, `minimum` only to numbers), checked without trying branches.
+const NullableMediaUrl = Type.Unsafe<string | null>({ ...MediaUrl, type: ['string', 'null'] });
+const NullableRequestId = Type.Unsafe<number | null>({ ...Id, type: ['integer', 'null'] });
+
 export const SendBody = Type.Object(
   {
     client_message_id: ClientMessageId,
     type: Literals(MESSAGE_TYPES),
     body: Body,
-    media_url: Type.Optional(Type.Union([MediaUrl, Type.Null()])),
-    reply_to_message_id: Type.Optional(Type.Union([Id, Type.Null()])),
+    media_url: Type.Optional(NullableMediaUrl),
+    reply_to_message_id: Type.Optional(NullableRequestId),
   },
   { additionalProperties: false },
 );
@@ -122,17 +127,24 @@ export const LegacyMessageParams = Type.Object(
   { additionalProperties: false },
 );
 
-// Old clients send numbers or strings as temp ids (Date.now() or a uuid).
-const TempId = Type.Union([Type.String({ minLength: 1, maxLength: 100 }), Type.Integer({ minimum: 0 })]);
+// Old clients send numbers or strings as temp ids (Date.now() or a uuid), or null.
+const TempId = Type.Unsafe<string | number | null>({
+  type: ['string', 'integer', 'null'],
+  minLength: 1,
+  maxLength: 100,
+  minimum: 0,
+  maximum: Number.MAX_SAFE_INTEGER,
+  description: 'The client id of the message (string or number): a retry with it returns the stored message',
+});
 
 export const LegacySendBody = Type.Object(
   {
     message: Body,
     message_type: Type.Optional(Literals(MESSAGE_TYPES)),
-    media_url: Type.Optional(Type.Union([MediaUrl, Type.Null()])),
-    temp_id: Type.Optional(Type.Union([TempId, Type.Null()])),
+    media_url: Type.Optional(NullableMediaUrl),
+    temp_id: Type.Optional(TempId),
     /** Old clients' own message id: used only as the idempotency key when `temp_id` is absent. */
-    message_id: Type.Optional(Type.Union([TempId, Type.Null()])),
+    message_id: Type.Optional(TempId),
   },
   { additionalProperties: false },
 );
