@@ -3,17 +3,13 @@
  * appointment_conversions, guard_events, job_runs) — inserted directly here to produce each
  * situation — and the levels follow SPEC §3.4.
  */
-import { Readable, Writable } from 'node:stream';
+import { cliDatabase } from '../helpers/cli-run.js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
-import { main } from '../../src/cli/index.js';
-import type { CommandIO } from '../../src/cli/command.js';
 import type { FlagSet } from '../../src/config/flag-values.js';
-import { openDatabase } from '../../src/db/index.js';
 import type { Executor, User } from '../../src/db/types.js';
 import { backlogLevel, errorRate, errorRateLevel, exitCodeFor, monitorSnapshot } from '../../src/modules/ops/monitor.js';
-import { createHarness, TEST_JWT_SECRET, type TestHarness } from '../helpers/app.js';
-import { cloneTestDatabase } from '../helpers/db.js';
+import { createHarness, type TestHarness } from '../helpers/app.js';
 
 const OFF: FlagSet = {
   ENFORCE_SESSION_GATED_CHAT: false,
@@ -326,64 +322,16 @@ describe('monitorSnapshot', () => {
 
 // --- the CLI, against its own database (PGlite cannot open the harness's data directory twice)
 
-function captureIO(): CommandIO & { out: () => string; err: () => string } {
-  let out = '';
-  let err = '';
-  return {
-    stdout: new Writable({ write: (c, _e, cb) => ((out += String(c)), cb()) }),
-    stderr: new Writable({ write: (c, _e, cb) => ((err += String(c)), cb()) }),
-    stdin: Readable.from([]),
-    isTTY: false,
-    out: () => out,
-    err: () => err,
-  };
-}
-
-async function withEnv<T>(vars: Record<string, string | undefined>, fn: () => Promise<T>): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
-  const apply = (v: Record<string, string | undefined>) => {
-    for (const [k, val] of Object.entries(v)) {
-      if (val === undefined) delete process.env[k];
-      else process.env[k] = val;
-    }
-  };
-  apply(vars);
-  try {
-    return await fn();
-  } finally {
-    apply(saved);
-  }
-}
-
 describe('sessiongate appointments:monitor-sessions', () => {
   it('prints the snapshot as a table or JSON, and --alert exits 0 / 1 / 2 by level', async () => {
-    const clone = await cloneTestDatabase();
-    const env = {
-      DATABASE_URL: clone.databaseUrl ?? '',
-      DATA_DIR: clone.dataDir || '/nonexistent',
-      JWT_SECRET: TEST_JWT_SECRET,
-      LOG_LEVEL: 'error',
-      ENFORCE_SESSION_GATED_CHAT: 'true',
-      ENFORCE_SESSION_GATED_BILLING: undefined,
-      DISABLE_LEGACY_APPOINTMENT_TRIGGERS: undefined,
-      ALLOW_LEGACY_APPOINTMENT_CHAT: undefined,
-    };
-    const fixtures = async (fn: (db: Executor, p: number, d: number) => Promise<void>) => {
-      const database = await openDatabase({ databaseUrl: clone.databaseUrl, dataDir: clone.dataDir });
-      try {
-        const p = await sql<{ id: number }>`insert into users (role, name) values ('patient', 'P') returning id`.execute(database.db);
-        const d = await sql<{ id: number }>`insert into users (role, name) values ('doctor', 'D') returning id`.execute(database.db);
-        await fn(database.db, p.rows[0]!.id, d.rows[0]!.id);
-      } finally {
-        await database.close();
-      }
-    };
-    const run = (argv: string[]) =>
-      withEnv(env, async () => {
-        const io = captureIO();
-        const code = await main(argv, io);
-        return { code, out: io.out(), err: io.err() };
+    const cli = await cliDatabase({ LOG_LEVEL: 'error', ENFORCE_SESSION_GATED_CHAT: 'true' });
+    const fixtures = (fn: (db: Executor, p: number, d: number) => Promise<void>) =>
+      cli.db(async (db) => {
+        const p = await sql<{ id: number }>`insert into users (role, name) values ('patient', 'P') returning id`.execute(db);
+        const d = await sql<{ id: number }>`insert into users (role, name) values ('doctor', 'D') returning id`.execute(db);
+        await fn(db, p.rows[0]!.id, d.rows[0]!.id);
       });
+    const run = (argv: string[]) => cli.run(argv);
     try {
       let r = await run(['appointments:monitor-sessions', '--alert']);
       expect(r.err).toBe('');
@@ -413,7 +361,7 @@ describe('sessiongate appointments:monitor-sessions', () => {
       r = await run(['appointments:monitor-sessions', '--bogus']);
       expect(r.code).toBe(1);
     } finally {
-      await clone.drop();
+      await cli.close();
     }
   });
 });

@@ -2,18 +2,14 @@
  * rollout:status and GET /api/admin/rollout: per flag, what turning it now would block (from the
  * guard events and legacy-trigger runs inserted here), the verdict, the prescribed order.
  */
-import { Readable, Writable } from 'node:stream';
+import { cliDatabase } from '../helpers/cli-run.js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
-import { main } from '../../src/cli/index.js';
-import type { CommandIO } from '../../src/cli/command.js';
 import type { FlagName, FlagSet } from '../../src/config/flag-values.js';
-import { openDatabase } from '../../src/db/index.js';
 import type { Executor, User } from '../../src/db/types.js';
 import { rolloutStatus } from '../../src/modules/ops/rollout.js';
 import type { FlagRollout, RolloutStatus } from '../../src/modules/ops/schemas.js';
-import { createHarness, TEST_JWT_SECRET, type TestHarness } from '../helpers/app.js';
-import { cloneTestDatabase } from '../helpers/db.js';
+import { createHarness, type TestHarness } from '../helpers/app.js';
 
 const OFF: FlagSet = {
   ENFORCE_SESSION_GATED_CHAT: false,
@@ -265,71 +261,22 @@ describe('GET /api/admin/rollout', () => {
 
 // --- the CLI, against its own database (PGlite cannot open the harness's data directory twice)
 
-function captureIO(): CommandIO & { out: () => string; err: () => string } {
-  let out = '';
-  let err = '';
-  return {
-    stdout: new Writable({ write: (c, _e, cb) => ((out += String(c)), cb()) }),
-    stderr: new Writable({ write: (c, _e, cb) => ((err += String(c)), cb()) }),
-    stdin: Readable.from([]),
-    isTTY: false,
-    out: () => out,
-    err: () => err,
-  };
-}
-
-async function withEnv<T>(vars: Record<string, string | undefined>, fn: () => Promise<T>): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
-  const apply = (v: Record<string, string | undefined>) => {
-    for (const [k, val] of Object.entries(v)) {
-      if (val === undefined) delete process.env[k];
-      else process.env[k] = val;
-    }
-  };
-  apply(vars);
-  try {
-    return await fn();
-  } finally {
-    apply(saved);
-  }
-}
-
 describe('sessiongate rollout:status', () => {
   it('prints the same status as JSON and as text, with the flags of its environment', async () => {
-    const clone = await cloneTestDatabase();
-    const database = await openDatabase({ databaseUrl: clone.databaseUrl, dataDir: clone.dataDir });
-    try {
-      const p = (await sql<{ id: number }>`insert into users (role, name) values ('patient', 'P') returning id`.execute(database.db))
-        .rows[0]!.id;
-      const d = (await sql<{ id: number }>`insert into users (role, name) values ('doctor', 'D') returning id`.execute(database.db))
-        .rows[0]!.id;
-      const a = await appointment(database.db, 'completed', p, d);
-      await guardEvent(database.db, {
+    const cli = await cliDatabase({ LOG_LEVEL: 'error', ENFORCE_SESSION_GATED_CHAT: 'yes' });
+    await cli.db(async (db) => {
+      const p = (await sql<{ id: number }>`insert into users (role, name) values ('patient', 'P') returning id`.execute(db)).rows[0]!.id;
+      const d = (await sql<{ id: number }>`insert into users (role, name) values ('doctor', 'D') returning id`.execute(db)).rows[0]!.id;
+      const a = await appointment(db, 'completed', p, d);
+      await guardEvent(db, {
         guard: 'billing',
         operation: 'process-payment',
         outcome: 'would_block',
         appointmentId: a,
         hoursAgo: 2,
       });
-    } finally {
-      await database.close();
-    }
-    const env = {
-      DATABASE_URL: clone.databaseUrl ?? '',
-      DATA_DIR: clone.dataDir || '/nonexistent',
-      JWT_SECRET: TEST_JWT_SECRET,
-      LOG_LEVEL: 'error',
-      ENFORCE_SESSION_GATED_CHAT: 'yes',
-      ENFORCE_SESSION_GATED_BILLING: undefined,
-      DISABLE_LEGACY_APPOINTMENT_TRIGGERS: undefined,
-      ALLOW_LEGACY_APPOINTMENT_CHAT: undefined,
-    };
-    const run = (argv: string[]) =>
-      withEnv(env, async () => {
-        const io = captureIO();
-        const code = await main(argv, io);
-        return { code, out: io.out(), err: io.err() };
-      });
+    });
+    const run = (argv: string[]) => cli.run(argv);
     try {
       const json = await run(['rollout:status', '--json']);
       expect(json.err).toBe('');
@@ -352,7 +299,7 @@ describe('sessiongate rollout:status', () => {
       const help = await run(['rollout:status', '--help']);
       expect(help.out).toContain('sessiongate rollout:status [--json]');
     } finally {
-      await clone.drop();
+      await cli.close();
     }
   });
 });
