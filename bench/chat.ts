@@ -13,7 +13,8 @@
  *
  * The API runs in a child process (its own event loop), listening on loopback, exactly as
  * `sessiongate serve` builds it (`createContext` + `buildApp`, PostgreSQL bus, the production
- * logger at LOG_LEVEL=warn with stdout to /dev/null — the guard's warning lines are written).
+ * logger at LOG_LEVEL=warn with stdout to /dev/null — the guard's warning lines are written,
+ * batched as in production by LOG_BUFFER_BYTES).
  * Load comes from this process (autocannon for (a)/(b), `ws` clients and fetch for (c)). Cases
  * (a)/(b) run interleaved for ROUNDS rounds after a warm-up and are averaged. Besides req/s and
  * latency, the API process's CPU time per request is reported: on a shared machine it is the
@@ -23,7 +24,7 @@
  *                           creates and drops its own database)
  *   DURATION=10 ROUNDS=3 WS_SESSIONS=1000 WS_RATE=500 WS_SECONDS=20 npm run bench:chat
  *   BENCH_CASES=session,legacy BENCH_PROFILE=/tmp/prof npm run bench:chat   (a CPU profile of the API)
- *   BENCH_LOG_BUFFERED=1 (log lines batched), BENCH_INPROCESS_BUS=1 (no NOTIFY): what-ifs
+ *   LOG_BUFFER_BYTES=0 (each log line written at once), BENCH_INPROCESS_BUS=1 (no NOTIFY): what-ifs
  *
  * Not a test: prints JSON and a table.
  */
@@ -36,7 +37,6 @@ import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
 import Fastify from 'fastify';
 import pg from 'pg';
-import pino from 'pino';
 import WebSocket from 'ws';
 import { buildApp } from '../src/app.js';
 import { loadConfig } from '../src/config/env.js';
@@ -45,7 +45,6 @@ import { createContext } from '../src/context.js';
 import { openDatabase } from '../src/db/index.js';
 import { migrate } from '../src/db/migrate.js';
 import { signToken } from '../src/lib/auth.js';
-import { loggerOptions } from '../src/lib/logger.js';
 import { createBusFor } from '../src/realtime/create-bus.js';
 
 const ADMIN_URL = process.env['BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -57,6 +56,7 @@ const WS_SESSIONS = Number(process.env['WS_SESSIONS'] ?? 1000);
 const WS_RATE = Number(process.env['WS_RATE'] ?? 500);
 const WS_SECONDS = Number(process.env['WS_SECONDS'] ?? 20);
 const POOL_SIZE = process.env['DB_POOL_SIZE'] ?? '10';
+const LOG_BUFFER_BYTES = process.env['LOG_BUFFER_BYTES'] ?? '8192 (default)';
 const SECRET = 'bench-secret-bench-secret-bench-secret-000';
 const BODY = 'Good morning doctor, the headache is better today but I still feel tired.';
 
@@ -72,14 +72,15 @@ const log = (msg: string) => process.stderr.write(`${new Date().toISOString().sl
 /** Runs in the child: the real API and the minimal route, each on its own loopback port. */
 async function serve(databaseUrl: string): Promise<void> {
   const profiler = new Session();
-  const config = loadConfig({ DATABASE_URL: databaseUrl, JWT_SECRET: SECRET, DB_POOL_SIZE: POOL_SIZE, LOG_LEVEL: 'warn' });
-  // The production logger: the same options and pino's default destination (stdout, written
-  // asynchronously), stdout being /dev/null here. BENCH_LOG_BUFFERED=1: lines batched into 8 KiB
-  // writes instead (what the guard's per-request warning line costs when writes are batched).
-  const logger = process.env['BENCH_LOG_BUFFERED']
-    ? pino(loggerOptions('warn', 'bench'), pino.destination({ dest: 1, sync: false, minLength: 8192 }))
-    : pino(loggerOptions('warn', 'bench'));
-  const ctx = await createContext(config, { role: 'bench', logger, flags: new FlagService(() => ({})), migrate: false, bus: process.env['BENCH_INPROCESS_BUS'] ? async () => new (await import('../src/realtime/bus.js')).InProcessBus() : createBusFor });
+  const config = loadConfig({
+    DATABASE_URL: databaseUrl,
+    JWT_SECRET: SECRET,
+    DB_POOL_SIZE: POOL_SIZE,
+    LOG_LEVEL: 'warn',
+    LOG_BUFFER_BYTES: process.env['LOG_BUFFER_BYTES'],
+  });
+  // The production logger (createContext builds it from the config), stdout being /dev/null here.
+  const ctx = await createContext(config, { role: 'bench', flags: new FlagService(() => ({})), migrate: false, bus: process.env['BENCH_INPROCESS_BUS'] ? async () => new (await import('../src/realtime/bus.js')).InProcessBus() : createBusFor });
   const app = await buildApp(ctx);
   await app.listen({ port: 0, host: '127.0.0.1' });
 
@@ -410,7 +411,7 @@ async function main() {
         rounds: ROUNDS,
         connections: CONNECTIONS,
         db_pool_size: Number(POOL_SIZE),
-        log_destination: process.env['BENCH_LOG_BUFFERED'] ? 'stdout, 8 KiB buffered' : 'stdout (pino default)',
+        log_buffer_bytes: LOG_BUFFER_BYTES,
         bus: process.env['BENCH_INPROCESS_BUS'] ? 'in-process' : 'postgres',
       },
       a_send_vs_minimal: {

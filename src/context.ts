@@ -2,7 +2,7 @@
  * The process's shared resources, built once and handed to the app, the worker and the CLI.
  * Closing it releases everything in reverse order.
  */
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import type { Config } from './config/env.js';
 import { effectiveEnv } from './config/env.js';
 import { FlagService } from './config/flags.js';
@@ -10,7 +10,7 @@ import { openDatabase, type Database } from './db/index.js';
 import { migrate } from './db/migrate.js';
 import type { Db } from './db/types.js';
 import { resolveJwtSecret } from './lib/auth.js';
-import { loggerOptions } from './lib/logger.js';
+import { createLogger } from './lib/logger.js';
 import { createMetrics, type Metrics } from './modules/ops/metrics.js';
 import { InProcessBus, type EventBus } from './realtime/bus.js';
 
@@ -38,7 +38,7 @@ export interface ContextOptions {
 }
 
 export async function createContext(config: Config, opts: ContextOptions): Promise<AppContext> {
-  const log = opts.logger ?? pino(loggerOptions(config.logLevel, opts.role));
+  const log = opts.logger ?? createLogger(config.logLevel, opts.role, config.logBufferBytes);
   const flags = opts.flags ?? new FlagService(() => effectiveEnv());
   const database = await openDatabase({
     databaseUrl: config.databaseUrl,
@@ -80,4 +80,5 @@ export async function closeContext(ctx: AppContext): Promise<void> {
   await ctx.bus.close();
   await ctx.flags.close();
   await ctx.database.close();
+  ctx.log.flush();
 }

@@ -25,6 +25,7 @@ function watchSighup(ctx: AppContext): () => void {
     const { changed, problems } = ctx.flags.reload();
     if (problems.length > 0) ctx.log.error({ problems }, 'SIGHUP: invalid flags in .env, keeping the current values');
     else logFlags(ctx, changed ? 'SIGHUP: flags changed' : 'SIGHUP: flags unchanged');
+    ctx.log.flush();
   };
   process.on('SIGHUP', onHup);
   return () => process.off('SIGHUP', onHup);
@@ -62,6 +63,7 @@ export async function runServer(opts: { role: 'start' | 'serve'; runWorkerDefaul
 
   await app.listen({ port: config.port, host: config.host });
   ctx.log.info({ database: ctx.database.kind, worker: Boolean(worker) }, 'sessiongate ready');
+  ctx.log.flush(); // the boot lines are not held back by log buffering
 }
 
 export async function runWorkerProcess(): Promise<void> {
@@ -70,6 +72,7 @@ export async function runWorkerProcess(): Promise<void> {
   logFlags(ctx, 'boot');
   const worker = startWorker(ctx, JOBS);
   const unwatch = watchSighup(ctx);
+  ctx.log.flush();
   closeWithGrace({ delay: config.shutdownTimeoutMs, logger: ctx.log, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err) ctx.log.error({ err }, 'worker shutting down after an error');
     else ctx.log.info({ signal }, 'worker shutting down');

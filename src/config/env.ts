@@ -15,6 +15,8 @@ export interface Config {
   jwtSecret: string | null;
   jwksUrl: string | null;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** Log bytes collected before a write (0: every line written at once); see `createLogger`. */
+  logBufferBytes: number;
   runWorker: boolean;
   dbPoolSize: number;
   textSessionResponseWindowSeconds: number;
@@ -125,6 +127,7 @@ export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?:
     jwtSecret,
     jwksUrl: r.string('JWKS_URL', null),
     logLevel: r.oneOf('LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+    logBufferBytes: r.int('LOG_BUFFER_BYTES', 8192, 0, 1_048_576),
     runWorker: r.bool('RUN_WORKER', defaults.runWorker ?? false),
     dbPoolSize: r.int('DB_POOL_SIZE', 10, 1, 200),
     textSessionResponseWindowSeconds: r.int('TEXT_SESSION_RESPONSE_WINDOW_SECONDS', 300, 10, 86_400),

@@ -6,6 +6,7 @@
 import type { FastifyInstance, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
 import { createVerifier, type TokenVerifier } from '../lib/auth.js';
+import { rememberingVerifier } from '../lib/verified-tokens.js';
 import { DomainError, forbidden, unauthenticated } from '../lib/errors.js';
 import type { Role } from '../db/types.js';
 
@@ -40,7 +41,7 @@ export function bearerToken(req: FastifyRequest): string | null {
 
 export default fp(
   async function auth(app: FastifyInstance) {
-    const verifier = createVerifier({ secret: app.ctx.jwtSecret, jwksUrl: app.ctx.config.jwksUrl });
+    const verifier = rememberingVerifier(createVerifier({ secret: app.ctx.jwtSecret, jwksUrl: app.ctx.config.jwksUrl }));
     app.decorate('verifier', verifier);
     app.decorateRequest('user', null);
 

@@ -33,11 +33,12 @@ async function databaseEnv(): Promise<Record<string, string>> {
 
 describe('configuration at boot', () => {
   it('lists every invalid variable in one error and exits non-zero', async () => {
-    const res = await runCli(['serve'], { PORT: 'abc', ENFORCE_SESSION_GATED_CHAT: 'maybe', LOG_LEVEL: 'loud', DATA_DIR: tempDir() }, { cwd: tempDir() });
+    const res = await runCli(['serve'], { PORT: 'abc', ENFORCE_SESSION_GATED_CHAT: 'maybe', LOG_LEVEL: 'loud', LOG_BUFFER_BYTES: 'lots', DATA_DIR: tempDir() }, { cwd: tempDir() });
     expect(res.code).toBe(1);
     expect(res.stderr).toContain('PORT');
     expect(res.stderr).toContain('ENFORCE_SESSION_GATED_CHAT');
     expect(res.stderr).toContain('LOG_LEVEL');
+    expect(res.stderr).toContain('LOG_BUFFER_BYTES');
   });
 
   it('requires JWT_SECRET with PostgreSQL', async () => {
@@ -61,7 +62,10 @@ describe('a running server', () => {
     const server = spawnCli(['serve'], { ...env, PORT: String(port) }, { cwd });
     try {
       expect(await waitForStatus(`http://127.0.0.1:${port}/health/ready`)).toBe(true);
-      expect(server.stdout()).toContain('"phase":1');
+      await expect.poll(() => server.stdout(), { timeout: 2000 }).toContain('"phase":1');
+      // Log lines are batched (LOG_BUFFER_BYTES) but never held back longer than a second.
+      await fetch(`http://127.0.0.1:${port}/api/no-such-route-for-the-log`);
+      await expect.poll(() => server.stdout(), { timeout: 3000 }).toContain('/api/no-such-route-for-the-log');
       const flags = async () =>
         ((await (await fetch(`http://127.0.0.1:${port}/api/admin/flags`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
           data: { phase: number; flags: Record<string, boolean> };

@@ -67,7 +67,6 @@ import {
   type SendResult,
 } from './service.js';
 import { TypingRegistry } from './typing.js';
-import { rememberingVerifier } from './verified-tokens.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -116,11 +115,10 @@ async function chatPlugin(fastify: FastifyInstance) {
    * send's own statement — the one user look-up of the request — or, when that path does not
    * apply, by `senderOf(req).load` (401 for a vanished user).
    */
-  const verifier = rememberingVerifier(app.verifier);
   const tokenOnly = async (req: FastifyRequest) => {
     const token = bearerToken(req);
     if (!token) throw unauthenticated('Missing bearer token');
-    const claims = await verifier.verify(token);
+    const claims = await app.verifier.verify(token);
     if (!claims) throw unauthenticated('Invalid or expired token');
     req.tokenSubject = claims.sub;
   };

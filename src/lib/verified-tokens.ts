@@ -1,13 +1,13 @@
 /**
  * Verified bearer tokens, remembered by their exact text. A client sends the same token with every
- * message, and checking its HMAC through WebCrypto is the most expensive step of the send path
- * (~100 µs of CPU per request, measured in `npm run bench:chat`). A token is only ever served from
+ * request, and checking its HMAC through WebCrypto is the most expensive step of a cheap request
+ * such as a session poll or a chat send (~100 µs of CPU, measured in `npm run bench:chat`). A token is only ever served from
  * here while it is still valid: an entry lives until the token's `exp` and at most 60 s (so a key
  * rotation behind a JWKS URL takes effect within a minute); failures are never remembered.
  * The user row is still read on every request (a deleted user or a changed role counts at once).
  */
 import { decodeJwt } from 'jose';
-import type { TokenClaims, TokenVerifier } from '../../lib/auth.js';
+import type { TokenClaims, TokenVerifier } from './auth.js';
 
 const MAX_ENTRIES = 10_000;
 const MAX_AGE_MS = 60_000;
