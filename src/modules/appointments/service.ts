@@ -186,12 +186,29 @@ export async function listAppointments(db: Executor, actor: Actor, input: ListIn
 }
 
 /** The appointment with its session (if any), for `GET /api/appointments/{id}/session`. */
+/** The session fields the poll answers with. */
+export type PolledSession = Pick<Session, 'id' | 'kind' | 'status' | 'doctor_response_deadline'>;
+
+/**
+ * The appointment and its session in one statement: `GET /api/appointments/{id}/session` is what
+ * clients poll while chat answers SESSION_NOT_READY, so it is the most frequent request of all.
+ */
 export async function appointmentSession(db: Executor, actor: Actor, id: number) {
-  const a = await readableAppointment(db, actor, id);
-  const s: Session | undefined = a.session_id
-    ? await db.selectFrom('sessions').selectAll().where('id', '=', a.session_id).executeTakeFirst()
-    : undefined;
-  return { appointment: a, session: s ?? null };
+  const row = await db
+    .selectFrom('appointments as a')
+    .leftJoin('sessions as s', 's.id', 'a.session_id')
+    .selectAll('a')
+    .select(['s.kind as session_kind', 's.status as session_status', 's.doctor_response_deadline as session_deadline'])
+    .where('a.id', '=', id)
+    .executeTakeFirst();
+  if (!row) throw notFound('Appointment', { appointment_id: id });
+  const { session_kind, session_status, session_deadline, ...appointment } = row;
+  assertCanRead(actor, appointment);
+  const session: PolledSession | null =
+    appointment.session_id !== null && session_kind !== null && session_status !== null
+      ? { id: appointment.session_id, kind: session_kind, status: session_status, doctor_response_deadline: session_deadline }
+      : null;
+  return { appointment, session };
 }
 
 export function sessionContextOf(s: Pick<Session, 'kind' | 'id'> | null): string | null {
