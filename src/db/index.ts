@@ -3,7 +3,7 @@
  * Both speak the same SQL; the differences are contained here (connection handling, LISTEN).
  */
 import { mkdirSync } from 'node:fs';
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { PGlite } from '@electric-sql/pglite';
 import { PGliteDialect } from './pglite-dialect.js';
@@ -36,6 +36,28 @@ const types = {
     return pg.types.getTypeParser(oid, format);
   },
 };
+
+/**
+ * A hot statement run as a named prepared statement on PostgreSQL: planned once per pooled
+ * connection instead of on every call (for a statement with joins or CTEs, planning can cost more
+ * than running it). PGlite runs it as a plain query. Parameters are `$1…` in `text`; bump the
+ * name's version when the text changes.
+ */
+export interface PreparedStatement {
+  name: string;
+  text: string;
+}
+
+export async function runPrepared<R extends pg.QueryResultRow>(
+  database: Pick<Database, 'kind' | 'pool' | 'db'>,
+  statement: PreparedStatement,
+  values: unknown[],
+): Promise<R[]> {
+  if (database.kind === 'postgres' && database.pool) {
+    return (await database.pool.query<R>({ name: statement.name, text: statement.text, values })).rows;
+  }
+  return (await database.db.executeQuery<R>(CompiledQuery.raw(statement.text, values))).rows;
+}
 
 export interface DatabaseOptions {
   databaseUrl: string | null;

@@ -9,7 +9,7 @@ import { formatSessionContext } from '../sessions/context.js';
 import { sessionKindForModality, modalityForAppointmentType } from '../sessions/modality.js';
 import { AppointmentOut, AppointmentSessionOut, BookBody, ImportBody, ListQuery } from './schemas.js';
 import {
-  appointmentSession,
+  pollAppointmentSession,
   bookAppointment,
   cancelAppointment,
   confirmAppointment,
@@ -119,7 +119,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   app.get(
     '/api/appointments/:id/session',
     {
-      preHandler: anyone,
+      onRequest: app.authToken,
       schema: {
         tags: ['appointments'],
         description: 'Poll this while chat answers SESSION_NOT_READY: session_id appears when the session starts.',
@@ -128,7 +128,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
       },
     },
     async (req) => {
-      const { appointment: a, session: s } = await appointmentSession(db, currentUser(req), toId(req.params.id));
+      const { appointment: a, session: s } = await pollAppointmentSession(app.ctx.database, req.tokenSubject!, toId(req.params.id));
       return {
         success: true as const,
         data: {

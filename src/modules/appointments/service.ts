@@ -4,8 +4,9 @@
  * slot is a partial unique index, so double booking is refused by the database.
  */
 import { sql } from 'kysely';
-import type { Appointment, AppointmentStatus, Db, Executor, Session } from '../../db/types.js';
-import { DomainError, conflict, invalid, isUniqueViolation, notFound } from '../../lib/errors.js';
+import { runPrepared, type Database, type PreparedStatement } from '../../db/index.js';
+import type { Appointment, AppointmentStatus, Db, Executor, Role, Session } from '../../db/types.js';
+import { DomainError, conflict, invalid, isUniqueViolation, notFound, unauthenticated } from '../../lib/errors.js';
 import { assertCanRead, assertParticipant, type Actor } from '../access.js';
 import { formatSessionContext } from '../sessions/context.js';
 
@@ -186,27 +187,53 @@ export async function listAppointments(db: Executor, actor: Actor, input: ListIn
 }
 
 /** The appointment with its session (if any), for `GET /api/appointments/{id}/session`. */
-/** The session fields the poll answers with. */
-export type PolledSession = Pick<Session, 'id' | 'kind' | 'status' | 'doctor_response_deadline'>;
+/** What the session poll answers with. */
+export interface PolledAppointment {
+  appointment: Pick<Appointment, 'id' | 'patient_id' | 'doctor_id' | 'status' | 'appointment_type' | 'scheduled_at' | 'session_id'>;
+  session: Pick<Session, 'id' | 'kind' | 'status' | 'doctor_response_deadline'> | null;
+}
+
+interface PollRow {
+  actor_role: Role;
+  id: number | null;
+  patient_id: number;
+  doctor_id: number;
+  status: AppointmentStatus;
+  appointment_type: string;
+  scheduled_at: Date;
+  session_id: number | null;
+  session_kind: Session['kind'] | null;
+  session_status: Session['status'] | null;
+  session_deadline: Date | null;
+}
+
+// $1 the caller's user id, $2 the appointment id.
+const POLL: PreparedStatement = {
+  name: 'appointment_session_poll_v1',
+  text: `
+    select u.role as actor_role,
+           a.id, a.patient_id, a.doctor_id, a.status, a.appointment_type, a.scheduled_at, a.session_id,
+           s.kind as session_kind, s.status as session_status, s.doctor_response_deadline as session_deadline
+      from users u
+      left join appointments a on a.id = $2::bigint
+      left join sessions s on s.id = a.session_id
+     where u.id = $1::bigint`,
+};
 
 /**
- * The appointment and its session in one statement: `GET /api/appointments/{id}/session` is what
- * clients poll while chat answers SESSION_NOT_READY, so it is the most frequent request of all.
+ * `GET /api/appointments/{id}/session` — what clients poll while chat answers SESSION_NOT_READY,
+ * the most frequent request of all: the caller's user row, the appointment and its session in
+ * one prepared statement. 401 when the user is gone, 404 / 403 as for any appointment read.
  */
-export async function appointmentSession(db: Executor, actor: Actor, id: number) {
-  const row = await db
-    .selectFrom('appointments as a')
-    .leftJoin('sessions as s', 's.id', 'a.session_id')
-    .selectAll('a')
-    .select(['s.kind as session_kind', 's.status as session_status', 's.doctor_response_deadline as session_deadline'])
-    .where('a.id', '=', id)
-    .executeTakeFirst();
-  if (!row) throw notFound('Appointment', { appointment_id: id });
-  const { session_kind, session_status, session_deadline, ...appointment } = row;
-  assertCanRead(actor, appointment);
-  const session: PolledSession | null =
-    appointment.session_id !== null && session_kind !== null && session_status !== null
-      ? { id: appointment.session_id, kind: session_kind, status: session_status, doctor_response_deadline: session_deadline }
+export async function pollAppointmentSession(database: Pick<Database, 'kind' | 'pool' | 'db'>, userId: number, id: number): Promise<PolledAppointment> {
+  const [row] = await runPrepared<PollRow>(database, POLL, [userId, id]);
+  if (!row) throw unauthenticated('Invalid or expired token');
+  if (row.id === null) throw notFound('Appointment', { appointment_id: id });
+  assertCanRead({ id: userId, role: row.actor_role }, row);
+  const appointment = { ...row, id: row.id };
+  const session =
+    row.session_id !== null && row.session_kind !== null && row.session_status !== null
+      ? { id: row.session_id, kind: row.session_kind, status: row.session_status, doctor_response_deadline: row.session_deadline }
       : null;
   return { appointment, session };
 }

@@ -10,8 +10,8 @@
  * indexes, `ON CONFLICT DO NOTHING`), one reaction per (message, user, emoji) (primary key), a
  * read horizon that only moves forward (conditional upsert).
  */
-import { CompiledQuery, sql } from 'kysely';
-import type { Database } from '../../db/index.js';
+import { sql } from 'kysely';
+import { runPrepared, type Database, type PreparedStatement } from '../../db/index.js';
 import type { Executor, Message, Role } from '../../db/types.js';
 import type { SessionKind } from '../sessions/context.js';
 import type { MessageType } from './schemas.js';
@@ -116,12 +116,7 @@ export async function fastInsertSessionMessage(
   const values: unknown[] = [senderId, m.clientMessageId, m.type, m.body, m.mediaUrl, m.replyTo];
   if (bySession) values.push(target.sessionId, target.kind);
   else values.push(target.appointmentId, target.operation);
-  let rows: FastInsertRow[];
-  if (database.kind === 'postgres' && database.pool) {
-    rows = (await database.pool.query<FastInsertRow>({ name: statement.name, text: statement.text, values })).rows;
-  } else {
-    rows = (await database.db.executeQuery<FastInsertRow>(CompiledQuery.raw(statement.text, values))).rows;
-  }
+  const rows = await runPrepared<FastInsertRow>(database, statement, values);
   return rows[0] ?? null;
 }
 
@@ -150,11 +145,11 @@ const fastSendSql = (targetWhere: string, guard: string) => `
     select ins.*, t.kind as session_kind, t.appointment_id as session_appointment_id, u.name as sender_name, u.role as sender_role
       from ins cross join target t cross join u`;
 
-const FAST_SEND_BY_SESSION = {
+const FAST_SEND_BY_SESSION: PreparedStatement = {
   name: 'chat_fast_send_by_session_v1',
   text: fastSendSql('s.id = $7::bigint and s.kind = $8::text', ''),
 };
-const FAST_SEND_BY_APPOINTMENT = {
+const FAST_SEND_BY_APPOINTMENT: PreparedStatement = {
   name: 'chat_fast_send_by_appointment_v1',
   text: fastSendSql(
     's.id = (select a.session_id from appointments a where a.id = $7::bigint)',

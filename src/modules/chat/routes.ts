@@ -73,10 +73,6 @@ declare module 'fastify' {
     /** Who is typing where; shared by the HTTP routes and the WebSocket gateway. */
     chatTyping: TypingRegistry;
   }
-  interface FastifyRequest {
-    /** The verified token's subject on the send routes (the user row is loaded by the send itself). */
-    tokenSubject: number | null;
-  }
 }
 
 type ChatPath = 'session' | 'legacy';
@@ -107,21 +103,14 @@ async function chatPlugin(fastify: FastifyInstance) {
   app.decorate('chatTyping', typing);
   app.addHook('onClose', async () => typing.close());
   const anyone = app.auth();
-  app.decorateRequest('tokenSubject', null);
 
   /**
-   * Authentication of the send routes, in two halves: here the token is verified (401 without a
-   * valid one, before the body is read, like `app.auth()`); the user row is then loaded by the
-   * send's own statement — the one user look-up of the request — or, when that path does not
-   * apply, by `senderOf(req).load` (401 for a vanished user).
+   * The send routes authenticate in two halves: `app.authToken` verifies the token (401 without a
+   * valid one, before the body is read); the user row is then loaded by the send's own statement
+   * — the one user look-up of the request — or, when that path does not apply, by
+   * `senderOf(req).load` (401 for a vanished user).
    */
-  const tokenOnly = async (req: FastifyRequest) => {
-    const token = bearerToken(req);
-    if (!token) throw unauthenticated('Missing bearer token');
-    const claims = await app.verifier.verify(token);
-    if (!claims) throw unauthenticated('Invalid or expired token');
-    req.tokenSubject = claims.sub;
-  };
+  const tokenOnly = app.authToken;
   const senderOf = (req: FastifyRequest) => ({
     id: req.tokenSubject!,
     load: async (): Promise<ChatActor> => {
