@@ -7,8 +7,12 @@
  *
  *   npm run bench:load                 # 30 s per case, 10 min soak on PostgreSQL
  *   DURATION=10 SOAK_SECONDS=60 npm run bench:load
+ *   BENCH_PROFILE=/tmp/prof SOAK_SECONDS=0 npm run bench:load   (CPU profiles of the API process)
+ *   BENCH_DATABASES=postgresql DB_POOL_SIZE=20 npm run bench:load
+ *
+ * It starts the compiled server (`bin/sessiongate.js serve`; the npm script builds it first).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,8 +71,18 @@ async function prepare(env: Env) {
 }
 
 function startApi(env: Env, port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'sessiongate.js'), 'serve'], {
-    env: { PATH: process.env['PATH'], ...env, PORT: String(port), JWT_SECRET: SECRET, LOG_LEVEL: 'warn', RATE_LIMIT_CREATE_PER_MINUTE: '1000000' },
+  // BENCH_PROFILE=<dir>: a CPU profile of the API process, written when it exits.
+  const profile = process.env['BENCH_PROFILE'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_PROFILE']}`] : [];
+  const child = spawn(process.execPath, [...profile, join(ROOT, 'bin', 'sessiongate.js'), 'serve'], {
+    env: {
+      PATH: process.env['PATH'],
+      ...env,
+      PORT: String(port),
+      JWT_SECRET: SECRET,
+      LOG_LEVEL: 'warn',
+      RATE_LIMIT_CREATE_PER_MINUTE: '1000000',
+      DB_POOL_SIZE: process.env['DB_POOL_SIZE'] ?? '10',
+    },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
@@ -106,7 +120,9 @@ async function freePort(): Promise<number> {
 
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
-async function mix(port: number, data: Awaited<ReturnType<typeof prepare>>, seconds: number) {
+type Conversation = Awaited<ReturnType<typeof prepare>>[number];
+
+async function mix(port: number, data: Conversation[], seconds: number) {
   // WebSocket listeners: every doctor subscribed to their session.
   const sockets = await Promise.all(
     data.map(
@@ -124,7 +140,7 @@ async function mix(port: number, data: Awaited<ReturnType<typeof prepare>>, seco
   let wsEvents = 0;
   for (const ws of sockets) ws.on('message', () => wsEvents++);
   let n = 0;
-  const requests: autocannon.Request[] = data.flatMap((d): autocannon.Request[] => [
+  const conversation = (d: Conversation): autocannon.Request[] => [
     { method: 'GET' as const, path: `/api/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } },
     { method: 'GET' as const, path: `/api/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } },
     { method: 'GET' as const, path: `/api/sessions/text_session:${d.session}/messages?limit=20`, headers: { authorization: `Bearer ${d.patientToken}` } },
@@ -134,8 +150,16 @@ async function mix(port: number, data: Awaited<ReturnType<typeof prepare>>, seco
       headers: { authorization: `Bearer ${d.patientToken}`, 'content-type': 'application/json' },
       setupRequest: (req) => ({ ...req, body: JSON.stringify({ client_message_id: `load-${process.pid}-${++n}`, type: 'text', body: 'How are you feeling today?' }) }),
     },
-  ]);
-  const result = await autocannon({ url: `http://127.0.0.1:${port}`, connections: CONNECTIONS, duration: seconds, requests });
+  ];
+  // Each connection is its own patients' client: it works through its own share of the
+  // conversations (a patient does not fire fifty concurrent requests at one session).
+  const requests = data.flatMap(conversation);
+  let clients = 0;
+  const setupClient = (client: { setRequests(r: autocannon.Request[]): void }) => {
+    const i = clients++ % CONNECTIONS;
+    client.setRequests(data.filter((_, k) => k % CONNECTIONS === i).flatMap(conversation));
+  };
+  const result = await autocannon({ url: `http://127.0.0.1:${port}`, connections: CONNECTIONS, duration: seconds, requests, setupClient });
   for (const ws of sockets) ws.close();
   const poll = await autocannon({
     url: `http://127.0.0.1:${port}`,
@@ -156,15 +180,30 @@ async function mix(port: number, data: Awaited<ReturnType<typeof prepare>>, seco
   };
 }
 
-async function ceiling(env: Env) {
+/** Runs in a child process (`--ceiling`): a bare Fastify route reading one row, nothing else. */
+async function serveCeiling(env: Env) {
   const database = await openDatabase({ databaseUrl: env['DATABASE_URL'] ?? null, dataDir: env['DATA_DIR'] ?? '' });
   const app = Fastify();
   app.get('/row/:id', async (req) => database.db.selectFrom('appointments').selectAll().where('id', '=', Number((req.params as { id: string }).id)).executeTakeFirst());
   await app.listen({ port: 0, host: '127.0.0.1' });
-  const port = (app.server.address() as { port: number }).port;
+  process.send!((app.server.address() as { port: number }).port);
+  process.once('message', async () => {
+    await app.close();
+    await database.close();
+    process.exit(0);
+  });
+}
+
+/** The ceiling, in its own process like the API (the load generator stays out of its event loop). */
+async function ceiling(env: Env) {
+  const child = fork(import.meta.filename, ['--ceiling', JSON.stringify(env)], { execArgv: process.execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m) => resolve(m as number));
+    child.once('exit', (code) => reject(new Error(`ceiling server exited with ${code}`)));
+  });
   const r = await autocannon({ url: `http://127.0.0.1:${port}/row/1`, connections: CONNECTIONS, duration: Math.max(5, Math.round(DURATION / 3)) });
-  await app.close();
-  await database.close();
+  child.send('stop');
+  await new Promise((r) => child.once('exit', r));
   return { rps: Math.round(r.requests.average), p50_ms: r.latency.p50, p99_ms: r.latency.p99 };
 }
 
@@ -191,26 +230,35 @@ async function runCase(name: string, env: Env, soak: boolean) {
   }
 }
 
-const dbName = `sg_bench_load_${process.pid}`;
-const admin = new pg.Client({ connectionString: PG_URL });
-await admin.connect();
-await admin.query(`create database ${dbName}`);
-const u = new URL(PG_URL);
-u.pathname = `/${dbName}`;
-const dataDir = mkdtempSync(join(tmpdir(), 'sg-load-'));
-try {
-  const results = [await runCase('postgresql', { DATABASE_URL: u.toString() }, SOAK_SECONDS > 0), await runCase('pglite', { DATA_DIR: dataDir }, false)];
-  console.log(JSON.stringify({ duration_s: DURATION, connections: CONNECTIONS, results }, null, 2));
-  console.log('\n| database | mix req/s | mix p50 | mix p99 | errors | poll req/s | poll p99 (target ≤ 20 ms on PG) | minimal route req/s | minimal p99 | mix / minimal |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|');
-  for (const r of results as any[]) {
-    console.log(
-      `| ${r.name} | ${r.mix_rps} | ${r.mix_p50_ms} ms | ${r.mix_p99_ms} ms | ${r.errors + r.poll_errors} | ${r.poll_rps} | ${r.poll_p99_ms} ms | ${r.ceiling.rps} | ${r.ceiling.p99_ms} ms | ${(r.mix_rps / r.ceiling.rps).toFixed(2)} |`,
-    );
-    if (r.soak) console.log(`soak (${r.soak.seconds} s): RSS ${r.soak.rss_after_warmup_mb} MB after warm-up → ${r.soak.rss_end_mb} MB (${r.soak.growth_pct} %, target ≤ 10 %)`);
+async function main() {
+  const dbName = `sg_bench_load_${process.pid}`;
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  await admin.query(`create database ${dbName}`);
+  const u = new URL(PG_URL);
+  u.pathname = `/${dbName}`;
+  const dataDir = mkdtempSync(join(tmpdir(), 'sg-load-'));
+  try {
+    // BENCH_DATABASES=postgresql (or pglite): one of the two only.
+    const which = (process.env['BENCH_DATABASES'] ?? 'postgresql,pglite').split(',');
+    const results = [];
+    if (which.includes('postgresql')) results.push(await runCase('postgresql', { DATABASE_URL: u.toString() }, SOAK_SECONDS > 0));
+    if (which.includes('pglite')) results.push(await runCase('pglite', { DATA_DIR: dataDir }, false));
+    console.log(JSON.stringify({ duration_s: DURATION, connections: CONNECTIONS, results }, null, 2));
+    console.log('\n| database | mix req/s | mix p50 | mix p99 | errors | poll req/s | poll p99 (target ≤ 20 ms on PG) | minimal route req/s | minimal p99 | mix / minimal |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|');
+    for (const r of results as any[]) {
+      console.log(
+        `| ${r.name} | ${r.mix_rps} | ${r.mix_p50_ms} ms | ${r.mix_p99_ms} ms | ${r.errors + r.poll_errors} | ${r.poll_rps} | ${r.poll_p99_ms} ms | ${r.ceiling.rps} | ${r.ceiling.p99_ms} ms | ${(r.mix_rps / r.ceiling.rps).toFixed(2)} |`,
+      );
+      if (r.soak) console.log(`soak (${r.soak.seconds} s): RSS ${r.soak.rss_after_warmup_mb} MB after warm-up → ${r.soak.rss_end_mb} MB (${r.soak.growth_pct} %, target ≤ 10 %)`);
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+    await admin.query(`drop database if exists ${dbName} with (force)`);
+    await admin.end();
   }
-} finally {
-  rmSync(dataDir, { recursive: true, force: true });
-  await admin.query(`drop database if exists ${dbName} with (force)`);
-  await admin.end();
 }
+
+if (process.argv[2] === '--ceiling') await serveCeiling(JSON.parse(process.argv[3]!) as Env);
+else await main();
