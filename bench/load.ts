@@ -6,7 +6,7 @@
  * warm-up vs at the end. Prints JSON and a table. Not a test.
  *
  *   npm run bench:load                 # 30 s per case, 10 min soak on PostgreSQL
- *   DURATION=10 SOAK_SECONDS=60 npm run bench:load
+ *   DURATION=10 SOAK_SECONDS=60 npm run bench:load   (also WARMUP_SECONDS, default 60; SAMPLE_SECONDS, 30)
  *   BENCH_PROFILE=/tmp/prof SOAK_SECONDS=0 npm run bench:load   (CPU profiles of the API process)
  *   BENCH_DATABASES=postgresql DB_POOL_SIZE=20 npm run bench:load
  *
@@ -118,11 +118,27 @@ async function freePort(): Promise<number> {
   });
 }
 
+interface MemorySample {
+  at_s: number;
+  rss_mb: number;
+  heap_used_mb: number;
+  external_mb: number;
+}
+
+const WARMUP_SECONDS = Number(process.env['WARMUP_SECONDS'] ?? 60);
+const SAMPLE_SECONDS = Number(process.env['SAMPLE_SECONDS'] ?? 30);
+
+async function memory(port: number, pid: number, at: number): Promise<MemorySample> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const metric = (name: string) => Number(new RegExp(`^${name} ([0-9.e+]+)`, 'm').exec(text)?.[1] ?? NaN) / 1048576;
+  return { at_s: at, rss_mb: Math.round(rssMb(pid)), heap_used_mb: Math.round(metric('nodejs_heap_size_used_bytes')), external_mb: Math.round(metric('nodejs_external_memory_bytes')) };
+}
+
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
 type Conversation = Awaited<ReturnType<typeof prepare>>[number];
 
-async function mix(port: number, data: Conversation[], seconds: number) {
+async function mix(port: number, data: Conversation[], seconds: number, withPollPhase = true) {
   // WebSocket listeners: every doctor subscribed to their session.
   const sockets = await Promise.all(
     data.map(
@@ -161,6 +177,7 @@ async function mix(port: number, data: Conversation[], seconds: number) {
   };
   const result = await autocannon({ url: `http://127.0.0.1:${port}`, connections: CONNECTIONS, duration: seconds, requests, setupClient });
   for (const ws of sockets) ws.close();
+  if (!withPollPhase) return { mix_rps: Math.round(result.requests.average), errors: result.errors + result.non2xx + result.timeouts };
   const poll = await autocannon({
     url: `http://127.0.0.1:${port}`,
     connections: CONNECTIONS,
@@ -217,11 +234,35 @@ async function runCase(name: string, env: Env, soak: boolean) {
     const res = await mix(port, data, DURATION);
     const out: Record<string, unknown> = { name, ...res, ceiling: ceil ?? (await ceiling(env)) };
     if (soak) {
-      await mix(port, data, 20); // warm-up
-      const warm = rssMb(api.pid!);
-      await mix(port, data, SOAK_SECONDS);
-      const end = rssMb(api.pid!);
-      out['soak'] = { seconds: SOAK_SECONDS, rss_after_warmup_mb: Math.round(warm), rss_end_mb: Math.round(end), growth_pct: Math.round(((end - warm) / warm) * 1000) / 10 };
+      await mix(port, data, WARMUP_SECONDS, false);
+      // Resident memory and the V8 heap (from the process's own /metrics) every SAMPLE_SECONDS:
+      // a leak climbs steadily, a warming heap levels off.
+      const samples: MemorySample[] = [await memory(port, api.pid!, 0)];
+      const started = Date.now();
+      const timer = setInterval(() => {
+        void memory(port, api.pid!, Math.round((Date.now() - started) / 1000)).then((m) => samples.push(m));
+      }, SAMPLE_SECONDS * 1000);
+      const load = await mix(port, data, SOAK_SECONDS, false);
+      clearInterval(timer);
+      samples.push(await memory(port, api.pid!, Math.round((Date.now() - started) / 1000)));
+      // Resident memory follows the garbage collector's saw-tooth (±25 % between two readings a
+      // minute apart), so growth compares the median of the first third of the samples with the
+      // median of the last third rather than two single readings.
+      const third = Math.max(1, Math.floor(samples.length / 3));
+      const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      const early = med(samples.slice(0, third).map((m) => m.rss_mb));
+      const late = med(samples.slice(-third).map((m) => m.rss_mb));
+      out['soak'] = {
+        seconds: SOAK_SECONDS,
+        warmup_seconds: WARMUP_SECONDS,
+        requests_per_s: load.mix_rps,
+        errors: load.errors,
+        rss_early_median_mb: early,
+        rss_late_median_mb: late,
+        rss_max_mb: Math.max(...samples.map((m) => m.rss_mb)),
+        growth_pct: Math.round(((late - early) / early) * 1000) / 10,
+        samples,
+      };
     }
     return out;
   } finally {
@@ -251,7 +292,13 @@ async function main() {
       console.log(
         `| ${r.name} | ${r.mix_rps} | ${r.mix_p50_ms} ms | ${r.mix_p99_ms} ms | ${r.errors + r.poll_errors} | ${r.poll_rps} | ${r.poll_p99_ms} ms | ${r.ceiling.rps} | ${r.ceiling.p99_ms} ms | ${(r.mix_rps / r.ceiling.rps).toFixed(2)} |`,
       );
-      if (r.soak) console.log(`soak (${r.soak.seconds} s): RSS ${r.soak.rss_after_warmup_mb} MB after warm-up → ${r.soak.rss_end_mb} MB (${r.soak.growth_pct} %, target ≤ 10 %)`);
+      if (r.soak) {
+      console.log(
+        `soak (${r.soak.seconds} s of the mix at ${r.soak.requests_per_s} req/s after ${r.soak.warmup_seconds} s warm-up, ${r.soak.errors} errors): ` +
+          `RSS median ${r.soak.rss_early_median_mb} MB (first third) → ${r.soak.rss_late_median_mb} MB (last third), ${r.soak.growth_pct} % (target ≤ 10 %); max ${r.soak.rss_max_mb} MB`,
+      );
+      console.log(`  RSS / heap used / external (MB): ${r.soak.samples.map((m: MemorySample) => `${m.at_s}s ${m.rss_mb}/${m.heap_used_mb}/${m.external_mb}`).join(', ')}`);
+    }
     }
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
