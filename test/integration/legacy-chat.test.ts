@@ -4,10 +4,12 @@
  * contexts in the path; `direct_session_*`; the old clients' request and response shapes; and
  * pre-session chat carried into the session.
  */
+import { sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { FlagSet } from '../../src/config/flag-values.js';
 import type { User } from '../../src/db/types.js';
 import { CHAT_OPERATIONS, type ChatOperation } from '../../src/modules/guard/decision.js';
+import { isPostgres } from '../helpers/db.js';
 import { createHarness, type TestHarness } from '../helpers/app.js';
 import { metricValue, sent, startSession } from './chat-helpers.js';
 
@@ -36,7 +38,14 @@ async function conversation(withSession: boolean): Promise<Conversation> {
   if (withSession) {
     const s = await startSession(t);
     const m = await sent(t, s.patient, s.context, { body: 'seed' });
-    return { appointmentId: s.appointmentId, patient: s.patient, doctor: s.doctor, sessionId: s.sessionId, context: s.context, messageId: m.id };
+    return {
+      appointmentId: s.appointmentId,
+      patient: s.patient,
+      doctor: s.doctor,
+      sessionId: s.sessionId,
+      context: s.context,
+      messageId: m.id,
+    };
   }
   const a = await t.newAppointment({ scheduled_at: new Date(Date.now() + 3_600_000) });
   const m = await t.ctx.db
@@ -52,7 +61,11 @@ function legacyRequest(op: ChatOperation, id: string | number, messageId: number
   const base = `/api/chat/${id}`;
   switch (op) {
     case 'sendMessage':
-      return { method: 'POST' as const, url: `${base}/messages`, payload: { message: 'hello from the old app', message_type: 'text', temp_id: `tmp-${Math.random()}` } };
+      return {
+        method: 'POST' as const,
+        url: `${base}/messages`,
+        payload: { message: 'hello from the old app', message_type: 'text', temp_id: `tmp-${Math.random()}` },
+      };
     case 'getMessages':
       return { method: 'GET' as const, url: `${base}/messages` };
     case 'addReaction':
@@ -66,7 +79,11 @@ function legacyRequest(op: ChatOperation, id: string | number, messageId: number
     case 'replyToMessage':
       return { method: 'POST' as const, url: `${base}/messages/${messageId}/reply`, payload: { message: 'a reply', message_type: 'text' } };
     case 'markAsRead':
-      return { method: 'POST' as const, url: `${base}/mark-read`, payload: { user_id: 999_999, timestamp: new Date(Date.now() + 60_000).toISOString() } };
+      return {
+        method: 'POST' as const,
+        url: `${base}/mark-read`,
+        payload: { user_id: 999_999, timestamp: new Date(Date.now() + 60_000).toISOString() },
+      };
   }
 }
 
@@ -126,14 +143,18 @@ describe('SessionContextGuard decision table × the eight operations', () => {
               });
               expect(logLines(BLOCKED, c.appointmentId, op)).toHaveLength(1);
               expect(logLines(BLOCKED, c.appointmentId, op)[0]).toMatchObject({ session_id: c.sessionId, level: 40 });
-              expect(await metricValue(t, 'chat_blocked_session_context_required_total', { operation: op, enforced: 'true' })).toBe(blockedBefore.true + 1);
+              expect(await metricValue(t, 'chat_blocked_session_context_required_total', { operation: op, enforced: 'true' })).toBe(
+                blockedBefore.true + 1,
+              );
               break;
             case 'would_block':
               expect(res.statusCode, res.body).toBe(200);
               expect(res.json().success).toBe(true);
               expect(logLines(ALLOWED, c.appointmentId, op)).toHaveLength(1);
               expect(logLines(ALLOWED, c.appointmentId, op)[0]).toMatchObject({ session_id: c.sessionId, outcome: 'would_block' });
-              expect(await metricValue(t, 'chat_blocked_session_context_required_total', { operation: op, enforced: 'false' })).toBe(blockedBefore.false + 1);
+              expect(await metricValue(t, 'chat_blocked_session_context_required_total', { operation: op, enforced: 'false' })).toBe(
+                blockedBefore.false + 1,
+              );
               break;
             case 'not_ready':
               expect(res.statusCode).toBe(403);
@@ -153,8 +174,12 @@ describe('SessionContextGuard decision table × the eight operations', () => {
           }
           if (expectOutcome === 'not_ready' || expectOutcome === 'allowed_legacy') {
             // Neither is a "session context required" event.
-            expect(await metricValue(t, 'chat_blocked_session_context_required_total', { operation: op, enforced: 'true' })).toBe(blockedBefore.true);
-            expect(await metricValue(t, 'chat_blocked_session_context_required_total', { operation: op, enforced: 'false' })).toBe(blockedBefore.false);
+            expect(await metricValue(t, 'chat_blocked_session_context_required_total', { operation: op, enforced: 'true' })).toBe(
+              blockedBefore.true,
+            );
+            expect(await metricValue(t, 'chat_blocked_session_context_required_total', { operation: op, enforced: 'false' })).toBe(
+              blockedBefore.false,
+            );
           }
 
           // Writes land where the decision says: in the session, in the appointment's pre-session chat, or nowhere.
@@ -162,12 +187,15 @@ describe('SessionContextGuard decision table × the eight operations', () => {
             const rows = await t.ctx.db
               .selectFrom('messages')
               .select(['session_id', 'appointment_id'])
-              .where((eb) => eb.or([eb('appointment_id', '=', c.appointmentId), c.sessionId ? eb('session_id', '=', c.sessionId) : eb.val(false)]))
+              .where((eb) =>
+                eb.or([eb('appointment_id', '=', c.appointmentId), c.sessionId ? eb('session_id', '=', c.sessionId) : eb.val(false)]),
+              )
               .execute();
             const expectedCount = expectOutcome === 'blocked' || expectOutcome === 'not_ready' ? 1 : 2;
             expect(rows).toHaveLength(expectedCount);
             if (expectOutcome === 'would_block') expect(rows.every((r) => r.session_id === c.sessionId)).toBe(true);
-            if (expectOutcome === 'allowed_legacy') expect(rows.every((r) => r.session_id === null && r.appointment_id === c.appointmentId)).toBe(true);
+            if (expectOutcome === 'allowed_legacy')
+              expect(rows.every((r) => r.session_id === null && r.appointment_id === c.appointmentId)).toBe(true);
           }
         });
       }
@@ -179,7 +207,12 @@ describe('what the path parameter names', () => {
   it('a session context (canonical or legacy text_session_N) is served as that session, without a guard event', async () => {
     const s = await startSession(t);
     for (const id of [s.context, `text_session_${s.sessionId}`]) {
-      const res = await t.app.inject({ method: 'POST', url: `/api/chat/${id}/messages`, headers: await t.auth(s.patient), payload: { message: 'via context', temp_id: `ctx-${id}` } });
+      const res = await t.app.inject({
+        method: 'POST',
+        url: `/api/chat/${id}/messages`,
+        headers: await t.auth(s.patient),
+        payload: { message: 'via context', temp_id: `ctx-${id}` },
+      });
       expect(res.statusCode, res.body).toBe(200);
       expect(res.json().data).toMatchObject({ session_id: s.sessionId, session_context: s.context, message: 'via context' });
     }
@@ -189,9 +222,15 @@ describe('what the path parameter names', () => {
     expect(list.json().data).toHaveLength(2);
     expect(await guardEvents(s.appointmentId)).toHaveLength(0);
     // Kind mismatch and unknown ids are 404; strangers 403.
-    expect((await t.app.inject({ url: `/api/chat/call_session:${s.sessionId}/messages`, headers: await t.auth(s.patient) })).statusCode).toBe(404);
-    expect((await t.app.inject({ url: `/api/chat/text_session_987654321/messages`, headers: await t.auth(s.patient) })).statusCode).toBe(404);
-    expect((await t.app.inject({ url: `/api/chat/${s.context}/messages`, headers: await t.auth(await t.newPatient()) })).statusCode).toBe(403);
+    expect(
+      (await t.app.inject({ url: `/api/chat/call_session:${s.sessionId}/messages`, headers: await t.auth(s.patient) })).statusCode,
+    ).toBe(404);
+    expect((await t.app.inject({ url: `/api/chat/text_session_987654321/messages`, headers: await t.auth(s.patient) })).statusCode).toBe(
+      404,
+    );
+    expect((await t.app.inject({ url: `/api/chat/${s.context}/messages`, headers: await t.auth(await t.newPatient()) })).statusCode).toBe(
+      403,
+    );
   });
 
   it('direct_session_* is refused with 400 SESSION_CONTEXT_REQUIRED for every operation, and recorded', async () => {
@@ -245,7 +284,14 @@ describe('the old clients’ shapes', () => {
     const a = await post({ message: 'Line 1\nLine 2', message_type: 'text', temp_id: 1716900000123 });
     expect(a.statusCode, a.body).toBe(200);
     const m = a.json().data;
-    expect(m).toMatchObject({ sender_id: s.patient.id, sender_name: s.patient.name, message: 'Line 1\nLine 2', message_type: 'text', media_url: null, temp_id: '1716900000123' });
+    expect(m).toMatchObject({
+      sender_id: s.patient.id,
+      sender_name: s.patient.name,
+      message: 'Line 1\nLine 2',
+      message_type: 'text',
+      media_url: null,
+      temp_id: '1716900000123',
+    });
     expect(typeof m.id).toBe('number');
     expect(Date.parse(m.created_at)).not.toBeNaN();
     expect(m.timestamp).toBe(m.created_at);
@@ -277,40 +323,85 @@ describe('the old clients’ shapes', () => {
     const doctor = await t.auth(s.doctor);
     const base = `/api/chat/${s.appointmentId}`;
 
-    const add = await t.app.inject({ method: 'POST', url: `${base}/messages/${q.id}/reactions`, headers: doctor, payload: { reaction: '❤️' } });
-    expect(add.json()).toMatchObject({ success: true, data: { success: true, message: 'Reaction added', reaction: { reaction: '❤️', user_id: s.doctor.id, user_name: s.doctor.name } } });
-    const again = await t.app.inject({ method: 'POST', url: `${base}/messages/${q.id}/reactions`, headers: doctor, payload: { reaction: '❤️' } });
+    const add = await t.app.inject({
+      method: 'POST',
+      url: `${base}/messages/${q.id}/reactions`,
+      headers: doctor,
+      payload: { reaction: '❤️' },
+    });
+    expect(add.json()).toMatchObject({
+      success: true,
+      data: { success: true, message: 'Reaction added', reaction: { reaction: '❤️', user_id: s.doctor.id, user_name: s.doctor.name } },
+    });
+    const again = await t.app.inject({
+      method: 'POST',
+      url: `${base}/messages/${q.id}/reactions`,
+      headers: doctor,
+      payload: { reaction: '❤️' },
+    });
     expect(again.json().data).toMatchObject({ success: true, message: 'Reaction already present' });
     const listed = (await t.app.inject({ url: `${base}/messages`, headers: doctor })).json().data[0];
     expect(listed.reactions).toEqual([expect.objectContaining({ reaction: '❤️', user_id: s.doctor.id, user_name: s.doctor.name })]);
-    const del = await t.app.inject({ method: 'DELETE', url: `${base}/messages/${q.id}/reactions`, headers: doctor, payload: { reaction: '❤️' } });
+    const del = await t.app.inject({
+      method: 'DELETE',
+      url: `${base}/messages/${q.id}/reactions`,
+      headers: doctor,
+      payload: { reaction: '❤️' },
+    });
     expect(del.json().data).toMatchObject({ success: true, message: 'Reaction removed' });
     const noReaction = await t.app.inject({ method: 'DELETE', url: `${base}/messages/${q.id}/reactions`, headers: doctor });
     expect(noReaction.statusCode).toBe(400);
 
-    const reply = await t.app.inject({ method: 'POST', url: `${base}/messages/${q.id}/reply`, headers: doctor, payload: { message: 'answer', message_type: 'text' } });
+    const reply = await t.app.inject({
+      method: 'POST',
+      url: `${base}/messages/${q.id}/reply`,
+      headers: doctor,
+      payload: { message: 'answer', message_type: 'text' },
+    });
     expect(reply.statusCode, reply.body).toBe(200);
     expect(reply.json()).toMatchObject({
       success: true,
       message: 'Reply sent successfully',
-      data: { message: 'answer', reply_to_id: q.id, reply_to_message: 'question', reply_to_sender_name: s.patient.name, sender_name: s.doctor.name, read_by: [] },
+      data: {
+        message: 'answer',
+        reply_to_id: q.id,
+        reply_to_message: 'question',
+        reply_to_sender_name: s.patient.name,
+        sender_name: s.doctor.name,
+        read_by: [],
+      },
     });
-    const badReply = await t.app.inject({ method: 'POST', url: `${base}/messages/987654321/reply`, headers: doctor, payload: { message: 'x', message_type: 'text' } });
+    const badReply = await t.app.inject({
+      method: 'POST',
+      url: `${base}/messages/987654321/reply`,
+      headers: doctor,
+      payload: { message: 'x', message_type: 'text' },
+    });
     expect(badReply.statusCode).toBe(404);
 
     const typing = await t.app.inject({ method: 'POST', url: `${base}/typing/start`, headers: doctor, payload: {} });
-    expect(typing.json()).toMatchObject({ success: true, data: { success: true, typing_users: [{ user_id: s.doctor.id, user_name: s.doctor.name }] } });
+    expect(typing.json()).toMatchObject({
+      success: true,
+      data: { success: true, typing_users: [{ user_id: s.doctor.id, user_name: s.doctor.name }] },
+    });
     const stop = await t.app.inject({ method: 'POST', url: `${base}/typing/stop`, headers: doctor });
     expect(stop.json().data.typing_users).toEqual([]);
 
     // Mark-read with someone else's user_id in the body marks for the caller only.
-    const mark = await t.app.inject({ method: 'POST', url: `${base}/mark-read`, headers: doctor, payload: { user_id: s.patient.id, timestamp: new Date(Date.now() + 60_000).toISOString() } });
+    const mark = await t.app.inject({
+      method: 'POST',
+      url: `${base}/mark-read`,
+      headers: doctor,
+      payload: { user_id: s.patient.id, timestamp: new Date(Date.now() + 60_000).toISOString() },
+    });
     expect(mark.json()).toMatchObject({ success: true, data: { success: true, marked_count: 1 } });
     const horizons = await t.ctx.db.selectFrom('read_horizons').selectAll().where('scope_key', '=', `session:${s.sessionId}`).execute();
     expect(horizons.map((h) => h.user_id)).toEqual([s.doctor.id]);
     const markAgain = await t.app.inject({ method: 'POST', url: `${base}/mark-read`, headers: doctor, payload: {} });
     expect(markAgain.json().data.marked_count).toBe(0);
-    expect((await t.app.inject({ method: 'POST', url: `${base}/mark-read`, headers: doctor, payload: { timestamp: 'yesterday' } })).statusCode).toBe(400);
+    expect(
+      (await t.app.inject({ method: 'POST', url: `${base}/mark-read`, headers: doctor, payload: { timestamp: 'yesterday' } })).statusCode,
+    ).toBe(400);
   });
 });
 
@@ -320,10 +411,19 @@ describe('pre-session legacy chat (ALLOW_LEGACY_APPOINTMENT_CHAT)', () => {
     const a = await t.newAppointment({});
     await t.giveCredits(a.patient, { text: 2 });
     const post = async (u: User, message: string) =>
-      t.app.inject({ method: 'POST', url: `/api/chat/${a.id}/messages`, headers: await t.auth(u), payload: { message, temp_id: `pre-${message}` } });
+      t.app.inject({
+        method: 'POST',
+        url: `/api/chat/${a.id}/messages`,
+        headers: await t.auth(u),
+        payload: { message, temp_id: `pre-${message}` },
+      });
     expect((await post(a.patient, 'before the session')).statusCode).toBe(200);
     expect((await post(a.doctor, 'hello early')).statusCode).toBe(200);
-    const flags = await t.ctx.db.selectFrom('appointments').select(['legacy_patient_active', 'legacy_doctor_active', 'session_id']).where('id', '=', a.id).executeTakeFirstOrThrow();
+    const flags = await t.ctx.db
+      .selectFrom('appointments')
+      .select(['legacy_patient_active', 'legacy_doctor_active', 'session_id'])
+      .where('id', '=', a.id)
+      .executeTakeFirstOrThrow();
     expect(flags).toEqual({ legacy_patient_active: true, legacy_doctor_active: true, session_id: null });
 
     const start = await t.app.inject({ method: 'POST', url: `/api/appointments/${a.id}/start-session`, headers: await t.auth(a.patient) });
@@ -348,39 +448,76 @@ describe('pre-session legacy chat (ALLOW_LEGACY_APPOINTMENT_CHAT)', () => {
       const a = await t.newAppointment({});
       await t.giveCredits(a.patient, { text: 2 });
       const [sendRes, startRes] = await Promise.all([
-        t.auth(a.patient).then((headers) => t.app.inject({ method: 'POST', url: `/api/chat/${a.id}/messages`, headers, payload: { message: `race ${i}` } })),
+        t
+          .auth(a.patient)
+          .then((headers) =>
+            t.app.inject({ method: 'POST', url: `/api/chat/${a.id}/messages`, headers, payload: { message: `race ${i}` } }),
+          ),
         t.auth(a.doctor).then((headers) => t.app.inject({ method: 'POST', url: `/api/appointments/${a.id}/start-session`, headers })),
       ]);
       expect(sendRes.statusCode, sendRes.body).toBe(200);
       const context = startRes.json().data.session_context as string;
-      const history = (await t.app.inject({ url: `/api/sessions/${context}/messages`, headers: await t.auth(a.doctor) })).json().data.messages;
+      const history = (await t.app.inject({ url: `/api/sessions/${context}/messages`, headers: await t.auth(a.doctor) })).json().data
+        .messages;
       expect(history.map((m: { body: string }) => m.body)).toEqual([`race ${i}`]);
       const legacy = (await t.app.inject({ url: `/api/chat/${a.id}/messages`, headers: await t.auth(a.doctor) })).json().data;
       expect(legacy.map((m: { message: string }) => m.message)).toEqual([`race ${i}`]);
     }
   });
 
-  it('a pre-session message committed while the writer waited for the appointment is still in the session history', async () => {
-    // The state a lost race leaves (the writer's statement snapshot predates the message): a
-    // session for the appointment, and its pre-session message not linked to it.
-    const s = await startSession(t);
-    await t.ctx.db.insertInto('messages').values({ appointment_id: s.appointmentId, sender_id: s.patient.id, type: 'text', body: 'late pre-session', client_message_id: 'late-1' }).execute();
-    const page = (await t.app.inject({ url: `/api/sessions/${s.context}/messages`, headers: await t.auth(s.doctor) })).json().data;
-    expect(page.messages.map((m: { body: string }) => m.body)).toEqual(['late pre-session']);
-    expect(page.unread_count).toBe(1);
-    const reply = await t.app.inject({
-      method: 'POST',
-      url: `/api/sessions/${s.context}/messages`,
-      headers: await t.auth(s.doctor),
-      payload: { client_message_id: 'r-late', type: 'text', body: 'seen it', reply_to_message_id: page.messages[0].id },
-    });
-    expect(reply.statusCode, reply.body).toBe(201);
+  it.skipIf(!isPostgres)('a pre-session message committed while the writer waited for the appointment lock joins the session', async () => {
+    // The race, made deterministic: a pre-session sender holds the appointment's row lock and has
+    // inserted its message; start-session's writer statement starts (its snapshot cannot see the
+    // message) and waits for the lock; the sender commits; the writer goes on.
+    const a = await t.newAppointment({});
+    await t.giveCredits(a.patient, { text: 2 });
+    const sender = await t.ctx.database.pool!.connect();
+    try {
+      await sender.query('begin');
+      await sender.query('select id from appointments where id = $1 for update', [a.id]);
+      await sender.query(
+        `insert into messages (appointment_id, sender_id, type, body, client_message_id) values ($1, $2, 'text', 'late pre-session', 'late-1')`,
+        [a.id, a.patient.id],
+      );
+      const start = t
+        .auth(a.doctor)
+        .then((headers) => t.app.inject({ method: 'POST', url: `/api/appointments/${a.id}/start-session`, headers }));
+      await expect
+        .poll(
+          async () =>
+            (
+              await sql<{
+                n: number;
+              }>`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(
+                t.ctx.db,
+              )
+            ).rows[0]!.n,
+          { timeout: 5000 },
+        )
+        .toBeGreaterThan(0);
+      await sender.query('commit');
+      const started = await start;
+      expect(started.statusCode, started.body).toBe(201);
+      const context = started.json().data.session_context as string;
+      const page = (await t.app.inject({ url: `/api/sessions/${context}/messages`, headers: await t.auth(a.doctor) })).json().data;
+      expect(page.messages.map((m: { body: string }) => m.body)).toEqual(['late pre-session']);
+      expect(page.unread_count).toBe(1);
+      const linked = await t.ctx.db.selectFrom('messages').select('session_id').where('appointment_id', '=', a.id).execute();
+      expect(linked).toEqual([{ session_id: started.json().data.id }]);
+    } finally {
+      sender.release();
+    }
   });
 
   it('no new pre-session messages into a cancelled appointment', async () => {
     t.flags.set({ ALLOW_LEGACY_APPOINTMENT_CHAT: true });
     const a = await t.newAppointment({ status: 'cancelled' });
-    const res = await t.app.inject({ method: 'POST', url: `/api/chat/${a.id}/messages`, headers: await t.auth(a.patient), payload: { message: 'hi' } });
+    const res = await t.app.inject({
+      method: 'POST',
+      url: `/api/chat/${a.id}/messages`,
+      headers: await t.auth(a.patient),
+      payload: { message: 'hi' },
+    });
     expect(res.statusCode).toBe(403);
     expect(res.json()).toMatchObject({ error_code: 'SESSION_NOT_ACTIVE', appointment_id: a.id, appointment_status: 'cancelled' });
   });
@@ -391,14 +528,33 @@ describe('the one-statement legacy send', () => {
     const s = await startSession(t);
     await sent(t, s.doctor, s.context);
     const before = await metricValue(t, 'chat_blocked_session_context_required_total', { operation: 'sendMessage', enforced: 'false' });
-    const res = await t.app.inject({ method: 'POST', url: `/api/chat/${s.appointmentId}/messages`, headers: await t.auth(s.patient), payload: { message: 'fast', temp_id: 'f1' } });
+    const res = await t.app.inject({
+      method: 'POST',
+      url: `/api/chat/${s.appointmentId}/messages`,
+      headers: await t.auth(s.patient),
+      payload: { message: 'fast', temp_id: 'f1' },
+    });
     expect(res.statusCode).toBe(200);
-    expect(res.json().data).toMatchObject({ message: 'fast', session_id: s.sessionId, appointment_id: s.appointmentId, sender_name: s.patient.name });
-    expect(await guardEvents(s.appointmentId)).toEqual([expect.objectContaining({ outcome: 'would_block', operation: 'sendMessage', session_id: s.sessionId, user_id: s.patient.id })]);
+    expect(res.json().data).toMatchObject({
+      message: 'fast',
+      session_id: s.sessionId,
+      appointment_id: s.appointmentId,
+      sender_name: s.patient.name,
+    });
+    expect(await guardEvents(s.appointmentId)).toEqual([
+      expect.objectContaining({ outcome: 'would_block', operation: 'sendMessage', session_id: s.sessionId, user_id: s.patient.id }),
+    ]);
     expect(logLines(ALLOWED, s.appointmentId, 'sendMessage')).toHaveLength(1);
-    expect(await metricValue(t, 'chat_blocked_session_context_required_total', { operation: 'sendMessage', enforced: 'false' })).toBe(before + 1);
+    expect(await metricValue(t, 'chat_blocked_session_context_required_total', { operation: 'sendMessage', enforced: 'false' })).toBe(
+      before + 1,
+    );
     // A retry of the same temp_id: stored message, and the decision recorded again (it was made again).
-    const retry = await t.app.inject({ method: 'POST', url: `/api/chat/${s.appointmentId}/messages`, headers: await t.auth(s.patient), payload: { message: 'fast', temp_id: 'f1' } });
+    const retry = await t.app.inject({
+      method: 'POST',
+      url: `/api/chat/${s.appointmentId}/messages`,
+      headers: await t.auth(s.patient),
+      payload: { message: 'fast', temp_id: 'f1' },
+    });
     expect(retry.json().data.id).toBe(res.json().data.id);
     expect(await guardEvents(s.appointmentId)).toHaveLength(2);
   });

@@ -72,10 +72,14 @@ const MESSAGE_COLUMNS = [
  * send that held that lock — such a message (committed a moment before the session) would
  * otherwise fall out of both conversations.
  */
+/**
+ * The messages of a scope. A session's are exactly `session_id = ?` — pre-session legacy chat is
+ * given the session's id when the session starts (`carryPreSessionChat` in the session writer) —
+ * so every read is an index range on `(session_id, id)`, whatever the table's size.
+ */
 function inScope(scope: ChatScope) {
   if (scope.kind === 'appointment') return sql<boolean>`m.appointment_id = ${scope.appointmentId} and m.session_id is null`;
-  if (scope.appointmentId === null) return sql<boolean>`m.session_id = ${scope.sessionId}`;
-  return sql<boolean>`(m.session_id = ${scope.sessionId} or (m.appointment_id = ${scope.appointmentId} and m.session_id is null))`;
+  return sql<boolean>`m.session_id = ${scope.sessionId}`;
 }
 
 /** What the one-statement send returns: the message, its session, and the sender as loaded. */

@@ -10,10 +10,12 @@
  *     doctor) → insert the sessions (one session per appointment and one live session per
  *     patient are unique indexes — see BatchMode for how conflicts are handled; rows go in
  *     patient order so concurrent batches never deadlock on the per-patient index) → link
- *     `appointments.session_id`, status `in_progress` → carry pre-session legacy chat into the session → enqueue the "session
- *     started" notification in the outbox (one row per appointment and session, unique key,
+ *     `appointments.session_id`, status `in_progress` → enqueue the "session started" notification in the outbox (one row per appointment and session, unique key,
  *     delivered to the patient and the doctor)
  *   → count failures as attempts with backoff → one conversion row per appointment
+ *
+ * and then, in a second statement of the same transaction, carry pre-session legacy chat into
+ * the new sessions (`carryPreSessionChat`).
  *
  * The statement's cost is per row, not per round trip: no batch data travels to the client and
  * back between steps, so a batch of 2,000 is one round trip (see docs/benchmarks.md).
@@ -209,13 +211,6 @@ export function batchStatement(sel: Selection, opts: WriterOptions, mode: BatchM
         from lnk l
        where a.id = l.aid and a.session_id is null
       returning a.id),
-    -- Pre-session legacy chat joins the session's history. Reached through the appointment ids
-    -- (an index condition), never by joining the messages table to the batch.
-    msg as (
-      update messages m
-         set session_id = (select l.sid from lnk l where l.aid = m.appointment_id)
-       where m.appointment_id = any(array(select l.aid from lnk l)) and m.session_id is null
-      returning m.id),
     -- One outbox row per appointment and session, for the patient and the doctor (delivered
     -- once per recipient). The key names the new session, so for a session created by this
     -- statement it cannot exist yet (a plain insert); a repaired link may have been notified
@@ -308,7 +303,7 @@ function withNotFound(ids: number[], rows: ConversionOutcome[]): ConversionOutco
 
 async function runBatch(trx: Trx, sel: Selection, opts: WriterOptions, mode: BatchMode): Promise<ConversionOutcome[]> {
   const r = await batchStatement(sel, opts, mode).execute(trx);
-  return r.rows.map((o) => ({
+  const outcomes: ConversionOutcome[] = r.rows.map((o) => ({
     appointmentId: Number(o.aid),
     result: o.result,
     sessionId: o.sid === null ? null : Number(o.sid),
@@ -316,6 +311,32 @@ async function runBatch(trx: Trx, sel: Selection, opts: WriterOptions, mode: Bat
     reason: o.reason,
     appointmentStatus: o.status,
   }));
+  await carryPreSessionChat(
+    trx,
+    outcomes.filter((o) => o.result === 'created').map((o) => o.appointmentId),
+  );
+  return outcomes;
+}
+
+/**
+ * Pre-session legacy chat (ALLOW_LEGACY_APPOINTMENT_CHAT) joins the new session's history: its
+ * messages get the session's id, so session chat reads `session_id = ?` alone, on its keyset
+ * index. A statement of its own, after the batch: under READ COMMITTED it sees every message
+ * committed up to now — including one whose sender held the appointment's row lock while the
+ * batch waited for it, which the batch statement's older snapshot cannot see. No message can
+ * come later: a pre-session send locks the appointment row (held by this transaction until it
+ * commits) and then finds the session.
+ */
+async function carryPreSessionChat(trx: Trx, appointmentIds: number[]): Promise<void> {
+  if (appointmentIds.length === 0) return;
+  await sql`
+    update messages m
+       set session_id = a.session_id
+      from appointments a
+     where a.id = any(${appointmentIds}::bigint[])
+       and a.session_id is not null
+       and m.appointment_id = a.id
+       and m.session_id is null`.execute(trx);
 }
 
 /** Conversion rows (and attempts with backoff) for outcomes decided outside the statement. */
