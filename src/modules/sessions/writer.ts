@@ -329,13 +329,12 @@ async function runBatch(trx: Trx, sel: Selection, opts: WriterOptions, mode: Bat
  */
 async function carryPreSessionChat(trx: Trx, appointmentIds: number[]): Promise<void> {
   if (appointmentIds.length === 0) return;
+  // Reached through the appointment ids (an index condition on messages), never by joining the
+  // messages table to the batch: the planner may not scan messages, however large it grows.
   await sql`
     update messages m
-       set session_id = a.session_id
-      from appointments a
-     where a.id = any(${appointmentIds}::bigint[])
-       and a.session_id is not null
-       and m.appointment_id = a.id
+       set session_id = (select a.session_id from appointments a where a.id = m.appointment_id)
+     where m.appointment_id = any(${appointmentIds}::bigint[])
        and m.session_id is null`.execute(trx);
 }
 
