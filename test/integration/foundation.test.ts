@@ -153,19 +153,12 @@ describe('appointments', () => {
   });
 
   it('answers the session poll only to a live user who may read the appointment', async () => {
-    const patient = await t.newPatient();
-    const doctor = await t.newDoctor();
-    const booked = await t.app.inject({
-      method: 'POST',
-      url: '/api/appointments',
-      headers: await t.auth(patient),
-      payload: { doctor_id: doctor.id, scheduled_at: future(90), appointment_type: 'text' },
-    });
-    const url = `/api/appointments/${booked.json().data.id}/session`;
+    const { id, patient, doctor } = await t.newAppointment({});
+    const url = `/api/appointments/${id}/session`;
     const poll = async (user: { id: number; role: 'patient' | 'doctor' | 'admin' }, target = url) =>
       t.app.inject({ url: target, headers: await t.auth(user) });
 
-    expect((await poll(doctor)).json().data).toMatchObject({ session_id: null, appointment_status: 'pending' });
+    expect((await poll(doctor)).json().data).toMatchObject({ appointment_id: id, session_id: null });
     expect((await poll(await t.newPatient())).json()).toMatchObject({ error_code: 'FORBIDDEN' });
     expect((await poll(patient, '/api/appointments/987654321/session')).json()).toMatchObject({ error_code: 'NOT_FOUND' });
     // A valid token whose user no longer exists (or never did): 401, whether or not the appointment exists.
