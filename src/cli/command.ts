@@ -72,3 +72,14 @@ export function positiveInt(value: string | boolean | undefined, name: string, f
   }
   return Number(value);
 }
+
+/** The options of the commands that run one job once: `--limit N`, `--verbose`, `--json`. */
+export const JOB_RUN_OPTIONS: Command['options'] = { limit: { type: 'string' }, verbose: { type: 'boolean' }, json: { type: 'boolean' } };
+
+export function jobRunFlags(args: ParsedArgs): { limit: number | undefined; verbose: boolean; json: boolean } {
+  return {
+    limit: args.values['limit'] === undefined ? undefined : positiveInt(args.values['limit'], 'limit'),
+    verbose: Boolean(args.values['verbose']),
+    json: Boolean(args.values['json']),
+  };
+}

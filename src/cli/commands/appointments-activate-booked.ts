@@ -1,4 +1,4 @@
-import { print, printJson, positiveInt, withContext, type Command } from '../command.js';
+import { print, printJson, withContext, type Command, JOB_RUN_OPTIONS, jobRunFlags } from '../command.js';
 import { outcomeJson, outcomeLine, type OutcomeJson } from '../conversion-output.js';
 import { LEGACY_DISABLED_MESSAGE } from '../../modules/jobs/legacy.js';
 import { activateBooked, activateBookedJob } from '../../modules/jobs/legacy-activate-booked.js';
@@ -17,11 +17,9 @@ logs "${LEGACY_DISABLED_MESSAGE}", records a skipped run and exits 0 — auto-st
 appointment on its own.
 
 Exit codes: 0 ok (or disabled), 1 the run failed or some appointment failed.`,
-  options: { limit: { type: 'string' }, verbose: { type: 'boolean' }, json: { type: 'boolean' } },
+  options: JOB_RUN_OPTIONS,
   async run(args, io) {
-    const limit = args.values['limit'] === undefined ? undefined : positiveInt(args.values['limit'], 'limit');
-    const verbose = Boolean(args.values['verbose']);
-    const json = Boolean(args.values['json']);
+    const { limit, verbose, json } = jobRunFlags(args);
     return withContext(async (ctx) => {
       const appointments: OutcomeJson[] = [];
       const result = await runJobOnce(ctx, {

@@ -1,4 +1,4 @@
-import { print, printJson, positiveInt, withContext, type Command } from '../command.js';
+import { print, printJson, withContext, type Command, JOB_RUN_OPTIONS, jobRunFlags } from '../command.js';
 import { outcomeJson, outcomeLine, type OutcomeJson } from '../conversion-output.js';
 import { autoStartCounts, autoStartJob, deliverOutbox, runAutoStart, type AutoStartSummary } from '../../modules/jobs/auto-start.js';
 import { runJobOnce } from '../../modules/jobs/scheduler.js';
@@ -19,11 +19,9 @@ while workers run: nothing is converted twice. The run is recorded in job_runs l
   --json       print the run summary as JSON (with --verbose, also every appointment)
 
 Exit codes: 0 ok, 1 the run failed or some appointment failed (it is retried with backoff).`,
-  options: { limit: { type: 'string' }, verbose: { type: 'boolean' }, json: { type: 'boolean' } },
+  options: JOB_RUN_OPTIONS,
   async run(args, io) {
-    const limit = args.values['limit'] === undefined ? undefined : positiveInt(args.values['limit'], 'limit');
-    const verbose = Boolean(args.values['verbose']);
-    const json = Boolean(args.values['json']);
+    const { limit, verbose, json } = jobRunFlags(args);
     return withContext(async (ctx) => {
       const appointments: OutcomeJson[] = [];
       let summary: AutoStartSummary | undefined;

@@ -1,4 +1,4 @@
-import { print, printJson, positiveInt, withContext, type Command } from '../command.js';
+import { print, printJson, withContext, type Command, JOB_RUN_OPTIONS, jobRunFlags } from '../command.js';
 import { LEGACY_DISABLED_MESSAGE } from '../../modules/jobs/legacy.js';
 import { processLegacySessions, processSessionsJob, type ClosedAppointment } from '../../modules/jobs/legacy-process-sessions.js';
 import { runJobOnce } from '../../modules/jobs/scheduler.js';
@@ -18,11 +18,9 @@ With DISABLE_LEGACY_APPOINTMENT_TRIGGERS=true it does nothing, logs "${LEGACY_DI
 records a skipped run and exits 0.
 
 Exit codes: 0 ok (or disabled), 1 the run failed.`,
-  options: { limit: { type: 'string' }, verbose: { type: 'boolean' }, json: { type: 'boolean' } },
+  options: JOB_RUN_OPTIONS,
   async run(args, io) {
-    const limit = args.values['limit'] === undefined ? undefined : positiveInt(args.values['limit'], 'limit');
-    const verbose = Boolean(args.values['verbose']);
-    const json = Boolean(args.values['json']);
+    const { limit, verbose, json } = jobRunFlags(args);
     return withContext(async (ctx) => {
       const closed: ClosedAppointment[] = [];
       const result = await runJobOnce(ctx, {

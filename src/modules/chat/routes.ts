@@ -110,7 +110,6 @@ async function chatPlugin(fastify: FastifyInstance) {
    * — the one user look-up of the request — or, when that path does not apply, by
    * `senderOf(req).load` (401 for a vanished user).
    */
-  const tokenOnly = app.authToken;
   const senderOf = (req: FastifyRequest) => ({
     id: req.tokenSubject!,
     load: async (): Promise<ChatActor> => {
@@ -148,7 +147,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   app.post(
     '/api/sessions/:context/messages',
     {
-      onRequest: tokenOnly,
+      onRequest: app.authToken,
       ...counted('session', sendOrReply),
       schema: {
         tags: ['chat'],
@@ -334,7 +333,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   app.post(
     '/api/chat/:id/messages',
     {
-      onRequest: tokenOnly,
+      onRequest: app.authToken,
       ...counted('legacy', 'sendMessage'),
       schema: {
         tags: ['legacy chat'],
@@ -353,7 +352,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   app.post(
     '/api/chat/:id/messages/:messageId/reply',
     {
-      onRequest: tokenOnly,
+      onRequest: app.authToken,
       ...counted('legacy', 'replyToMessage'),
       schema: {
         tags: ['legacy chat'],
