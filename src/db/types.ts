@@ -117,6 +117,8 @@ export interface MessagesTable {
   body: string;
   media_url: string | null;
   reply_to_message_id: number | null;
+  /** Set on a message sent through a legacy chat route and served by the session (a would-block guard event). */
+  legacy_operation: 'sendMessage' | 'replyToMessage' | null;
   created_at: CreatedAt;
 }
 
@@ -216,6 +218,19 @@ export interface GuardEventsTable {
   created_at: CreatedAt;
 }
 
+/** The view of every guard decision: `guard_events` plus the would-block legacy sends marked on their messages. */
+export interface GuardEventLogView {
+  id: number;
+  guard: GuardEventsTable['guard'];
+  operation: string;
+  outcome: GuardEventsTable['outcome'];
+  enforced: boolean;
+  appointment_id: number | null;
+  session_id: number | null;
+  user_id: number | null;
+  created_at: Date;
+}
+
 export interface NotificationOutboxTable {
   id: Generated<number>;
   dedupe_key: string;
@@ -255,6 +270,7 @@ export interface DB {
   job_runs: JobRunsTable;
   appointment_conversions: AppointmentConversionsTable;
   guard_events: GuardEventsTable;
+  guard_event_log: GuardEventLogView;
   notification_outbox: NotificationOutboxTable;
   notifications: NotificationsTable;
 }
@@ -272,5 +288,6 @@ export type Appointment = Selectable<AppointmentsTable>;
 export type NewAppointment = Insertable<AppointmentsTable>;
 export type AppointmentUpdate = Updateable<AppointmentsTable>;
 export type Session = Selectable<SessionsTable>;
-export type Message = Selectable<MessagesTable>;
+/** A message as the chat reads it; `legacy_operation` is guard bookkeeping, read only through `guard_event_log`. */
+export type Message = Omit<Selectable<MessagesTable>, 'legacy_operation'>;
 export type LedgerEntry = Selectable<LedgerEntriesTable>;

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { FlagSet } from '../../src/config/flag-values.js';
 import type { User } from '../../src/db/types.js';
 import { CHAT_OPERATIONS, type ChatOperation } from '../../src/modules/guard/decision.js';
+import { rolloutStatus } from '../../src/modules/ops/rollout.js';
 import { isPostgres } from '../helpers/db.js';
 import { createHarness, type TestHarness } from '../helpers/app.js';
 import { metricValue, sent, startSession } from './chat-helpers.js';
@@ -87,8 +88,9 @@ function legacyRequest(op: ChatOperation, id: string | number, messageId: number
   }
 }
 
+/** Every guard decision on the appointment, as rollout:status reads them. */
 const guardEvents = (appointmentId: number) =>
-  t.ctx.db.selectFrom('guard_events').selectAll().where('appointment_id', '=', appointmentId).orderBy('id').execute();
+  t.ctx.db.selectFrom('guard_event_log').selectAll().where('appointment_id', '=', appointmentId).orderBy('id').execute();
 
 const logLines = (msg: string, appointmentId: number, op: string) =>
   t.logs.filter((l) => l['msg'] === msg && l['appointment_id'] === appointmentId && l['operation'] === op);
@@ -240,7 +242,7 @@ describe('what the path parameter names', () => {
       expect(res.statusCode, op).toBe(400);
       expect(res.json().error_code).toBe('SESSION_CONTEXT_REQUIRED');
     }
-    const rows = await t.ctx.db.selectFrom('guard_events').selectAll().where('user_id', '=', patient.id).execute();
+    const rows = await t.ctx.db.selectFrom('guard_event_log').selectAll().where('user_id', '=', patient.id).execute();
     expect(rows.map((r) => r.operation).sort()).toEqual([...CHAT_OPERATIONS].sort());
     expect(rows.every((r) => r.outcome === 'blocked' && r.appointment_id === null)).toBe(true);
   });
@@ -528,6 +530,9 @@ describe('the one-statement legacy send', () => {
     const s = await startSession(t);
     await sent(t, s.doctor, s.context);
     const before = await metricValue(t, 'chat_blocked_session_context_required_total', { operation: 'sendMessage', enforced: 'false' });
+    const chatEvidence = async () =>
+      (await rolloutStatus(t.ctx.db, await t.flags.current())).flag_status.find((f) => f.flag === 'ENFORCE_SESSION_GATED_CHAT')!.evidence;
+    const evidenceBefore = await chatEvidence();
     const res = await t.app.inject({
       method: 'POST',
       url: `/api/chat/${s.appointmentId}/messages`,
@@ -544,6 +549,16 @@ describe('the one-statement legacy send', () => {
     expect(await guardEvents(s.appointmentId)).toEqual([
       expect.objectContaining({ outcome: 'would_block', operation: 'sendMessage', session_id: s.sessionId, user_id: s.patient.id }),
     ]);
+    // The event is the message itself, marked with the legacy operation: one row written, not two.
+    expect(await t.ctx.db.selectFrom('guard_events').selectAll().where('appointment_id', '=', s.appointmentId).execute()).toEqual([]);
+    expect(
+      await t.ctx.db.selectFrom('messages').select(['legacy_operation']).where('id', '=', res.json().data.id).executeTakeFirstOrThrow(),
+    ).toEqual({ legacy_operation: 'sendMessage' });
+    // …which rollout:status counts as would-block evidence.
+    const evidence = await chatEvidence();
+    expect(evidence.last_24h.events).toBe(evidenceBefore.last_24h.events + 1);
+    expect(evidence.last_24h.appointments).toBe(evidenceBefore.last_24h.appointments + 1);
+    expect(evidence.newest).toMatchObject({ operation: 'sendMessage', appointment_id: s.appointmentId, session_id: s.sessionId, user_id: s.patient.id });
     expect(logLines(ALLOWED, s.appointmentId, 'sendMessage')).toHaveLength(1);
     expect(await metricValue(t, 'chat_blocked_session_context_required_total', { operation: 'sendMessage', enforced: 'false' })).toBe(
       before + 1,

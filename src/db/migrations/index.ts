@@ -1,10 +1,11 @@
 /** Every migration, in order. Add a file and one line here; never edit an applied migration. */
 import * as initial from './20261126T1300_initial.js';
 import * as outboxFanout from './20261126T1500_outbox_fanout.js';
+import * as legacySendEvidence from './20261126T2340_legacy_send_evidence.js';
 
 export interface Migration {
   name: string;
   up: string;
 }
 
-export const migrations: Migration[] = [initial, outboxFanout];
+export const migrations: Migration[] = [initial, outboxFanout, legacySendEvidence];

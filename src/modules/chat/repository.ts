@@ -95,7 +95,8 @@ export type FastInsertRow = Message & {
  * request's only user look-up — the token was verified, the user row decides the role), lock the
  * session row, insert the message if the session is in a state where a message changes nothing
  * (text `active`, call `connected`), the sender is one of its participants and the reply target
- * (if any) is in the same session, and — on the legacy guarded route — write the guard event.
+ * (if any) is in the same session, and — on the legacy guarded route — mark the message with the
+ * legacy operation, which is its would-block guard event (the view `guard_event_log`).
  * The row lock serialises sends per session, so ids are assigned in commit order within a session
  * (keyset pagination with `after` never skips a message that commits late).
  *
@@ -125,8 +126,9 @@ export async function fastInsertSessionMessage(
 }
 
 // $1 sender id, $2 client message id, $3 type, $4 body, $5 media url, $6 reply-to id, then
-// by session: $7 session id, $8 kind; by appointment: $7 appointment id, $8 guard operation.
-const fastSendSql = (targetWhere: string, guard: string) => `
+// by session: $7 session id, $8 kind; by appointment: $7 appointment id, $8 the legacy operation,
+// stored on the message as its would-block guard event (see the view guard_event_log).
+const fastSendSql = (targetWhere: string, legacyOperation: string) => `
     with u as (
       select id, role, name from users where id = $1
     ), target as (
@@ -135,8 +137,8 @@ const fastSendSql = (targetWhere: string, guard: string) => `
        where ${targetWhere}
          for update
     ), ins as (
-      insert into messages (session_id, sender_id, client_message_id, type, body, media_url, reply_to_message_id)
-      select t.id, u.id, $2::text, $3::text, $4::text, $5::text, $6::bigint
+      insert into messages (session_id, sender_id, client_message_id, type, body, media_url, reply_to_message_id, legacy_operation)
+      select t.id, u.id, $2::text, $3::text, $4::text, $5::text, $6::bigint, ${legacyOperation}
         from target t cross join u
        where t.status in ('active', 'connected')
          and ((u.role = 'patient' and t.patient_id = u.id) or (u.role = 'doctor' and t.doctor_id = u.id))
@@ -145,23 +147,17 @@ const fastSendSql = (targetWhere: string, guard: string) => `
              where session_id is not null and client_message_id is not null
           do nothing
       returning id, session_id, appointment_id, sender_id, client_message_id, type, body, media_url, reply_to_message_id, created_at
-    )${guard}
+    )
     select ins.*, t.kind as session_kind, t.appointment_id as session_appointment_id, u.name as sender_name, u.role as sender_role
       from ins cross join target t cross join u`;
 
 const FAST_SEND_BY_SESSION: PreparedStatement = {
-  name: 'chat_fast_send_by_session_v1',
-  text: fastSendSql('s.id = $7::bigint and s.kind = $8::text', ''),
+  name: 'chat_fast_send_by_session_v2',
+  text: fastSendSql('s.id = $7::bigint and s.kind = $8::text', 'null'),
 };
 const FAST_SEND_BY_APPOINTMENT: PreparedStatement = {
-  name: 'chat_fast_send_by_appointment_v1',
-  text: fastSendSql(
-    's.id = (select a.session_id from appointments a where a.id = $7::bigint)',
-    `, guard as (
-      insert into guard_events (guard, operation, outcome, enforced, appointment_id, session_id, user_id)
-      select 'chat', $8::text, 'would_block', false, $7::bigint, ins.session_id, ins.sender_id from ins
-    )`,
-  ),
+  name: 'chat_fast_send_by_appointment_v2',
+  text: fastSendSql('s.id = (select a.session_id from appointments a where a.id = $7::bigint)', '$8::text'),
 };
 
 export async function insertMessage(db: Executor, scope: ChatScope, m: NewMessage): Promise<Message | undefined> {

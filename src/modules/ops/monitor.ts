@@ -1,6 +1,6 @@
 /**
  * `appointments:monitor-sessions`: the health of appointment-to-session conversion, read from the
- * database only (appointments, appointment_conversions, guard_events, job_runs) so the numbers are
+ * database only (appointments, appointment_conversions, guard_event_log, job_runs) so the numbers are
  * the same whichever API, worker or CLI process asks. All queries run in one read-only
  * REPEATABLE READ transaction: one snapshot, and `now()` (the database clock) is the same instant
  * in every window.
@@ -206,7 +206,7 @@ export async function guardCounts(trx: Executor, hours: number): Promise<{ chat:
   const rows = (
     await sql<{ guard: 'chat' | 'billing'; operation: string | null; outcome: string; n: number; appointments: number }>`
       select guard, operation, outcome, count(*)::int as n, count(distinct appointment_id)::int as appointments
-        from guard_events
+        from guard_event_log
        where guard in ('chat', 'billing') and created_at > now() - make_interval(hours => ${hours})
        group by grouping sets ((guard, operation, outcome), (guard))
        order by guard, operation, outcome`.execute(trx)

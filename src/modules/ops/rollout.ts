@@ -4,12 +4,12 @@
  *
  * | flag (phase-3 value)                       | evidence                                              |
  * |--------------------------------------------|-------------------------------------------------------|
- * | ENFORCE_SESSION_GATED_CHAT (on)            | guard_events chat, outcome would_block                |
- * | ENFORCE_SESSION_GATED_BILLING (on)         | guard_events billing, outcome would_block             |
+ * | ENFORCE_SESSION_GATED_CHAT (on)            | guard_event_log chat, outcome would_block             |
+ * | ENFORCE_SESSION_GATED_BILLING (on)         | guard_event_log billing, outcome would_block          |
  * | DISABLE_LEGACY_APPOINTMENT_TRIGGERS (on)   | job_runs of the two legacy triggers that processed    |
  * |                                            | appointments, and legacy appointments still open;     |
  * |                                            | only process-sessions runs block (see judgeFlag)      |
- * | ALLOW_LEGACY_APPOINTMENT_CHAT (off)        | guard_events chat, outcome allowed_legacy             |
+ * | ALLOW_LEGACY_APPOINTMENT_CHAT (off)        | guard_event_log chat, outcome allowed_legacy          |
  *
  * Verdict: `ready` when the last 7 days hold no such evidence and the earlier steps of the
  * prescribed order (chat → billing → legacy triggers) are on; otherwise `not ready: <reasons>`.
@@ -185,7 +185,7 @@ async function guardEvidence(trx: Executor, guard: 'chat' | 'billing', outcome: 
   const rows = (
     await sql<{ window: keyof typeof WINDOWS; operation: string | null; events: number; appointments: number }>`
       select w.name as window, e.operation, count(*)::int as events, count(distinct e.appointment_id)::int as appointments
-        from guard_events e
+        from guard_event_log e
         join (values ('last_24h', ${WINDOWS.last_24h}::int), ('last_7d', ${WINDOWS.last_7d}::int)) as w(name, hours)
           on e.created_at > now() - make_interval(hours => w.hours)
        where e.guard = ${guard} and e.outcome = ${outcome}
@@ -196,14 +196,14 @@ async function guardEvidence(trx: Executor, guard: 'chat' | 'billing', outcome: 
   const newest = (
     await sql<{ at: Date; operation: string; appointment_id: number | null; session_id: number | null; user_id: number | null }>`
       select created_at as at, operation, appointment_id, session_id, user_id
-        from guard_events
+        from guard_event_log
        where guard = ${guard} and outcome = ${outcome}
          and created_at > now() - make_interval(hours => ${WINDOWS.last_7d})
        order by created_at desc, id desc
        limit 1`.execute(trx)
   ).rows[0];
   return {
-    source: `guard_events where guard = '${guard}' and outcome = '${outcome}'`,
+    source: `guard_event_log where guard = '${guard}' and outcome = '${outcome}'`,
     last_24h: toWindow(rows.filter((r) => r.window === 'last_24h')),
     last_7d: toWindow(rows.filter((r) => r.window === 'last_7d')),
     newest: newest
@@ -292,7 +292,7 @@ async function blockedLast24h(trx: Executor) {
       select count(*) filter (where guard = 'chat' and outcome = 'blocked')::int as chat_blocked,
              count(*) filter (where guard = 'billing' and outcome = 'blocked')::int as billing_blocked,
              count(*) filter (where guard = 'chat' and outcome = 'not_ready')::int as chat_not_ready
-        from guard_events
+        from guard_event_log
        where guard in ('chat', 'billing') and created_at > now() - interval '24 hours'`.execute(trx)
   ).rows[0]!;
 }
