@@ -48,9 +48,9 @@ import { signToken } from '../src/lib/auth.js';
 import { createBusFor } from '../src/realtime/create-bus.js';
 
 const ADMIN_URL = process.env['BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const DURATION = Number(process.env['DURATION'] ?? 8);
+const DURATION = Number(process.env['DURATION'] ?? 6);
 const WARMUP = Number(process.env['WARMUP'] ?? 3);
-const ROUNDS = Number(process.env['ROUNDS'] ?? 6);
+const ROUNDS = Number(process.env['ROUNDS'] ?? 10);
 const CONNECTIONS = Number(process.env['CONNECTIONS'] ?? 50);
 const WS_SESSIONS = Number(process.env['WS_SESSIONS'] ?? 1000);
 const WS_RATE = Number(process.env['WS_RATE'] ?? 500);
