@@ -16,9 +16,10 @@
  * logger at LOG_LEVEL=warn with stdout to /dev/null — the guard's warning lines are written,
  * batched as in production by LOG_BUFFER_BYTES).
  * Load comes from this process (autocannon for (a)/(b), `ws` clients and fetch for (c)). Cases
- * (a)/(b) run interleaved for ROUNDS rounds after a warm-up and are averaged. Besides req/s and
- * latency, the API process's CPU time per request is reported: on a shared machine it is the
- * steadier figure.
+ * (a)/(b) run interleaved for ROUNDS rounds after a warm-up, each window starting from a vacuumed
+ * and checkpointed database; each ratio is the median of the per-round ratios. Besides req/s and
+ * latency, the CPU time per request of the API process and of PostgreSQL (all its processes, when
+ * it runs on this host) is reported: it shows where a difference comes from.
  *
  *   npm run bench:chat     (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres;
  *                           creates and drops its own database)

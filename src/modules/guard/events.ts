@@ -2,6 +2,10 @@
  * Guard-event records: every SessionContextGuard decision on a legacy route is written with its
  * ids (labels on metrics never carry ids), so `rollout:status` can say what turning a flag on
  * would block, and how many distinct appointments that touches.
+ *
+ * One decision is recorded elsewhere: a legacy send served by the session's chat marks the message
+ * it inserts with `legacy_operation` (same statement, no second row; `fastInsertSessionMessage`).
+ * Readers use the view `guard_event_log`, which returns both.
  */
 import type { Executor } from '../../db/types.js';
 
