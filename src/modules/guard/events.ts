@@ -19,17 +19,19 @@ export interface GuardEvent {
   userId: number | null;
 }
 
+/** The event as its columns (and its log line's fields): ids by their snake_case names. */
+export function guardEventFields(e: GuardEvent) {
+  return {
+    guard: e.guard,
+    operation: e.operation,
+    outcome: e.outcome,
+    enforced: e.enforced,
+    appointment_id: e.appointmentId,
+    session_id: e.sessionId,
+    user_id: e.userId,
+  };
+}
+
 export async function recordGuardEvent(db: Executor, e: GuardEvent): Promise<void> {
-  await db
-    .insertInto('guard_events')
-    .values({
-      guard: e.guard,
-      operation: e.operation,
-      outcome: e.outcome,
-      enforced: e.enforced,
-      appointment_id: e.appointmentId,
-      session_id: e.sessionId,
-      user_id: e.userId,
-    })
-    .execute();
+  await db.insertInto('guard_events').values(guardEventFields(e)).execute();
 }

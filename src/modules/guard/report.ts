@@ -15,7 +15,7 @@
 import type { Logger } from 'pino';
 import type { Metrics } from '../ops/metrics.js';
 import { BILLING_ENDPOINTS, CHAT_OPERATIONS, type BillingEndpoint, type ChatOperation } from './decision.js';
-import type { GuardEvent } from './events.js';
+import { guardEventFields, type GuardEvent } from './events.js';
 
 /** The log message for a guard decision (see the table above). */
 export function guardLogMessage(guard: GuardEvent['guard'], outcome: GuardEvent['outcome']): string {
@@ -39,13 +39,7 @@ export function guardLogMessage(guard: GuardEvent['guard'], outcome: GuardEvent[
 export function logGuardDecision(log: Logger, e: GuardEvent & { reason?: string; errorCode?: string }): void {
   log.warn(
     {
-      guard: e.guard,
-      operation: e.operation,
-      outcome: e.outcome,
-      enforced: e.enforced,
-      appointment_id: e.appointmentId,
-      session_id: e.sessionId,
-      user_id: e.userId,
+      ...guardEventFields(e),
       ...(e.reason ? { reason: e.reason } : {}),
       ...(e.errorCode ? { error_code: e.errorCode } : {}),
     },
