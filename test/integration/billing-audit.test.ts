@@ -57,18 +57,28 @@ async function bill(t: TestHarness) {
   return { a, b, appt };
 }
 
-describe('billing:audit on a clean ledger', () => {
-  let t: TestHarness;
+/**
+ * A harness of its own for the enclosing describe block (the CLI needs the database to itself), its
+ * database dropped afterwards. Read `.current` inside tests.
+ */
+function ownHarness(): { current: TestHarness } {
+  const holder = {} as { current: TestHarness };
   beforeAll(async () => {
-    t = await createHarness();
+    holder.current = await createHarness();
   });
   afterAll(async () => {
-    if (!t) return;
-    await release(t);
-    await t.database.drop();
+    if (!holder.current) return;
+    await release(holder.current);
+    await holder.current.database.drop();
   });
+  return holder;
+}
+
+describe('billing:audit on a clean ledger', () => {
+  const own = ownHarness();
 
   it('finds nothing, as a service and as the command (exit 0)', async () => {
+    const t = own.current;
     await bill(t);
     const report = await auditBilling(t.ctx.db);
     expect(report).toMatchObject({ ok: true, findings: [] });
@@ -81,17 +91,10 @@ describe('billing:audit on a clean ledger', () => {
 });
 
 describe('billing:audit on a corrupted ledger', () => {
-  let t: TestHarness;
-  beforeAll(async () => {
-    t = await createHarness();
-  });
-  afterAll(async () => {
-    if (!t) return;
-    await release(t);
-    await t.database.drop();
-  });
+  const own = ownHarness();
 
   it('reports every kind of corruption and exits 1', async () => {
+    const t = own.current;
     const { a, b } = await bill(t);
     const db = t.ctx.db;
     const checks = async () => new Set((await auditBilling(db)).findings.map((f) => f.check));
@@ -143,6 +146,7 @@ describe('billing:audit on a corrupted ledger', () => {
   });
 
   it('prints findings for people too', async () => {
+    const t = own.current;
     const human = await runAuditCli(t, []);
     expect(human.code).toBe(1);
     expect(human.out).toMatch(/FINDING \[wallet_balance\] doctor \d+: wallet balance/);
