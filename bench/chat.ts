@@ -47,6 +47,7 @@ import { openDatabase } from '../src/db/index.js';
 import { migrate } from '../src/db/migrate.js';
 import { signToken } from '../src/lib/auth.js';
 import { createBusFor } from '../src/realtime/create-bus.js';
+import { createScratchDatabase } from './scratch-database.js';
 
 const ADMIN_URL = process.env['BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const DURATION = Number(process.env['DURATION'] ?? 6);
@@ -61,11 +62,6 @@ const LOG_BUFFER_BYTES = process.env['LOG_BUFFER_BYTES'] ?? '8192 (default)';
 const SECRET = 'bench-secret-bench-secret-bench-secret-000';
 const BODY = 'Good morning doctor, the headache is better today but I still feel tired.';
 
-const urlFor = (db: string) => {
-  const u = new URL(ADMIN_URL);
-  u.pathname = `/${db}`;
-  return u.toString();
-};
 const log = (msg: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${msg}\n`);
 
 // ---- the server process ---------------------------------------------------------------------
@@ -413,13 +409,10 @@ async function websocketDelivery(port: number, convs: Conversation[]) {
 // ---- main -----------------------------------------------------------------------------------
 
 async function main() {
-  const dbName = `sg_bench_chat_${process.pid}`;
-  const admin = new pg.Client({ connectionString: ADMIN_URL });
-  await admin.connect();
-  await admin.query(`create database ${dbName}`);
+  const scratch = await createScratchDatabase(ADMIN_URL, 'sg_bench_chat');
+  const databaseUrl = scratch.url;
   let child: ChildProcess | null = null;
   try {
-    const databaseUrl = urlFor(dbName);
     const database = await openDatabase({ databaseUrl, dataDir: '' });
     await migrate(database.db);
     await database.close();
@@ -479,7 +472,7 @@ async function main() {
 
     // Let the database settle after the HTTP cases (their WAL and autovacuum) so (c) starts from
     // a state like (a)'s.
-    await admin.query(`checkpoint`);
+    await settle(databaseUrl);
     await new Promise((r) => setTimeout(r, 3_000));
     log(`(c) WebSocket delivery: ${WS_SESSIONS} sessions × 2 participants`);
     const delivery = await websocketDelivery(ports.api, ws);
@@ -531,8 +524,7 @@ async function main() {
       child.send('stop');
       await new Promise((r) => child!.once('exit', r));
     }
-    await admin.query(`drop database if exists ${dbName} with (force)`);
-    await admin.end();
+    await scratch.drop();
   }
 }
 

@@ -18,11 +18,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import Fastify from 'fastify';
-import pg from 'pg';
 import WebSocket from 'ws';
 import { openDatabase } from '../src/db/index.js';
 import { migrate } from '../src/db/migrate.js';
 import { signToken } from '../src/lib/auth.js';
+import { createScratchDatabase } from './scratch-database.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const PG_URL = process.env['BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -272,18 +272,13 @@ async function runCase(name: string, env: Env, soak: boolean) {
 }
 
 async function main() {
-  const dbName = `sg_bench_load_${process.pid}`;
-  const admin = new pg.Client({ connectionString: PG_URL });
-  await admin.connect();
-  await admin.query(`create database ${dbName}`);
-  const u = new URL(PG_URL);
-  u.pathname = `/${dbName}`;
+  const scratch = await createScratchDatabase(PG_URL, 'sg_bench_load');
   const dataDir = mkdtempSync(join(tmpdir(), 'sg-load-'));
   try {
     // BENCH_DATABASES=postgresql (or pglite): one of the two only.
     const which = (process.env['BENCH_DATABASES'] ?? 'postgresql,pglite').split(',');
     const results = [];
-    if (which.includes('postgresql')) results.push(await runCase('postgresql', { DATABASE_URL: u.toString() }, SOAK_SECONDS > 0));
+    if (which.includes('postgresql')) results.push(await runCase('postgresql', { DATABASE_URL: scratch.url }, SOAK_SECONDS > 0));
     if (which.includes('pglite')) results.push(await runCase('pglite', { DATA_DIR: dataDir }, false));
     console.log(JSON.stringify({ duration_s: DURATION, connections: CONNECTIONS, results }, null, 2));
     console.log('\n| database | mix req/s | mix p50 | mix p99 | errors | poll req/s | poll p99 (target ≤ 20 ms on PG) | minimal route req/s | minimal p99 | mix / minimal |');
@@ -302,8 +297,7 @@ async function main() {
     }
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
-    await admin.query(`drop database if exists ${dbName} with (force)`);
-    await admin.end();
+    await scratch.drop();
   }
 }
 

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
+import { createScratchDatabase } from './scratch-database.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const BIN = join(ROOT, 'bin', 'sessiongate.js');
@@ -62,14 +62,9 @@ async function series(name: string, env: Record<string, string>) {
 }
 
 const dataDir = mkdtempSync(join(tmpdir(), 'sg-startup-'));
-const dbName = `sg_bench_startup_${process.pid}`;
-const admin = new pg.Client({ connectionString: PG_URL });
-await admin.connect();
-await admin.query(`create database ${dbName}`);
-const u = new URL(PG_URL);
-u.pathname = `/${dbName}`;
+const scratch = await createScratchDatabase(PG_URL, 'sg_bench_startup');
 try {
-  const results = [await series('pglite (existing data dir)', { DATA_DIR: dataDir }), await series('postgresql', { DATABASE_URL: u.toString() })];
+  const results = [await series('pglite (existing data dir)', { DATA_DIR: dataDir }), await series('postgresql', { DATABASE_URL: scratch.url })];
   const targets = { 'pglite (existing data dir)': 3000, postgresql: 1500 };
   console.log(JSON.stringify({ runs: RUNS, results }, null, 2));
   console.log('\n| database | ready (median) | ready (max) | target | idle RSS | target |\n|---|---|---|---|---|---|');
@@ -78,6 +73,5 @@ try {
   }
 } finally {
   rmSync(dataDir, { recursive: true, force: true });
-  await admin.query(`drop database if exists ${dbName} with (force)`);
-  await admin.end();
+  await scratch.drop();
 }
