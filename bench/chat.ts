@@ -170,10 +170,13 @@ interface Sample {
   dbCpuUs: number | null;
 }
 
+/** Linux's USER_HZ: the unit of the CPU times in /proc/<pid>/stat. */
+const CLOCK_TICKS = 100;
+
 /**
- * CPU time (µs) used so far by every PostgreSQL process on this host: each live process's own
- * user + system time, plus what the postmaster has collected from its exited children. Null when
- * no local PostgreSQL is visible in /proc (a remote BENCH_DATABASE_URL).
+ * CPU time (µs) used so far by every PostgreSQL process on this host: each one's own user + system
+ * time plus that of its exited children (only the postmaster has any: the backends that ended).
+ * Null when no local PostgreSQL is visible in /proc (a remote BENCH_DATABASE_URL).
  */
 function postgresCpuUs(): number | null {
   let ticks = 0;
@@ -189,21 +192,12 @@ function postgresCpuUs(): number | null {
     const close = stat.lastIndexOf(')');
     if (stat.slice(stat.indexOf('(') + 1, close) !== 'postgres') continue;
     seen = true;
-    // Fields after the command: state ppid … utime(14) stime(15) cutime(16) cstime(17).
+    // Fields after the command: state(3) … utime(14) stime(15) cutime(16) cstime(17).
     const f = stat.slice(close + 2).split(' ');
-    ticks += Number(f[11]) + Number(f[12]);
-    if (f[1] !== undefined && readComm(f[1]) !== 'postgres') ticks += Number(f[13]) + Number(f[14]);
+    ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
   }
   return seen ? (ticks * 1e6) / CLOCK_TICKS : null;
 }
-const CLOCK_TICKS = 100;
-const readComm = (pid: string) => {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return '';
-  }
-};
 
 let server: ChildProcess;
 const serverCpu = () =>

@@ -219,17 +219,7 @@ export interface GuardEventsTable {
 }
 
 /** The view of every guard decision: `guard_events` plus the would-block legacy sends marked on their messages. */
-export interface GuardEventLogView {
-  id: number;
-  guard: GuardEventsTable['guard'];
-  operation: string;
-  outcome: GuardEventsTable['outcome'];
-  enforced: boolean;
-  appointment_id: number | null;
-  session_id: number | null;
-  user_id: number | null;
-  created_at: Date;
-}
+export type GuardEventLogView = Selectable<GuardEventsTable>;
 
 export interface NotificationOutboxTable {
   id: Generated<number>;

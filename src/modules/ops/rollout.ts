@@ -293,6 +293,7 @@ async function blockedLast24h(trx: Executor) {
              count(*) filter (where guard = 'billing' and outcome = 'blocked')::int as billing_blocked,
              count(*) filter (where guard = 'chat' and outcome = 'not_ready')::int as chat_not_ready
         from guard_event_log
-       where guard in ('chat', 'billing') and created_at > now() - interval '24 hours'`.execute(trx)
+       where guard in ('chat', 'billing') and outcome in ('blocked', 'not_ready')
+         and created_at > now() - interval '24 hours'`.execute(trx)
   ).rows[0]!;
 }
