@@ -5,7 +5,7 @@
  *       the session row lock, the state check, the insert, metrics, the event on the
  *       LISTEN/NOTIFY bus — vs a minimal Fastify route that inserts the same row (no auth, no
  *       checks, one INSERT … RETURNING): throughput and p50/p99 at 50 connections;
- *   (b) the legacy guarded route `POST /api/chat/{appointmentId}/messages` on an appointment with a
+ *   (b) the legacy guarded route `POST /api/v2/chat/{appointmentId}/messages` on an appointment with a
  *       session, flags off (served by the session, warning logged, would-block counted and recorded
  *       as a guard event) vs the session route: the guard's overhead;
  *   (c) WebSocket delivery latency with 1,000 concurrent sessions × 2 connected participants:
@@ -230,14 +230,14 @@ async function load(kind: Case, ports: { api: number; minimal: number }, convs: 
       case 'session':
         return {
           method: 'POST',
-          path: `/api/sessions/text_session:${c.session}/messages`,
+          path: `/api/v2/sessions/text_session:${c.session}/messages`,
           headers: { ...json, authorization: `Bearer ${c.patientToken}` },
           setupRequest: (req) => ({ ...req, body: JSON.stringify({ client_message_id: id(), type: 'text', body: BODY }) }),
         };
       case 'legacy':
         return {
           method: 'POST',
-          path: `/api/chat/${c.appointment}/messages`,
+          path: `/api/v2/chat/${c.appointment}/messages`,
           headers: { ...json, authorization: `Bearer ${c.patientToken}` },
           setupRequest: (req) => ({ ...req, body: JSON.stringify({ message: BODY, message_type: 'text', temp_id: id() }) }),
         };
@@ -293,7 +293,7 @@ function percentile(sorted: number[], p: number): number {
 
 async function openSocket(port: number, token: string, context: string, onMessage: (data: { type: string; data?: { client_message_id?: string } }) => void): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, ['bearer', token]);
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/api/v2/ws`, ['bearer', token]);
     ws.once('error', reject);
     ws.on('message', (raw) => {
       const f = JSON.parse(raw.toString()) as { type: string; ref?: string; data?: { client_message_id?: string } };
@@ -346,7 +346,7 @@ async function websocketDelivery(port: number, convs: Conversation[]) {
     pending.set(id, { t0: performance.now() });
     inFlight++;
     try {
-      const res = await fetch(`http://127.0.0.1:${port}/api/sessions/text_session:${c.session}/messages`, {
+      const res = await fetch(`http://127.0.0.1:${port}/api/v2/sessions/text_session:${c.session}/messages`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${fromDoctor ? c.doctorToken : c.patientToken}` },
         body: JSON.stringify({ client_message_id: id, type: 'text', body: BODY }),

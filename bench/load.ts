@@ -1,6 +1,6 @@
 /**
  * Load test (issue [6/6]): a realistic mix against ONE API process — patients polling
- * GET /api/appointments/{id}/session, sending and listing messages, WebSocket clients receiving
+ * GET /api/v2/appointments/{id}/session, sending and listing messages, WebSocket clients receiving
  * the messages — on PostgreSQL and on PGlite, beside the ceiling of a minimal Fastify route that
  * reads one row from the same database. Then a soak: resident memory of the API process after
  * warm-up vs at the end. Prints JSON and a table. Not a test.
@@ -144,7 +144,7 @@ async function mix(port: number, data: Conversation[], seconds: number, withPoll
     data.map(
       (d) =>
         new Promise<WebSocket>((resolve) => {
-          const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?token=${d.doctorToken}`);
+          const ws = new WebSocket(`ws://127.0.0.1:${port}/api/v2/ws?token=${d.doctorToken}`);
           ws.on('open', () => {
             ws.send(JSON.stringify({ type: 'subscribe', session_context: `text_session:${d.session}` }));
             resolve(ws);
@@ -157,12 +157,12 @@ async function mix(port: number, data: Conversation[], seconds: number, withPoll
   for (const ws of sockets) ws.on('message', () => wsEvents++);
   let n = 0;
   const conversation = (d: Conversation): autocannon.Request[] => [
-    { method: 'GET' as const, path: `/api/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } },
-    { method: 'GET' as const, path: `/api/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } },
-    { method: 'GET' as const, path: `/api/sessions/text_session:${d.session}/messages?limit=20`, headers: { authorization: `Bearer ${d.patientToken}` } },
+    { method: 'GET' as const, path: `/api/v2/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } },
+    { method: 'GET' as const, path: `/api/v2/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } },
+    { method: 'GET' as const, path: `/api/v2/sessions/text_session:${d.session}/messages?limit=20`, headers: { authorization: `Bearer ${d.patientToken}` } },
     {
       method: 'POST' as const,
-      path: `/api/sessions/text_session:${d.session}/messages`,
+      path: `/api/v2/sessions/text_session:${d.session}/messages`,
       headers: { authorization: `Bearer ${d.patientToken}`, 'content-type': 'application/json' },
       setupRequest: (req) => ({ ...req, body: JSON.stringify({ client_message_id: `load-${process.pid}-${++n}`, type: 'text', body: 'How are you feeling today?' }) }),
     },
@@ -182,7 +182,7 @@ async function mix(port: number, data: Conversation[], seconds: number, withPoll
     url: `http://127.0.0.1:${port}`,
     connections: CONNECTIONS,
     duration: Math.max(5, Math.round(seconds / 3)),
-    requests: data.map((d) => ({ method: 'GET' as const, path: `/api/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } })),
+    requests: data.map((d) => ({ method: 'GET' as const, path: `/api/v2/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } })),
   });
   return {
     mix_rps: Math.round(result.requests.average),

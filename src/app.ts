@@ -22,6 +22,7 @@ import chatRoutes from './modules/chat/routes.js';
 import billingRoutes from './modules/billing/routes.js';
 import opsRoutes from './modules/ops/routes.js';
 import realtimeGateway from './realtime/gateway.js';
+import originalContract from './compat/original/index.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -66,6 +67,14 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
     ),
   );
   app.addSchema(Problem);
+  // The mobile app in the stores sends some POSTs with `Content-Type: application/json` and no
+  // body (reference quirk 1): an empty JSON body is `{}`, and the route's schema decides.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (body === '') return done(null, {});
+    return parseJson(req, body as string, done);
+  });
   app.addHook('onSend', async (req, reply) => {
     reply.header('x-request-id', req.id);
   });
@@ -111,6 +120,9 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
   await app.register(billingRoutes);
   await app.register(opsRoutes);
   await app.register(realtimeGateway);
+  // The original client contract at /api (src/compat/original): a translation layer over the
+  // same services. sessiongate's own routes above live under /api/v2.
+  await app.register(originalContract);
 
   return app;
 }

@@ -1,5 +1,5 @@
 /**
- * The WebSocket protocol at `/ws`: typed server events, control frames and client messages.
+ * The WebSocket protocol at `/api/v2/ws`: typed server events, control frames and client messages.
  *
  * Every frame is one JSON object with a `type`.
  *

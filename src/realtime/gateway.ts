@@ -1,5 +1,5 @@
 /**
- * The WebSocket gateway at `GET /ws` (protocol: `events.ts`).
+ * The WebSocket gateway at `GET /api/v2/ws` (protocol: `events.ts`).
  *
  * - Authentication on connect: the JWT in `Sec-WebSocket-Protocol: bearer, <jwt>` (the server
  *   answers with the `bearer` sub-protocol, never echoing the token) or `?token=<jwt>`. Without a
@@ -239,7 +239,7 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
   };
 
   app.get(
-    '/ws',
+    '/api/v2/ws',
     {
       websocket: true,
       // The URL may carry the token: keep request logs (which print URLs) off for this route.

@@ -88,7 +88,7 @@ describe.skipIf(!hasChromium)('/ops in headless Chromium', () => {
   });
 
   async function summary(): Promise<OpsSummary> {
-    const res = await t.app.inject({ url: '/api/admin/ops/summary', headers: { authorization: `Bearer ${adminToken}` } });
+    const res = await t.app.inject({ url: '/api/v2/admin/ops/summary', headers: { authorization: `Bearer ${adminToken}` } });
     expect(res.statusCode).toBe(200);
     return res.json().data as OpsSummary;
   }
@@ -231,8 +231,8 @@ describe.skipIf(!hasChromium)('/ops in headless Chromium', () => {
   });
 
   it('the summary API itself is admin-only', async () => {
-    expect((await t.app.inject('/api/admin/ops/summary')).statusCode).toBe(401);
+    expect((await t.app.inject('/api/v2/admin/ops/summary')).statusCode).toBe(401);
     const patient = await t.newPatient();
-    expect((await t.app.inject({ url: '/api/admin/ops/summary', headers: await t.auth(patient) })).statusCode).toBe(403);
+    expect((await t.app.inject({ url: '/api/v2/admin/ops/summary', headers: await t.auth(patient) })).statusCode).toBe(403);
   });
 });

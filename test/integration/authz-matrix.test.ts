@@ -15,42 +15,42 @@ let owner: { patient: Record<string, string>; doctor: Record<string, string> };
 let identities: Record<string, Record<string, string>>;
 
 /** Routes anyone may call, and admin-only routes (checked separately). */
-const PUBLIC = new Set(['GET /api/plans']);
+const PUBLIC = new Set(['GET /api/v2/plans']);
 
 const bodies: Record<string, unknown> = {
-  'POST /api/appointments': { doctor_id: 0, scheduled_at: new Date(Date.now() + 7 * 86_400_000).toISOString(), appointment_type: 'text' },
-  'POST /api/sessions': { doctor_id: 0, modality: 'text' },
-  'POST /api/sessions/{context}/messages': { client_message_id: 'authz-1', type: 'text', body: 'hello' },
-  'POST /api/sessions/{context}/typing': { typing: true },
-  'POST /api/sessions/{context}/read': { message_id: 0 },
-  'POST /api/sessions/{context}/messages/{messageId}/reactions': { reaction: '👍' },
-  'POST /api/chat/{id}/messages': { message: 'hello', message_type: 'text', temp_id: 'authz-2' },
-  'POST /api/chat/{id}/messages/{messageId}/reactions': { reaction: '👍' },
-  'POST /api/chat/{id}/messages/{messageId}/reply': { message: 'hi', message_type: 'text' },
-  'POST /api/chat/{id}/mark-read': { message_id: 0 },
-  'POST /api/text-appointments/process-deduction': { appointment_id: 0, sessions_to_deduct: 1, reason: 'authz' },
+  'POST /api/v2/appointments': { doctor_id: 0, scheduled_at: new Date(Date.now() + 7 * 86_400_000).toISOString(), appointment_type: 'text' },
+  'POST /api/v2/sessions': { doctor_id: 0, modality: 'text' },
+  'POST /api/v2/sessions/{context}/messages': { client_message_id: 'authz-1', type: 'text', body: 'hello' },
+  'POST /api/v2/sessions/{context}/typing': { typing: true },
+  'POST /api/v2/sessions/{context}/read': { message_id: 0 },
+  'POST /api/v2/sessions/{context}/messages/{messageId}/reactions': { reaction: '👍' },
+  'POST /api/v2/chat/{id}/messages': { message: 'hello', message_type: 'text', temp_id: 'authz-2' },
+  'POST /api/v2/chat/{id}/messages/{messageId}/reactions': { reaction: '👍' },
+  'POST /api/v2/chat/{id}/messages/{messageId}/reply': { message: 'hi', message_type: 'text' },
+  'POST /api/v2/chat/{id}/mark-read': { message_id: 0 },
+  'POST /api/v2/text-appointments/process-deduction': { appointment_id: 0, sessions_to_deduct: 1, reason: 'authz' },
 };
 
 beforeAll(async () => {
   t = await createHarness();
   const appt = await t.newAppointment({ appointment_type: 'text' });
   await t.giveCredits(appt.patient, { text: 5 });
-  const start = await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/start-session`, headers: await t.auth(appt.patient) });
+  const start = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/start-session`, headers: await t.auth(appt.patient) });
   if (start.statusCode >= 300) throw new Error(`start-session: ${start.body}`);
   const context = start.json().data.session_context as string;
   const msg = await t.app.inject({
     method: 'POST',
-    url: `/api/sessions/${context}/messages`,
+    url: `/api/v2/sessions/${context}/messages`,
     headers: await t.auth(appt.patient),
     payload: { client_message_id: 'authz-seed', type: 'text', body: 'seed' },
   });
   const messageId = String(msg.json().data?.id ?? 1);
   Object.assign(params, { id: String(appt.id), context, messageId, reaction: '👍' });
-  bodies['POST /api/appointments'] = { ...(bodies['POST /api/appointments'] as object), doctor_id: appt.doctor.id };
-  bodies['POST /api/sessions'] = { doctor_id: appt.doctor.id, modality: 'text' };
-  bodies['POST /api/sessions/{context}/read'] = { message_id: Number(messageId) };
-  bodies['POST /api/chat/{id}/mark-read'] = { timestamp: new Date().toISOString() };
-  bodies['POST /api/text-appointments/process-deduction'] = { appointment_id: appt.id, sessions_to_deduct: 1, reason: 'manual_end' };
+  bodies['POST /api/v2/appointments'] = { ...(bodies['POST /api/v2/appointments'] as object), doctor_id: appt.doctor.id };
+  bodies['POST /api/v2/sessions'] = { doctor_id: appt.doctor.id, modality: 'text' };
+  bodies['POST /api/v2/sessions/{context}/read'] = { message_id: Number(messageId) };
+  bodies['POST /api/v2/chat/{id}/mark-read'] = { timestamp: new Date().toISOString() };
+  bodies['POST /api/v2/text-appointments/process-deduction'] = { appointment_id: appt.id, sessions_to_deduct: 1, reason: 'manual_end' };
 
   owner = { patient: await t.auth(appt.patient), doctor: await t.auth(appt.doctor) };
   const stranger = await t.newPatient();
@@ -75,7 +75,7 @@ beforeAll(async () => {
 });
 afterAll(async () => t?.close());
 
-const queries: Record<string, string> = { 'DELETE /api/chat/{id}/messages/{messageId}/reactions': `?reaction=${encodeURIComponent('👍')}` };
+const queries: Record<string, string> = { 'DELETE /api/v2/chat/{id}/messages/{messageId}/reactions': `?reaction=${encodeURIComponent('👍')}` };
 
 const fill = (path: string) => path.replace(/\{([^}]+)\}/g, (_, name: string) => encodeURIComponent(params[name] ?? '1'));
 
@@ -92,11 +92,11 @@ async function send(route: { method: string; path: string }, headers: Record<str
 
 describe('authorization matrix', () => {
   it('covers the API', () => {
-    expect(routes.filter((r) => r.path.startsWith('/api/')).length).toBeGreaterThan(15);
+    expect(routes.filter((r) => r.path.startsWith('/api/v2/')).length).toBeGreaterThan(15);
   });
 
   it('refuses every credential problem with 401', async () => {
-    for (const route of routes.filter((r) => r.path.startsWith('/api/') && !PUBLIC.has(`${r.method} ${r.path}`))) {
+    for (const route of routes.filter((r) => r.path.startsWith('/api/v2/') && !PUBLIC.has(`${r.method} ${r.path}`))) {
       for (const who of ['anonymous', 'expired', 'wrong signature', 'alg none']) {
         const res = await send(route, identities[who]!);
         expect(res.statusCode, `${who} ${route.method} ${route.path}: ${res.body}`).toBe(401);
@@ -105,9 +105,9 @@ describe('authorization matrix', () => {
   });
 
   it('lets no other patient or doctor read or write another account’s resources', async () => {
-    const scoped = routes.filter((r) => r.path.startsWith('/api/') && /\{(id|context)\}/.test(r.path) && !r.path.startsWith('/api/admin/'));
+    const scoped = routes.filter((r) => r.path.startsWith('/api/v2/') && /\{(id|context)\}/.test(r.path) && !r.path.startsWith('/api/v2/admin/'));
     expect(scoped.length).toBeGreaterThan(10);
-    for (const route of [...scoped, { method: 'POST', path: '/api/text-appointments/process-deduction' }]) {
+    for (const route of [...scoped, { method: 'POST', path: '/api/v2/text-appointments/process-deduction' }]) {
       for (const who of ['other patient', 'other doctor']) {
         const res = await send(route, identities[who]!);
         expect([403, 404], `${who} ${route.method} ${route.path}: ${res.statusCode} ${res.body}`).toContain(res.statusCode);
@@ -116,7 +116,7 @@ describe('authorization matrix', () => {
   });
 
   it('keeps admin routes for admins', async () => {
-    for (const route of routes.filter((r) => r.path.startsWith('/api/admin/'))) {
+    for (const route of routes.filter((r) => r.path.startsWith('/api/v2/admin/'))) {
       for (const who of ['other patient', 'other doctor']) {
         const res = await send(route, identities[who]!);
         expect(res.statusCode, `${who} ${route.method} ${route.path}`).toBe(403);
@@ -125,9 +125,9 @@ describe('authorization matrix', () => {
   });
 
   it('the owners themselves are not refused (the matrix tests who asks, not what is sent)', async () => {
-    const res = await send({ method: 'GET', path: '/api/appointments/{id}' }, owner.patient);
+    const res = await send({ method: 'GET', path: '/api/v2/appointments/{id}' }, owner.patient);
     expect(res.statusCode).toBe(200);
-    const s = await send({ method: 'GET', path: '/api/sessions/{context}' }, owner.doctor);
+    const s = await send({ method: 'GET', path: '/api/v2/sessions/{context}' }, owner.doctor);
     expect(s.statusCode).toBe(200);
   });
 });

@@ -294,7 +294,7 @@ describe('records of a run', () => {
     for (const user of [appt.patient, appt.doctor]) {
       const headers = await t.auth(user);
       const mine = async () => {
-        const items = (await t.app.inject({ url: '/api/me/notifications', headers })).json().data as {
+        const items = (await t.app.inject({ url: '/api/v2/me/notifications', headers })).json().data as {
           payload: { appointment_id: number };
         }[];
         return items.filter((n) => n.payload.appointment_id === appt.id).length;

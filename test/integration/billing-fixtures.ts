@@ -70,11 +70,11 @@ export async function liveSession(
   if (opts.fromAppointment) {
     const appt = await t.newAppointment({ patient, doctor, appointment_type: opts.modality });
     appointmentId = appt.id;
-    res = await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/start-session`, headers: await t.auth(patient) });
+    res = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/start-session`, headers: await t.auth(patient) });
   } else {
     res = await t.app.inject({
       method: 'POST',
-      url: '/api/sessions',
+      url: '/api/v2/sessions',
       headers: await t.auth(patient),
       payload: { doctor_id: doctor.id, modality: opts.modality },
     });
@@ -127,7 +127,7 @@ export async function walletOf(t: TestHarness, doctorId: number) {
 }
 
 export async function endVia(t: TestHarness, user: User, context: string) {
-  return t.app.inject({ method: 'POST', url: `/api/sessions/${context}/end`, headers: await t.auth(user) });
+  return t.app.inject({ method: 'POST', url: `/api/v2/sessions/${context}/end`, headers: await t.auth(user) });
 }
 
 /** The value of a labelled counter. */

@@ -26,7 +26,7 @@ describe('the credit gate at start', () => {
     const doctor = await t.newDoctor();
     const headers = await t.auth(patient);
     const start = (modality: string) =>
-      t.app.inject({ method: 'POST', url: '/api/sessions', headers, payload: { doctor_id: doctor.id, modality } });
+      t.app.inject({ method: 'POST', url: '/api/v2/sessions', headers, payload: { doctor_id: doctor.id, modality } });
 
     const none = await start('text');
     expect(none.statusCode).toBe(402);
@@ -38,7 +38,7 @@ describe('the credit gate at start', () => {
     expect((await start('video')).statusCode).toBe(402);
 
     const appt = await t.newAppointment({ patient, doctor: await t.newDoctor(), appointment_type: 'video' });
-    const viaAppointment = await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/start-session`, headers });
+    const viaAppointment = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/start-session`, headers });
     expect(viaAppointment.statusCode).toBe(402);
     expect(
       (await t.ctx.db.selectFrom('appointments').select('session_id').where('id', '=', appt.id).executeTakeFirstOrThrow()).session_id,
@@ -56,7 +56,7 @@ describe('the credit gate at start', () => {
   });
 });
 
-describe('the unit rule, end to end (ended through POST /api/sessions/{context}/end)', () => {
+describe('the unit rule, end to end (ended through POST /api/v2/sessions/{context}/end)', () => {
   const cases: [string, 'text' | 'voice' | 'video', number | undefined, number][] = [
     // [label, modality, billable time before the end (ms; undefined = never activated/connected), units]
     ['text never activated', 'text', undefined, 0],
@@ -102,7 +102,7 @@ describe('the unit rule, end to end (ended through POST /api/sessions/{context}/
   it('an expired text session costs nothing and is settled', async () => {
     const live = await liveSession(t, { modality: 'text', credits: { text: 3 } });
     await sql`update sessions set created_at = now() - interval '2 hours' where id = ${live.session.id}`.execute(t.ctx.db);
-    const read = await t.app.inject({ url: `/api/sessions/${live.context}`, headers: await t.auth(live.patient) });
+    const read = await t.app.inject({ url: `/api/v2/sessions/${live.context}`, headers: await t.auth(live.patient) });
     expect(read.json().data.status).toBe('expired');
     const s = await sessionRow(t, live.session.id);
     expect(s.units_billed).toBe(0);
@@ -124,7 +124,7 @@ describe('stacked subscriptions are spent oldest first', () => {
       expect((await remaining(t, b)).text_remaining).toBe(3);
       expect((await remaining(t, expired)).text_remaining).toBe(4);
       expect((await ledgerOf(t, { session_id: live.session.id })).map((r) => r.subscription_id)).toEqual([a, b, b]);
-      const credits = await t.app.inject({ url: '/api/me/credits', headers: await t.auth(patient) });
+      const credits = await t.app.inject({ url: '/api/v2/me/credits', headers: await t.auth(patient) });
       expect(credits.json().data.balances.text).toBe(3);
     } finally {
       frozen = null;
@@ -133,7 +133,7 @@ describe('stacked subscriptions are spent oldest first', () => {
 });
 
 describe('doctor payouts and the wallet', () => {
-  it('pays 3500.00 MWK per unit to a doctor in Malawi and 3.00 USD otherwise; GET /api/doctor/wallet pages by keyset', async () => {
+  it('pays 3500.00 MWK per unit to a doctor in Malawi and 3.00 USD otherwise; GET /api/v2/doctor/wallet pages by keyset', async () => {
     const mw = await t.newDoctor({ country: 'Malawi' });
     frozen = new Date();
     try {
@@ -147,7 +147,7 @@ describe('doctor payouts and the wallet', () => {
     // 3 + 1 units
     expect(await walletOf(t, mw.id)).toMatchObject({ currency: 'MWK', balance_minor: 4 * 350_000 });
     const headers = await t.auth(mw);
-    const page1 = (await t.app.inject({ url: '/api/doctor/wallet?limit=3', headers })).json().data;
+    const page1 = (await t.app.inject({ url: '/api/v2/doctor/wallet?limit=3', headers })).json().data;
     expect(page1).toMatchObject({
       currency: 'MWK',
       balance_minor: 1_400_000,
@@ -157,16 +157,16 @@ describe('doctor payouts and the wallet', () => {
     expect(page1.entries).toHaveLength(3);
     expect(page1.entries[0]).toMatchObject({ amount: '3500.00', currency: 'MWK' });
     expect(page1.next_before).toBe(page1.entries[2].id);
-    const page2 = (await t.app.inject({ url: `/api/doctor/wallet?limit=3&before=${page1.next_before}`, headers })).json().data;
+    const page2 = (await t.app.inject({ url: `/api/v2/doctor/wallet?limit=3&before=${page1.next_before}`, headers })).json().data;
     expect(page2.entries).toHaveLength(1);
     expect(page2.next_before).toBeNull();
     const ids = [...page1.entries, ...page2.entries].map((e: { id: number }) => e.id);
     expect(ids).toEqual([...ids].sort((x, y) => y - x));
 
     const fresh = await t.newDoctor({ country: 'Kenya' });
-    const empty = (await t.app.inject({ url: '/api/doctor/wallet', headers: await t.auth(fresh) })).json().data;
+    const empty = (await t.app.inject({ url: '/api/v2/doctor/wallet', headers: await t.auth(fresh) })).json().data;
     expect(empty).toMatchObject({ currency: 'USD', balance_minor: 0, balance: '0.00', entries: [], next_before: null });
-    expect((await t.app.inject({ url: '/api/doctor/wallet', headers: await t.auth(await t.newPatient()) })).statusCode).toBe(403);
+    expect((await t.app.inject({ url: '/api/v2/doctor/wallet', headers: await t.auth(await t.newPatient()) })).statusCode).toBe(403);
   });
 
   it('a wallet never changes currency: a payout in another currency fails loudly and charges nothing', async () => {
@@ -185,12 +185,12 @@ describe('doctor payouts and the wallet', () => {
   });
 });
 
-describe('GET /api/sessions/{context}/billing', () => {
+describe('GET /api/v2/sessions/{context}/billing', () => {
   it('shows units, per-unit entries, status and settlement to participants and admins only', async () => {
     const live = await liveSession(t, { modality: 'text', credits: { text: 5 }, startedAgoMs: 12 * MIN });
     await endVia(t, live.patient, live.context);
     const get = async (u: Parameters<TestHarness['auth']>[0]) =>
-      t.app.inject({ url: `/api/sessions/${live.context}/billing`, headers: await t.auth(u) });
+      t.app.inject({ url: `/api/v2/sessions/${live.context}/billing`, headers: await t.auth(u) });
     const asPatient = (await get(live.patient)).json().data;
     expect(asPatient).toMatchObject({ session_id: live.session.id, status: 'ended', units_billed: 2, units_expected: 2, settled: true });
     expect(asPatient.entries.map((e: { unit_no: number }) => e.unit_no)).toEqual([1, 2]);
@@ -201,7 +201,7 @@ describe('GET /api/sessions/{context}/billing', () => {
     expect((await get(await t.newAdmin())).statusCode).toBe(200);
     expect((await get(await t.newPatient())).statusCode).toBe(403);
     expect(
-      (await t.app.inject({ url: `/api/sessions/call_session:${live.session.id}/billing`, headers: await t.auth(live.patient) }))
+      (await t.app.inject({ url: `/api/v2/sessions/call_session:${live.session.id}/billing`, headers: await t.auth(live.patient) }))
         .statusCode,
     ).toBe(404);
   });

@@ -17,7 +17,7 @@ export interface StartedSession {
 export async function startSession(t: TestHarness, opts: { type?: 'text' | 'voice' | 'video'; patient?: User; doctor?: User } = {}): Promise<StartedSession> {
   const appt = await t.newAppointment({ appointment_type: opts.type ?? 'text', patient: opts.patient, doctor: opts.doctor });
   await t.giveCredits(appt.patient, { text: 5, voice: 5, video: 5 });
-  const res = await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/start-session`, headers: await t.auth(appt.patient) });
+  const res = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/start-session`, headers: await t.auth(appt.patient) });
   if (res.statusCode !== 201 && res.statusCode !== 200) throw new Error(`start-session failed: ${res.statusCode} ${res.body}`);
   const s = res.json().data as { id: number; session_context: string };
   return { appointmentId: appt.id, patient: appt.patient, doctor: appt.doctor, sessionId: s.id, context: s.session_context };
@@ -34,7 +34,7 @@ export async function send(
 ) {
   return t.app.inject({
     method: 'POST',
-    url: `/api/sessions/${context}/messages`,
+    url: `/api/v2/sessions/${context}/messages`,
     headers: await t.auth(user),
     payload: { client_message_id: nextClientId(), type: 'text', body: 'hello', ...body },
   });

@@ -1,6 +1,6 @@
 /**
  * Session chat (SPEC §2.6, §5): send, list, reply, reactions, typing, read — through
- * `/api/sessions/{context}/…`, on a real database.
+ * `/api/v2/sessions/{context}/…`, on a real database.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BusEvent } from '../../src/realtime/bus.js';
@@ -19,7 +19,7 @@ afterAll(async () => t?.close());
 
 const sessionRow = (id: number) => t.ctx.db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
 const list = async (user: StartedSession['patient'], context: string, query = '') =>
-  t.app.inject({ url: `/api/sessions/${context}/messages${query}`, headers: await t.auth(user) });
+  t.app.inject({ url: `/api/v2/sessions/${context}/messages${query}`, headers: await t.auth(user) });
 
 describe('send and the session state machine', () => {
   it("patient's first message starts the response window; the doctor's activates; order and names are kept", async () => {
@@ -73,7 +73,7 @@ describe('send and the session state machine', () => {
     const s = await startSession(t);
     const m = await sent(t, s.patient, s.context);
     await sent(t, s.doctor, s.context);
-    const end = await t.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/end`, headers: await t.auth(s.doctor) });
+    const end = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/end`, headers: await t.auth(s.doctor) });
     expect(end.statusCode).toBe(200);
     const after = await send(t, s.patient, s.context);
     expect(after.statusCode).toBe(403);
@@ -121,7 +121,7 @@ describe('send and the session state machine', () => {
     const s = await startSession(t, { type: 'video' });
     expect(s.context).toMatch(/^call_session:/);
     expect((await send(t, s.patient, s.context)).statusCode).toBe(201);
-    const join = async (u: StartedSession['patient']) => t.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/call/join`, headers: await t.auth(u) });
+    const join = async (u: StartedSession['patient']) => t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/call/join`, headers: await t.auth(u) });
     await join(s.patient);
     await join(s.doctor);
     expect((await sessionRow(s.sessionId)).status).toBe('connected');
@@ -233,11 +233,11 @@ describe('content rules', () => {
 
   it('rejects unknown fields and wrong types (no coercion)', async () => {
     const headers = await t.auth(s.patient);
-    const extra = await t.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/messages`, headers, payload: { client_message_id: 'x1', type: 'text', body: 'hi', sender_id: 1 } });
+    const extra = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages`, headers, payload: { client_message_id: 'x1', type: 'text', body: 'hi', sender_id: 1 } });
     expect(extra.statusCode).toBe(400);
-    const wrong = await t.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/messages`, headers, payload: { client_message_id: 'x2', type: 'text', body: 'hi', reply_to_message_id: '5' } });
+    const wrong = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages`, headers, payload: { client_message_id: 'x2', type: 'text', body: 'hi', reply_to_message_id: '5' } });
     expect(wrong.statusCode).toBe(400);
-    const missing = await t.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/messages`, headers, payload: { type: 'text', body: 'hi' } });
+    const missing = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages`, headers, payload: { type: 'text', body: 'hi' } });
     expect(missing.statusCode).toBe(400);
   });
 });
@@ -325,7 +325,7 @@ describe('reactions', () => {
   it('add and remove are idempotent and unique per message, user and emoji', async () => {
     const s = await startSession(t);
     const m = await sent(t, s.patient, s.context);
-    const url = `/api/sessions/${s.context}/messages/${m.id}/reactions`;
+    const url = `/api/v2/sessions/${s.context}/messages/${m.id}/reactions`;
     const add = async (u: StartedSession['patient'], reaction: string) => t.app.inject({ method: 'POST', url, headers: await t.auth(u), payload: { reaction } });
     const del = async (u: StartedSession['patient'], reaction: string) =>
       t.app.inject({ method: 'DELETE', url: `${url}/${encodeURIComponent(reaction)}`, headers: await t.auth(u) });
@@ -354,7 +354,7 @@ describe('reactions', () => {
     const m = await sent(t, s.patient, s.context);
     const foreign = await sent(t, other.patient, other.context);
     const headers = await t.auth(s.patient);
-    const post = (id: number, reaction: string) => t.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/messages/${id}/reactions`, headers, payload: { reaction } });
+    const post = (id: number, reaction: string) => t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages/${id}/reactions`, headers, payload: { reaction } });
     expect((await post(foreign.id, '👍')).statusCode).toBe(404);
     expect((await post(m.id, '<b>')).statusCode).toBe(400);
     expect((await post(m.id, 'two words')).statusCode).toBe(400);
@@ -366,7 +366,7 @@ describe('typing', () => {
   it('is published on the bus, throttled, never stored, and refused in ended sessions', async () => {
     const s = await startSession(t);
     const headers = await t.auth(s.patient);
-    const typing = (v: boolean) => t.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/typing`, headers, payload: { typing: v } });
+    const typing = (v: boolean) => t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/typing`, headers, payload: { typing: v } });
     const before = events.length;
     const a = await typing(true);
     expect(a.statusCode).toBe(200);
@@ -381,7 +381,7 @@ describe('typing', () => {
     expect(typingEvents.map((e) => (e.payload as { typing: boolean }).typing)).toEqual([true, false]);
     expect(typingEvents[0]!.payload).toMatchObject({ user_id: s.patient.id, user_name: s.patient.name, session_context: s.context });
 
-    await t.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/end`, headers });
+    await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/end`, headers });
     const ended = await typing(true);
     expect(ended.statusCode).toBe(403);
     expect(ended.json().error_code).toBe('SESSION_NOT_ACTIVE');
@@ -395,7 +395,7 @@ describe('read horizon', () => {
     const m2 = await sent(t, s.patient, s.context, { body: '2' });
     const m3 = await sent(t, s.patient, s.context, { body: '3' });
     const headers = await t.auth(s.doctor);
-    const read = (id: number) => t.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/read`, headers, payload: { message_id: id } });
+    const read = (id: number) => t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/read`, headers, payload: { message_id: id } });
     expect((await list(s.doctor, s.context)).json().data.unread_count).toBe(3);
     const r2 = await read(m2.id);
     expect(r2.json().data).toEqual({ last_read_message_id: m2.id, unread_count: 1, moved: true });
@@ -430,14 +430,14 @@ describe('access: every operation × participant, other patient, other doctor, a
   });
 
   const ops = () => ({
-    sendMessage: { method: 'POST' as const, url: `/api/sessions/${s.context}/messages`, payload: () => ({ client_message_id: nextClientId(), type: 'text', body: 'hi' }) },
-    getMessages: { method: 'GET' as const, url: `/api/sessions/${s.context}/messages`, payload: () => undefined },
-    replyToMessage: { method: 'POST' as const, url: `/api/sessions/${s.context}/messages`, payload: () => ({ client_message_id: nextClientId(), type: 'text', body: 're', reply_to_message_id: messageId }) },
-    addReaction: { method: 'POST' as const, url: `/api/sessions/${s.context}/messages/${messageId}/reactions`, payload: () => ({ reaction: '👍' }) },
-    removeReaction: { method: 'DELETE' as const, url: `/api/sessions/${s.context}/messages/${messageId}/reactions/${encodeURIComponent('👍')}`, payload: () => undefined },
-    startTyping: { method: 'POST' as const, url: `/api/sessions/${s.context}/typing`, payload: () => ({ typing: true }) },
-    stopTyping: { method: 'POST' as const, url: `/api/sessions/${s.context}/typing`, payload: () => ({ typing: false }) },
-    markAsRead: { method: 'POST' as const, url: `/api/sessions/${s.context}/read`, payload: () => ({ message_id: messageId }) },
+    sendMessage: { method: 'POST' as const, url: `/api/v2/sessions/${s.context}/messages`, payload: () => ({ client_message_id: nextClientId(), type: 'text', body: 'hi' }) },
+    getMessages: { method: 'GET' as const, url: `/api/v2/sessions/${s.context}/messages`, payload: () => undefined },
+    replyToMessage: { method: 'POST' as const, url: `/api/v2/sessions/${s.context}/messages`, payload: () => ({ client_message_id: nextClientId(), type: 'text', body: 're', reply_to_message_id: messageId }) },
+    addReaction: { method: 'POST' as const, url: `/api/v2/sessions/${s.context}/messages/${messageId}/reactions`, payload: () => ({ reaction: '👍' }) },
+    removeReaction: { method: 'DELETE' as const, url: `/api/v2/sessions/${s.context}/messages/${messageId}/reactions/${encodeURIComponent('👍')}`, payload: () => undefined },
+    startTyping: { method: 'POST' as const, url: `/api/v2/sessions/${s.context}/typing`, payload: () => ({ typing: true }) },
+    stopTyping: { method: 'POST' as const, url: `/api/v2/sessions/${s.context}/typing`, payload: () => ({ typing: false }) },
+    markAsRead: { method: 'POST' as const, url: `/api/v2/sessions/${s.context}/read`, payload: () => ({ message_id: messageId }) },
   });
 
   type Who = 'patient' | 'doctor' | 'otherPatient' | 'otherDoctor' | 'admin' | 'anonymous';
@@ -469,12 +469,12 @@ describe('access: every operation × participant, other patient, other doctor, a
   it('unknown sessions are 404 and malformed contexts 400 for every route', async () => {
     const headers = await t.auth(s.patient);
     const unknown = 'text_session:987654321';
-    expect((await t.app.inject({ url: `/api/sessions/${unknown}/messages`, headers })).statusCode).toBe(404);
+    expect((await t.app.inject({ url: `/api/v2/sessions/${unknown}/messages`, headers })).statusCode).toBe(404);
     expect((await send(t, s.patient, unknown)).statusCode).toBe(404);
     expect((await send(t, s.patient, String(s.sessionId))).statusCode).toBe(400);
     expect((await send(t, s.patient, 'direct_session_abc')).json().error_code).toBe('SESSION_CONTEXT_REQUIRED');
-    expect((await t.app.inject({ method: 'POST', url: `/api/sessions/${unknown}/typing`, headers, payload: { typing: true } })).statusCode).toBe(404);
-    expect((await t.app.inject({ method: 'POST', url: `/api/sessions/${unknown}/read`, headers, payload: { message_id: 1 } })).statusCode).toBe(404);
-    expect((await t.app.inject({ method: 'POST', url: `/api/sessions/${unknown}/messages/1/reactions`, headers, payload: { reaction: '👍' } })).statusCode).toBe(404);
+    expect((await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${unknown}/typing`, headers, payload: { typing: true } })).statusCode).toBe(404);
+    expect((await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${unknown}/read`, headers, payload: { message_id: 1 } })).statusCode).toBe(404);
+    expect((await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${unknown}/messages/1/reactions`, headers, payload: { reaction: '👍' } })).statusCode).toBe(404);
   });
 });

@@ -18,7 +18,7 @@ describe('health and docs', () => {
     expect(ready.json().database).toBe(t.ctx.database.kind);
     const doc = (await t.app.inject('/docs/json')).json();
     expect(doc.openapi).toBe('3.1.0');
-    expect(Object.keys(doc.paths)).toContain('/api/appointments/{id}/session');
+    expect(Object.keys(doc.paths)).toContain('/api/v2/appointments/{id}/session');
   });
 
   it('readiness is 503 while draining', async () => {
@@ -51,18 +51,18 @@ describe('authentication', () => {
       JSON.stringify({ sub: String(patient.id), role: 'admin', exp: Math.floor(Date.now() / 1000) + 600 }),
     ).toString('base64url')}.`;
     for (const authorization of [undefined, 'Bearer', 'Basic abc', `Bearer ${expired}`, `Bearer ${wrongKey}`, `Bearer ${none}`]) {
-      const res = await t.app.inject({ url: '/api/me', headers: authorization ? { authorization } : {} });
+      const res = await t.app.inject({ url: '/api/v2/me', headers: authorization ? { authorization } : {} });
       expect(res.statusCode, String(authorization)).toBe(401);
       expect(res.headers['content-type']).toContain('application/problem+json');
       expect(res.json()).toMatchObject({ success: false, error_code: 'UNAUTHENTICATED', status: 401 });
     }
   });
 
-  it('answers /api/me for a valid token and 403 for a wrong role', async () => {
+  it('answers /api/v2/me for a valid token and 403 for a wrong role', async () => {
     const patient = await t.newPatient({ timezone: 'Africa/Blantyre' });
-    const me = await t.app.inject({ url: '/api/me', headers: await t.auth(patient) });
+    const me = await t.app.inject({ url: '/api/v2/me', headers: await t.auth(patient) });
     expect(me.json().data).toMatchObject({ id: patient.id, role: 'patient', timezone: 'Africa/Blantyre' });
-    const res = await t.app.inject({ url: '/api/admin/flags', headers: await t.auth(patient) });
+    const res = await t.app.inject({ url: '/api/v2/admin/flags', headers: await t.auth(patient) });
     expect(res.statusCode).toBe(403);
     expect(res.json().error_code).toBe('FORBIDDEN');
   });
@@ -72,40 +72,40 @@ describe('administration', () => {
   it('creates users, validates input, grants subscriptions idempotently', async () => {
     const admin = await t.newAdmin();
     const headers = await t.auth(admin);
-    const created = await t.app.inject({ method: 'POST', url: '/api/admin/users', headers, payload: { role: 'patient', name: 'Ada', timezone: 'Africa/Lagos' } });
+    const created = await t.app.inject({ method: 'POST', url: '/api/v2/admin/users', headers, payload: { role: 'patient', name: 'Ada', timezone: 'Africa/Lagos' } });
     expect(created.statusCode).toBe(201);
     const userId = created.json().data.id as number;
 
     for (const payload of [{ role: 'king', name: 'x' }, { role: 'patient' }, { role: 'patient', name: 'x', extra: 1 }, { role: 'patient', name: 'x', timezone: 'Mars/Olympus' }]) {
-      const bad = await t.app.inject({ method: 'POST', url: '/api/admin/users', headers, payload });
+      const bad = await t.app.inject({ method: 'POST', url: '/api/v2/admin/users', headers, payload });
       expect(bad.statusCode, JSON.stringify(payload)).toBe(400);
       expect(bad.json().error_code).toBe('VALIDATION_FAILED');
     }
 
     const plans = await t.ctx.db.insertInto('plans').values({ name: 'Admin test plan', text_credits: 2, voice_credits: 1, validity_days: 10 }).returning('id').executeTakeFirstOrThrow();
     const grant = { user_id: userId, plan_id: plans.id, payment_reference: 'PAY-1' };
-    const first = await t.app.inject({ method: 'POST', url: '/api/admin/subscriptions', headers, payload: grant });
+    const first = await t.app.inject({ method: 'POST', url: '/api/v2/admin/subscriptions', headers, payload: grant });
     expect(first.statusCode).toBe(201);
-    const again = await t.app.inject({ method: 'POST', url: '/api/admin/subscriptions', headers, payload: grant });
+    const again = await t.app.inject({ method: 'POST', url: '/api/v2/admin/subscriptions', headers, payload: grant });
     expect(again.statusCode).toBe(200);
     expect(again.json().data.id).toBe(first.json().data.id);
     const other = await t.newPatient();
-    const reused = await t.app.inject({ method: 'POST', url: '/api/admin/subscriptions', headers, payload: { ...grant, user_id: other.id } });
+    const reused = await t.app.inject({ method: 'POST', url: '/api/v2/admin/subscriptions', headers, payload: { ...grant, user_id: other.id } });
     expect(reused.statusCode).toBe(409);
     const count = await t.ctx.db.selectFrom('subscriptions').select((eb) => eb.fn.countAll<number>().as('n')).where('payment_reference', '=', 'PAY-1').executeTakeFirstOrThrow();
     expect(Number(count.n)).toBe(1);
 
-    const credits = await t.app.inject({ url: '/api/me/credits', headers: await t.auth({ id: userId, role: 'patient' }) });
+    const credits = await t.app.inject({ url: '/api/v2/me/credits', headers: await t.auth({ id: userId, role: 'patient' }) });
     expect(credits.json().data.balances).toEqual({ text: 2, voice: 1, video: 0 });
   });
 
   it('shows flags and phase', async () => {
     const admin = await t.newAdmin();
-    const res = await t.app.inject({ url: '/api/admin/flags', headers: await t.auth(admin) });
+    const res = await t.app.inject({ url: '/api/v2/admin/flags', headers: await t.auth(admin) });
     expect(res.json().data).toMatchObject({ phase: 1, flags: { ENFORCE_SESSION_GATED_CHAT: false } });
     t.flags.set({ ENFORCE_SESSION_GATED_CHAT: true });
     try {
-      const after = await t.app.inject({ url: '/api/admin/flags', headers: await t.auth(admin) });
+      const after = await t.app.inject({ url: '/api/v2/admin/flags', headers: await t.auth(admin) });
       expect(after.json().data).toMatchObject({ phase: 2, flags: { ENFORCE_SESSION_GATED_CHAT: true } });
       expect((await t.app.inject('/metrics')).body).toContain('rollout_phase 2');
     } finally {
@@ -120,7 +120,7 @@ describe('appointments', () => {
     const doctor = await t.newDoctor();
     const booked = await t.app.inject({
       method: 'POST',
-      url: '/api/appointments',
+      url: '/api/v2/appointments',
       headers: await t.auth(patient),
       payload: { doctor_id: doctor.id, scheduled_at: future(120), appointment_type: 'video', reason: 'Cough' },
     });
@@ -128,12 +128,12 @@ describe('appointments', () => {
     const appt = booked.json().data;
     expect(appt).toMatchObject({ status: 'pending', session_id: null, patient_id: patient.id });
 
-    const confirm = await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/confirm`, headers: await t.auth(doctor) });
+    const confirm = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/confirm`, headers: await t.auth(doctor) });
     expect(confirm.json().data.status).toBe('confirmed');
     // Confirming twice is idempotent.
-    expect((await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/confirm`, headers: await t.auth(doctor) })).statusCode).toBe(200);
+    expect((await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/confirm`, headers: await t.auth(doctor) })).statusCode).toBe(200);
 
-    const session = await t.app.inject({ url: `/api/appointments/${appt.id}/session`, headers: await t.auth(patient) });
+    const session = await t.app.inject({ url: `/api/v2/appointments/${appt.id}/session`, headers: await t.auth(patient) });
     expect(session.json().data).toMatchObject({
       appointment_id: appt.id,
       session_id: null,
@@ -143,28 +143,28 @@ describe('appointments', () => {
       appointment_type: 'video',
     });
 
-    const list = await t.app.inject({ url: '/api/appointments', headers: await t.auth(doctor) });
+    const list = await t.app.inject({ url: '/api/v2/appointments', headers: await t.auth(doctor) });
     expect(list.json().data.map((a: { id: number }) => a.id)).toContain(appt.id);
-    const otherList = await t.app.inject({ url: '/api/appointments', headers: await t.auth(await t.newPatient()) });
+    const otherList = await t.app.inject({ url: '/api/v2/appointments', headers: await t.auth(await t.newPatient()) });
     expect(otherList.json().data).toEqual([]);
 
-    const cancel = await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/cancel`, headers: await t.auth(patient) });
+    const cancel = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/cancel`, headers: await t.auth(patient) });
     expect(cancel.json().data.status).toBe('cancelled');
   });
 
   it('answers the session poll only to a live user who may read the appointment', async () => {
     const { id, patient, doctor } = await t.newAppointment({});
-    const url = `/api/appointments/${id}/session`;
+    const url = `/api/v2/appointments/${id}/session`;
     const poll = async (user: { id: number; role: 'patient' | 'doctor' | 'admin' }, target = url) =>
       t.app.inject({ url: target, headers: await t.auth(user) });
 
     expect((await poll(doctor)).json().data).toMatchObject({ appointment_id: id, session_id: null });
     expect((await poll(await t.newPatient())).json()).toMatchObject({ error_code: 'FORBIDDEN' });
-    expect((await poll(patient, '/api/appointments/987654321/session')).json()).toMatchObject({ error_code: 'NOT_FOUND' });
+    expect((await poll(patient, '/api/v2/appointments/987654321/session')).json()).toMatchObject({ error_code: 'NOT_FOUND' });
     // A valid token whose user no longer exists (or never did): 401, whether or not the appointment exists.
     const ghost = { id: 987_654_321, role: 'admin' as const };
     expect((await poll(ghost)).statusCode).toBe(401);
-    expect((await poll(ghost, '/api/appointments/987654321/session')).statusCode).toBe(401);
+    expect((await poll(ghost, '/api/v2/appointments/987654321/session')).statusCode).toBe(401);
     expect((await t.app.inject({ url })).statusCode).toBe(401);
   });
 
@@ -174,8 +174,8 @@ describe('appointments', () => {
     const headers = await t.auth(patient);
     const at = future(240);
     const payload = { doctor_id: doctor.id, scheduled_at: at, appointment_type: 'text' };
-    expect((await t.app.inject({ method: 'POST', url: '/api/appointments', headers, payload })).statusCode).toBe(201);
-    const dup = await t.app.inject({ method: 'POST', url: '/api/appointments', headers: await t.auth(await t.newPatient()), payload });
+    expect((await t.app.inject({ method: 'POST', url: '/api/v2/appointments', headers, payload })).statusCode).toBe(201);
+    const dup = await t.app.inject({ method: 'POST', url: '/api/v2/appointments', headers: await t.auth(await t.newPatient()), payload });
     expect(dup.statusCode).toBe(409);
     expect(dup.json().error_code).toBe('CONFLICT');
 
@@ -188,18 +188,18 @@ describe('appointments', () => {
       [{ ...payload, appointment_type: 'telepathy' }, 400],
     ];
     for (const [body, status] of cases) {
-      const res = await t.app.inject({ method: 'POST', url: '/api/appointments', headers, payload: body });
+      const res = await t.app.inject({ method: 'POST', url: '/api/v2/appointments', headers, payload: body });
       expect(res.statusCode, JSON.stringify(body)).toBe(status);
       expect(res.json().error_code).toBeTruthy();
     }
 
     const appt = await t.newAppointment({ status: 'pending', scheduled_at: new Date(Date.now() + 3_600_000) });
     const stranger = await t.newDoctor();
-    const res = await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/confirm`, headers: await t.auth(stranger) });
+    const res = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/confirm`, headers: await t.auth(stranger) });
     expect(res.statusCode).toBe(403);
-    const peek = await t.app.inject({ url: `/api/appointments/${appt.id}`, headers: await t.auth(await t.newPatient()) });
+    const peek = await t.app.inject({ url: `/api/v2/appointments/${appt.id}`, headers: await t.auth(await t.newPatient()) });
     expect(peek.statusCode).toBe(403);
-    const missing = await t.app.inject({ url: '/api/appointments/987654321', headers: await t.auth(appt.patient) });
+    const missing = await t.app.inject({ url: '/api/v2/appointments/987654321', headers: await t.auth(appt.patient) });
     expect(missing.statusCode).toBe(404);
   });
 
@@ -208,13 +208,13 @@ describe('appointments', () => {
     const headers = { ...(await t.auth(patient)), 'content-type': 'application/json' };
     const before = await t.ctx.db.selectFrom('appointments').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
     const results = await Promise.all([
-      t.app.inject({ method: 'POST', url: '/api/appointments', headers, payload: '{"doctor_id": ' }),
-      t.app.inject({ method: 'POST', url: '/api/appointments', headers: { ...headers, 'content-type': 'text/plain' }, payload: 'hi' }),
-      t.app.inject({ method: 'POST', url: '/api/appointments', headers, payload: JSON.stringify({ reason: 'x'.repeat(100_000) }) }),
-      t.app.inject({ url: '/api/appointments/abc', headers }),
-      t.app.inject({ url: '/api/appointments/0', headers }),
-      t.app.inject({ url: '/api/appointments/99999999999999999999', headers }),
-      t.app.inject({ url: '/api/appointments?limit=1000', headers }),
+      t.app.inject({ method: 'POST', url: '/api/v2/appointments', headers, payload: '{"doctor_id": ' }),
+      t.app.inject({ method: 'POST', url: '/api/v2/appointments', headers: { ...headers, 'content-type': 'text/plain' }, payload: 'hi' }),
+      t.app.inject({ method: 'POST', url: '/api/v2/appointments', headers, payload: JSON.stringify({ reason: 'x'.repeat(100_000) }) }),
+      t.app.inject({ url: '/api/v2/appointments/abc', headers }),
+      t.app.inject({ url: '/api/v2/appointments/0', headers }),
+      t.app.inject({ url: '/api/v2/appointments/99999999999999999999', headers }),
+      t.app.inject({ url: '/api/v2/appointments?limit=1000', headers }),
     ]);
     for (const r of results) {
       expect(r.statusCode, r.body).toBeGreaterThanOrEqual(400);
@@ -231,7 +231,7 @@ describe('appointments', () => {
     const doctor = await t.newDoctor();
     const res = await t.app.inject({
       method: 'POST',
-      url: '/api/admin/appointments',
+      url: '/api/v2/admin/appointments',
       headers: await t.auth(admin),
       payload: { patient_id: patient.id, doctor_id: doctor.id, scheduled_at: future(-30), appointment_type: 'voice', status: 'confirmed' },
     });

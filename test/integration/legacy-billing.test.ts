@@ -21,9 +21,9 @@ beforeEach(() => {
 const post = async (user: User, url: string, payload?: Record<string, unknown>, headers: Record<string, string> = {}) =>
   t.app.inject({ method: 'POST', url, headers: { ...(await t.auth(user)), ...headers }, ...(payload === undefined ? {} : { payload }) });
 
-const endSessionUrl = (id: number) => `/api/appointments/${id}/end-session`;
-const paymentUrl = (id: number) => `/api/appointments/${id}/process-payment`;
-const deductionUrl = '/api/text-appointments/process-deduction';
+const endSessionUrl = (id: number) => `/api/v2/appointments/${id}/end-session`;
+const paymentUrl = (id: number) => `/api/v2/appointments/${id}/process-payment`;
+const deductionUrl = '/api/v2/text-appointments/process-deduction';
 
 const guardEvents = (appointmentId: number) =>
   t.ctx.db
@@ -171,16 +171,16 @@ describe("the design document's billing flows", () => {
     const doctor = await t.newDoctor({ country: 'Malawi' });
     await grant(t, patient, { text: 3 });
     const appt = await t.newAppointment({ patient, doctor, appointment_type: 'text' });
-    const started = await post(patient, `/api/appointments/${appt.id}/start-session`);
+    const started = await post(patient, `/api/v2/appointments/${appt.id}/start-session`);
     expect(started.statusCode).toBe(201);
     const { id, session_context } = started.json().data as { id: number; session_context: string };
-    const look = await t.app.inject({ url: `/api/appointments/${appt.id}/session`, headers: await t.auth(patient) });
+    const look = await t.app.inject({ url: `/api/v2/appointments/${appt.id}/session`, headers: await t.auth(patient) });
     expect(look.json().data.session_context).toBe(session_context);
     await sql`update sessions set status = 'active', activated_at = now() - interval '12 minutes' where id = ${id}`.execute(t.ctx.db);
 
     const ended = await endVia(t, patient, session_context);
     expect(ended.statusCode).toBe(200);
-    const billing = (await t.app.inject({ url: `/api/sessions/${session_context}/billing`, headers: await t.auth(doctor) })).json().data;
+    const billing = (await t.app.inject({ url: `/api/v2/sessions/${session_context}/billing`, headers: await t.auth(doctor) })).json().data;
     expect(billing).toMatchObject({ status: 'ended', units_billed: 2, units_expected: 2, settled: true });
     expect(billing.entries.map((e: { doctor_amount_minor: number }) => e.doctor_amount_minor)).toEqual([350_000, 350_000]);
 

@@ -59,7 +59,7 @@ async function conversation(withSession: boolean): Promise<Conversation> {
 
 /** The request an old client makes for each operation, addressed by `id`. */
 function legacyRequest(op: ChatOperation, id: string | number, messageId: number) {
-  const base = `/api/chat/${id}`;
+  const base = `/api/v2/chat/${id}`;
   switch (op) {
     case 'sendMessage':
       return {
@@ -164,9 +164,9 @@ describe('SessionContextGuard decision table × the eight operations', () => {
                 success: false,
                 error_code: 'SESSION_NOT_READY',
                 appointment_id: c.appointmentId,
-                poll_url: `/api/appointments/${c.appointmentId}/session`,
+                poll_url: `/api/v2/appointments/${c.appointmentId}/session`,
               });
-              expect(res.json().message).toContain(`/api/appointments/${c.appointmentId}/session`);
+              expect(res.json().message).toContain(`/api/v2/appointments/${c.appointmentId}/session`);
               expect(logLines(BLOCKED, c.appointmentId, op)).toHaveLength(1);
               break;
             case 'allowed_legacy':
@@ -211,7 +211,7 @@ describe('what the path parameter names', () => {
     for (const id of [s.context, `text_session_${s.sessionId}`]) {
       const res = await t.app.inject({
         method: 'POST',
-        url: `/api/chat/${id}/messages`,
+        url: `/api/v2/chat/${id}/messages`,
         headers: await t.auth(s.patient),
         payload: { message: 'via context', temp_id: `ctx-${id}` },
       });
@@ -219,18 +219,18 @@ describe('what the path parameter names', () => {
       expect(res.json().data).toMatchObject({ session_id: s.sessionId, session_context: s.context, message: 'via context' });
     }
     t.flags.set({ ENFORCE_SESSION_GATED_CHAT: true });
-    const list = await t.app.inject({ url: `/api/chat/text_session_${s.sessionId}/messages`, headers: await t.auth(s.doctor) });
+    const list = await t.app.inject({ url: `/api/v2/chat/text_session_${s.sessionId}/messages`, headers: await t.auth(s.doctor) });
     expect(list.statusCode).toBe(200);
     expect(list.json().data).toHaveLength(2);
     expect(await guardEvents(s.appointmentId)).toHaveLength(0);
     // Kind mismatch and unknown ids are 404; strangers 403.
     expect(
-      (await t.app.inject({ url: `/api/chat/call_session:${s.sessionId}/messages`, headers: await t.auth(s.patient) })).statusCode,
+      (await t.app.inject({ url: `/api/v2/chat/call_session:${s.sessionId}/messages`, headers: await t.auth(s.patient) })).statusCode,
     ).toBe(404);
-    expect((await t.app.inject({ url: `/api/chat/text_session_987654321/messages`, headers: await t.auth(s.patient) })).statusCode).toBe(
+    expect((await t.app.inject({ url: `/api/v2/chat/text_session_987654321/messages`, headers: await t.auth(s.patient) })).statusCode).toBe(
       404,
     );
-    expect((await t.app.inject({ url: `/api/chat/${s.context}/messages`, headers: await t.auth(await t.newPatient()) })).statusCode).toBe(
+    expect((await t.app.inject({ url: `/api/v2/chat/${s.context}/messages`, headers: await t.auth(await t.newPatient()) })).statusCode).toBe(
       403,
     );
   });
@@ -251,9 +251,9 @@ describe('what the path parameter names', () => {
     const c = await conversation(true);
     const headers = await t.auth(c.patient);
     for (const bad of ['12abc', 'text_session:0', '%20', 'text-session-1']) {
-      expect((await t.app.inject({ url: `/api/chat/${bad}/messages`, headers })).statusCode, bad).toBe(400);
+      expect((await t.app.inject({ url: `/api/v2/chat/${bad}/messages`, headers })).statusCode, bad).toBe(400);
     }
-    expect((await t.app.inject({ url: `/api/chat/987654321/messages`, headers })).statusCode).toBe(404);
+    expect((await t.app.inject({ url: `/api/v2/chat/987654321/messages`, headers })).statusCode).toBe(404);
     for (const stranger of [await t.newPatient(), await t.newDoctor()]) {
       for (const op of CHAT_OPERATIONS) {
         const res = await t.app.inject({ ...legacyRequest(op, c.appointmentId, c.messageId), headers: await t.auth(stranger) });
@@ -282,7 +282,7 @@ describe('the old clients’ shapes', () => {
     const s = await startSession(t);
     await sent(t, s.doctor, s.context);
     const headers = await t.auth(s.patient);
-    const post = (payload: object) => t.app.inject({ method: 'POST', url: `/api/chat/${s.appointmentId}/messages`, headers, payload });
+    const post = (payload: object) => t.app.inject({ method: 'POST', url: `/api/v2/chat/${s.appointmentId}/messages`, headers, payload });
     const a = await post({ message: 'Line 1\nLine 2', message_type: 'text', temp_id: 1716900000123 });
     expect(a.statusCode, a.body).toBe(200);
     const m = a.json().data;
@@ -314,7 +314,7 @@ describe('the old clients’ shapes', () => {
     expect(blocked.json().error_code).toBe('CONTENT_BLOCKED');
     expect((await post({ message: 'x', sender_id: 1 })).statusCode).toBe(400);
 
-    const list = await t.app.inject({ url: `/api/chat/${s.appointmentId}/messages`, headers });
+    const list = await t.app.inject({ url: `/api/v2/chat/${s.appointmentId}/messages`, headers });
     expect(list.json()).toMatchObject({ success: true });
     expect(list.json().data.map((x: { message: string }) => x.message)).toEqual(['hello', 'Line 1\nLine 2', 'ok', 'yes', 'yes', '[image]']);
   });
@@ -323,7 +323,7 @@ describe('the old clients’ shapes', () => {
     const s = await startSession(t);
     const q = await sent(t, s.patient, s.context, { body: 'question' });
     const doctor = await t.auth(s.doctor);
-    const base = `/api/chat/${s.appointmentId}`;
+    const base = `/api/v2/chat/${s.appointmentId}`;
 
     const add = await t.app.inject({
       method: 'POST',
@@ -415,7 +415,7 @@ describe('pre-session legacy chat (ALLOW_LEGACY_APPOINTMENT_CHAT)', () => {
     const post = async (u: User, message: string) =>
       t.app.inject({
         method: 'POST',
-        url: `/api/chat/${a.id}/messages`,
+        url: `/api/v2/chat/${a.id}/messages`,
         headers: await t.auth(u),
         payload: { message, temp_id: `pre-${message}` },
       });
@@ -428,16 +428,16 @@ describe('pre-session legacy chat (ALLOW_LEGACY_APPOINTMENT_CHAT)', () => {
       .executeTakeFirstOrThrow();
     expect(flags).toEqual({ legacy_patient_active: true, legacy_doctor_active: true, session_id: null });
 
-    const start = await t.app.inject({ method: 'POST', url: `/api/appointments/${a.id}/start-session`, headers: await t.auth(a.patient) });
+    const start = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${a.id}/start-session`, headers: await t.auth(a.patient) });
     const context = start.json().data.session_context as string;
-    const page = (await t.app.inject({ url: `/api/sessions/${context}/messages`, headers: await t.auth(a.patient) })).json().data;
+    const page = (await t.app.inject({ url: `/api/v2/sessions/${context}/messages`, headers: await t.auth(a.patient) })).json().data;
     expect(page.messages.map((m: { body: string }) => m.body)).toEqual(['before the session', 'hello early']);
     expect(page.messages[0]).toMatchObject({ appointment_id: a.id, session_context: context });
 
     // From now on the same legacy route is served by the session (would-block), history included.
     const after = await post(a.patient, 'after start');
     expect(after.json().data.session_context).toBe(context);
-    const legacyList = (await t.app.inject({ url: `/api/chat/${a.id}/messages`, headers: await t.auth(a.doctor) })).json().data;
+    const legacyList = (await t.app.inject({ url: `/api/v2/chat/${a.id}/messages`, headers: await t.auth(a.doctor) })).json().data;
     expect(legacyList.map((m: { message: string }) => m.message)).toEqual(['before the session', 'hello early', 'after start']);
     // A retry of a pre-session temp_id after the start returns the carried message.
     const retry = await post(a.patient, 'before the session');
@@ -453,16 +453,16 @@ describe('pre-session legacy chat (ALLOW_LEGACY_APPOINTMENT_CHAT)', () => {
         t
           .auth(a.patient)
           .then((headers) =>
-            t.app.inject({ method: 'POST', url: `/api/chat/${a.id}/messages`, headers, payload: { message: `race ${i}` } }),
+            t.app.inject({ method: 'POST', url: `/api/v2/chat/${a.id}/messages`, headers, payload: { message: `race ${i}` } }),
           ),
-        t.auth(a.doctor).then((headers) => t.app.inject({ method: 'POST', url: `/api/appointments/${a.id}/start-session`, headers })),
+        t.auth(a.doctor).then((headers) => t.app.inject({ method: 'POST', url: `/api/v2/appointments/${a.id}/start-session`, headers })),
       ]);
       expect(sendRes.statusCode, sendRes.body).toBe(200);
       const context = startRes.json().data.session_context as string;
-      const history = (await t.app.inject({ url: `/api/sessions/${context}/messages`, headers: await t.auth(a.doctor) })).json().data
+      const history = (await t.app.inject({ url: `/api/v2/sessions/${context}/messages`, headers: await t.auth(a.doctor) })).json().data
         .messages;
       expect(history.map((m: { body: string }) => m.body)).toEqual([`race ${i}`]);
-      const legacy = (await t.app.inject({ url: `/api/chat/${a.id}/messages`, headers: await t.auth(a.doctor) })).json().data;
+      const legacy = (await t.app.inject({ url: `/api/v2/chat/${a.id}/messages`, headers: await t.auth(a.doctor) })).json().data;
       expect(legacy.map((m: { message: string }) => m.message)).toEqual([`race ${i}`]);
     }
   });
@@ -483,7 +483,7 @@ describe('pre-session legacy chat (ALLOW_LEGACY_APPOINTMENT_CHAT)', () => {
       );
       const start = t
         .auth(a.doctor)
-        .then((headers) => t.app.inject({ method: 'POST', url: `/api/appointments/${a.id}/start-session`, headers }));
+        .then((headers) => t.app.inject({ method: 'POST', url: `/api/v2/appointments/${a.id}/start-session`, headers }));
       await expect
         .poll(
           async () =>
@@ -501,7 +501,7 @@ describe('pre-session legacy chat (ALLOW_LEGACY_APPOINTMENT_CHAT)', () => {
       const started = await start;
       expect(started.statusCode, started.body).toBe(201);
       const context = started.json().data.session_context as string;
-      const page = (await t.app.inject({ url: `/api/sessions/${context}/messages`, headers: await t.auth(a.doctor) })).json().data;
+      const page = (await t.app.inject({ url: `/api/v2/sessions/${context}/messages`, headers: await t.auth(a.doctor) })).json().data;
       expect(page.messages.map((m: { body: string }) => m.body)).toEqual(['late pre-session']);
       expect(page.unread_count).toBe(1);
       const linked = await t.ctx.db.selectFrom('messages').select('session_id').where('appointment_id', '=', a.id).execute();
@@ -516,7 +516,7 @@ describe('pre-session legacy chat (ALLOW_LEGACY_APPOINTMENT_CHAT)', () => {
     const a = await t.newAppointment({ status: 'cancelled' });
     const res = await t.app.inject({
       method: 'POST',
-      url: `/api/chat/${a.id}/messages`,
+      url: `/api/v2/chat/${a.id}/messages`,
       headers: await t.auth(a.patient),
       payload: { message: 'hi' },
     });
@@ -535,7 +535,7 @@ describe('the one-statement legacy send', () => {
     const evidenceBefore = await chatEvidence();
     const res = await t.app.inject({
       method: 'POST',
-      url: `/api/chat/${s.appointmentId}/messages`,
+      url: `/api/v2/chat/${s.appointmentId}/messages`,
       headers: await t.auth(s.patient),
       payload: { message: 'fast', temp_id: 'f1' },
     });
@@ -566,7 +566,7 @@ describe('the one-statement legacy send', () => {
     // A retry of the same temp_id: stored message, and the decision recorded again (it was made again).
     const retry = await t.app.inject({
       method: 'POST',
-      url: `/api/chat/${s.appointmentId}/messages`,
+      url: `/api/v2/chat/${s.appointmentId}/messages`,
       headers: await t.auth(s.patient),
       payload: { message: 'fast', temp_id: 'f1' },
     });

@@ -64,10 +64,10 @@ describe('a running server', () => {
       expect(await waitForStatus(`http://127.0.0.1:${port}/health/ready`)).toBe(true);
       await expect.poll(() => server.stdout(), { timeout: 2000 }).toContain('"phase":1');
       // Log lines are batched (LOG_BUFFER_BYTES) but never held back longer than a second.
-      await fetch(`http://127.0.0.1:${port}/api/no-such-route-for-the-log`);
-      await expect.poll(() => server.stdout(), { timeout: 3000 }).toContain('/api/no-such-route-for-the-log');
+      await fetch(`http://127.0.0.1:${port}/api/v2/no-such-route-for-the-log`);
+      await expect.poll(() => server.stdout(), { timeout: 3000 }).toContain('/api/v2/no-such-route-for-the-log');
       const flags = async () =>
-        ((await (await fetch(`http://127.0.0.1:${port}/api/admin/flags`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+        ((await (await fetch(`http://127.0.0.1:${port}/api/v2/admin/flags`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
           data: { phase: number; flags: Record<string, boolean> };
         }).data;
       expect((await flags()).flags['ENFORCE_SESSION_GATED_CHAT']).toBe(false);

@@ -125,7 +125,7 @@ describe.skipIf(!hasPrometheus)('Prometheus scrapes sessiongate and evaluates th
   }, 20_000);
 
   async function query(promql: string): Promise<{ metric: Record<string, string>; value: [number, string] }[]> {
-    const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(promql)}`);
+    const res = await fetch(`${promUrl}/api/v2/v1/query?query=${encodeURIComponent(promql)}`);
     const body = (await res.json()) as {
       status: string;
       data: { result: { metric: Record<string, string>; value: [number, string] }[] };
@@ -136,7 +136,7 @@ describe.skipIf(!hasPrometheus)('Prometheus scrapes sessiongate and evaluates th
   }
 
   const rulesHealth = async () => {
-    const res = await fetch(`${promUrl}/api/v1/rules`);
+    const res = await fetch(`${promUrl}/api/v2/v1/rules`);
     const body = (await res.json()) as {
       data: { groups: { rules: { name: string; health: string; lastError?: string; state?: string }[] }[] };
     };
@@ -180,7 +180,7 @@ describe.skipIf(!hasPrometheus)('Prometheus scrapes sessiongate and evaluates th
     // A few requests over a couple of scrapes, so rate() sees the counter move between samples.
     const headers = await t.auth(patient);
     for (let i = 0; i < 3; i++) {
-      const res = await fetch(`${appUrl}/api/chat/${appt.id}/messages`, { headers });
+      const res = await fetch(`${appUrl}/api/v2/chat/${appt.id}/messages`, { headers });
       expect(res.status).toBe(400);
       const body = (await res.json()) as Record<string, unknown>;
       expect(body).toMatchObject({
@@ -203,7 +203,7 @@ describe.skipIf(!hasPrometheus)('Prometheus scrapes sessiongate and evaluates th
       'ChatBlockedRatioHigh to become pending',
       20_000,
       async () => {
-        const res = await fetch(`${promUrl}/api/v1/alerts`);
+        const res = await fetch(`${promUrl}/api/v2/v1/alerts`);
         const body = (await res.json()) as {
           data: { alerts: { labels: Record<string, string>; state: string; annotations: Record<string, string> }[] };
         };

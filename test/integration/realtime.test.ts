@@ -105,7 +105,7 @@ class Client {
   }
 }
 
-const wsUrl = (app: FastifyInstance, query = '') => `ws://127.0.0.1:${(app.server.address() as AddressInfo).port}/ws${query}`;
+const wsUrl = (app: FastifyInstance, query = '') => `ws://127.0.0.1:${(app.server.address() as AddressInfo).port}/api/v2/ws${query}`;
 
 let t: TestHarness;
 const clients: Client[] = [];
@@ -206,13 +206,13 @@ describe('subscriptions and events', () => {
 
   it('reaction.added / reaction.removed, read and typing events', async () => {
     const m = await sent(t, s.patient, s.context, { body: 'react to me' });
-    const url = `/api/sessions/${s.context}/messages/${m.id}/reactions`;
+    const url = `/api/v2/sessions/${s.context}/messages/${m.id}/reactions`;
     await t.app.inject({ method: 'POST', url, headers: await t.auth(s.doctor), payload: { reaction: '👍' } });
     expect((await patientWs.next((f) => f.type === 'reaction.added')).data).toMatchObject({ message_id: m.id, user_id: s.doctor.id, reaction: '👍', session_context: s.context });
     await t.app.inject({ method: 'DELETE', url: `${url}/${encodeURIComponent('👍')}`, headers: await t.auth(s.doctor) });
     expect((await patientWs.next((f) => f.type === 'reaction.removed')).data).toMatchObject({ message_id: m.id, reaction: '👍' });
 
-    await t.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/read`, headers: await t.auth(s.doctor), payload: { message_id: m.id } });
+    await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/read`, headers: await t.auth(s.doctor), payload: { message_id: m.id } });
     expect((await patientWs.next((f) => f.type === 'read')).data).toMatchObject({ user_id: s.doctor.id, last_read_message_id: m.id });
 
     // Typing over the socket itself: acked, relayed, throttled.
@@ -230,7 +230,7 @@ describe('subscriptions and events', () => {
     const extra = await connect(t.app, s.patient);
     await extra.request({ type: 'subscribe', session_context: s.context });
     expect(await extra.request({ type: 'unsubscribe', session_context: s.context })).toMatchObject({ type: 'unsubscribed', session_id: s.sessionId });
-    await t.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/end`, headers: await t.auth(s.patient) });
+    await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/end`, headers: await t.auth(s.patient) });
     expect((await doctorWs.next((f) => f.type === 'session.status' && f.data.status === 'ended')).data.session_id).toBe(s.sessionId);
     expect(await extra.never((f) => f.type === 'session.status')).toBe(true);
   });
@@ -239,7 +239,7 @@ describe('subscriptions and events', () => {
     const a = await t.newAppointment({ appointment_type: 'text' });
     await t.giveCredits(a.patient, { text: 1 });
     const doc = await connect(t.app, a.doctor);
-    await t.app.inject({ method: 'POST', url: `/api/appointments/${a.id}/start-session`, headers: await t.auth(a.patient) });
+    await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${a.id}/start-session`, headers: await t.auth(a.patient) });
     const n = await doc.next((f) => f.type === 'notification');
     expect(n.data).toMatchObject({ kind: 'session.started' });
   });
@@ -278,7 +278,7 @@ describe('call signalling', () => {
     const text = await startSession(t);
     const tp = await connect(t.app, text.patient);
     expect(await tp.request({ type: 'call.signal', session_context: text.context, signal: offer })).toMatchObject({ error_code: 'VALIDATION_FAILED' });
-    await t.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/end`, headers: await t.auth(s.doctor) });
+    await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/end`, headers: await t.auth(s.doctor) });
     expect(await p.request({ type: 'call.signal', session_context: s.context, signal: offer })).toMatchObject({ error_code: 'SESSION_NOT_ACTIVE' });
   });
 });
@@ -380,7 +380,7 @@ describe.skipIf(!isPostgres)('two API processes on one PostgreSQL', () => {
     await onB.request({ type: 'subscribe', session_context: s.context });
     const res = await a.app.inject({
       method: 'POST',
-      url: `/api/sessions/${s.context}/messages`,
+      url: `/api/v2/sessions/${s.context}/messages`,
       headers: await t.auth(s.patient),
       payload: { client_message_id: 'x-proc', type: 'text', body: 'sent through A' },
     });
@@ -390,14 +390,14 @@ describe.skipIf(!isPostgres)('two API processes on one PostgreSQL', () => {
 
     const onA = await connect(a.app, s.patient);
     await onA.request({ type: 'subscribe', session_context: s.context });
-    await b.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/messages`, headers: await t.auth(s.doctor), payload: { client_message_id: 'y-proc', type: 'text', body: 'answer via B' } });
+    await b.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages`, headers: await t.auth(s.doctor), payload: { client_message_id: 'y-proc', type: 'text', body: 'answer via B' } });
     expect((await onA.next((f) => f.type === 'message.created')).data.body).toBe('answer via B');
     expect((await onA.next((f) => f.type === 'session.status')).data.status).toBe('active');
 
-    await a.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/typing`, headers: await t.auth(s.patient), payload: { typing: true } });
+    await a.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/typing`, headers: await t.auth(s.patient), payload: { typing: true } });
     expect((await onB.next((f) => f.type === 'typing')).data.user_id).toBe(s.patient.id);
     // B's typing view (legacy typing_users) knows about the typist on A.
-    const legacy = await b.app.inject({ method: 'POST', url: `/api/chat/${s.context}/typing/start`, headers: await t.auth(s.doctor) });
+    const legacy = await b.app.inject({ method: 'POST', url: `/api/v2/chat/${s.context}/typing/start`, headers: await t.auth(s.doctor) });
     expect(legacy.json().data.typing_users.map((u: { user_id: number }) => u.user_id).sort()).toEqual([s.patient.id, s.doctor.id].sort());
   });
 
@@ -425,7 +425,7 @@ describe.skipIf(!isPostgres)('two API processes on one PostgreSQL', () => {
     const s = await startSession(t);
     const onB = await connect(b.app, s.patient);
     await onB.request({ type: 'subscribe', session_context: s.context });
-    await a.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/messages`, headers: await t.auth(s.patient), payload: { client_message_id: 'after-reconnect', type: 'text', body: 'still here' } });
+    await a.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages`, headers: await t.auth(s.patient), payload: { client_message_id: 'after-reconnect', type: 'text', body: 'still here' } });
     expect((await onB.next((f) => f.type === 'message.created')).data.body).toBe('still here');
   });
 });

@@ -1,5 +1,5 @@
 /**
- * rollout:status and GET /api/admin/rollout: per flag, what turning it now would block (from the
+ * rollout:status and GET /api/v2/admin/rollout: per flag, what turning it now would block (from the
  * guard events and legacy-trigger runs inserted here), the verdict, the prescribed order.
  */
 import { cliDatabase } from '../helpers/cli-run.js';
@@ -240,13 +240,13 @@ describe('rolloutStatus', () => {
   });
 });
 
-describe('GET /api/admin/rollout', () => {
+describe('GET /api/v2/admin/rollout', () => {
   it('returns the same status as the service, to admins only', async () => {
     const a = await appointment(t.ctx.db);
     await guardEvent(t.ctx.db, { guard: 'chat', operation: 'getMessages', outcome: 'would_block', appointmentId: a, hoursAgo: 1 });
     t.flags.set({ ENFORCE_SESSION_GATED_CHAT: false });
     const admin = await t.newAdmin();
-    const res = await t.app.inject({ url: '/api/admin/rollout', headers: await t.auth(admin) });
+    const res = await t.app.inject({ url: '/api/v2/admin/rollout', headers: await t.auth(admin) });
     expect(res.statusCode).toBe(200);
     const body = res.json();
     expect(body.success).toBe(true);
@@ -254,8 +254,8 @@ describe('GET /api/admin/rollout', () => {
     expect({ ...body.data, generated_at: null }).toEqual({ ...direct, generated_at: null });
     expect(flagOf(body.data, 'ENFORCE_SESSION_GATED_CHAT').verdict).toMatch(/^not ready: /);
 
-    expect((await t.app.inject({ url: '/api/admin/rollout' })).statusCode).toBe(401);
-    expect((await t.app.inject({ url: '/api/admin/rollout', headers: await t.auth(patient) })).statusCode).toBe(403);
+    expect((await t.app.inject({ url: '/api/v2/admin/rollout' })).statusCode).toBe(401);
+    expect((await t.app.inject({ url: '/api/v2/admin/rollout', headers: await t.auth(patient) })).statusCode).toBe(403);
   });
 });
 

@@ -25,7 +25,7 @@ describe('security', () => {
     const book = (h: Record<string, string>, i: number) =>
       t.app.inject({
         method: 'POST',
-        url: '/api/appointments',
+        url: '/api/v2/appointments',
         headers: h,
         payload: { doctor_id: doctor.id, appointment_type: 'text', scheduled_at: new Date(Date.now() + 86_400_000 + i * 3_600_000).toISOString() },
       });
@@ -44,7 +44,7 @@ describe('security', () => {
     const admin = await t.newAdmin();
     const res = await t.app.inject({
       method: 'POST',
-      url: '/api/admin/users',
+      url: '/api/v2/admin/users',
       headers: { ...(await t.auth(admin)), 'content-type': 'application/json' },
       payload: JSON.stringify({ role: 'patient', name: 'x'.repeat(70_000) }),
     });
@@ -56,9 +56,9 @@ describe('security', () => {
     const patient = await t.newPatient();
     const headers = await t.auth(patient);
     const token = headers.authorization.slice('Bearer '.length);
-    await t.app.inject({ url: '/api/me', headers });
-    await t.app.inject({ url: `/api/me?token=${token}` });
-    await t.app.inject({ url: '/api/appointments/12345', headers });
+    await t.app.inject({ url: '/api/v2/me', headers });
+    await t.app.inject({ url: `/api/v2/me?token=${token}` });
+    await t.app.inject({ url: '/api/v2/appointments/12345', headers });
     const all = JSON.stringify(t.logs);
     expect(all.length).toBeGreaterThan(100);
     expect(all).not.toContain(token);

@@ -12,7 +12,7 @@ describe('start-session and the single writer', () => {
     const appt = await t.newAppointment({ appointment_type: 'video' });
     await t.giveCredits(appt.patient, { video: 2 });
     const headers = await t.auth(appt.patient);
-    const first = await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/start-session`, headers });
+    const first = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/start-session`, headers });
     expect(first.statusCode, first.body).toBe(201);
     const s = first.json().data;
     expect(s).toMatchObject({
@@ -27,13 +27,13 @@ describe('start-session and the single writer', () => {
 
     const again = await t.app.inject({
       method: 'POST',
-      url: `/api/appointments/${appt.id}/start-session`,
+      url: `/api/v2/appointments/${appt.id}/start-session`,
       headers: await t.auth(appt.doctor),
     });
     expect(again.statusCode).toBe(200);
     expect(again.json().data.id).toBe(s.id);
 
-    const look = await t.app.inject({ url: `/api/appointments/${appt.id}/session`, headers });
+    const look = await t.app.inject({ url: `/api/v2/appointments/${appt.id}/session`, headers });
     expect(look.json().data).toMatchObject({
       session_id: s.id,
       session_context: s.session_context,
@@ -54,27 +54,27 @@ describe('start-session and the single writer', () => {
     expect(conversions.map((c) => c.result)).toEqual(['created']);
 
     // Delivered exactly once (after commit, asynchronously).
-    await expect.poll(async () => (await t.app.inject({ url: '/api/me/notifications', headers })).json().data.length).toBe(1);
+    await expect.poll(async () => (await t.app.inject({ url: '/api/v2/me/notifications', headers })).json().data.length).toBe(1);
   });
 
   it('refuses strangers, too-early starts and unconfirmed appointments', async () => {
     const early = await t.newAppointment({ scheduled_at: new Date(Date.now() + 3_600_000) });
     const res = await t.app.inject({
       method: 'POST',
-      url: `/api/appointments/${early.id}/start-session`,
+      url: `/api/v2/appointments/${early.id}/start-session`,
       headers: await t.auth(early.patient),
     });
     expect(res.statusCode).toBe(409);
     const stranger = await t.app.inject({
       method: 'POST',
-      url: `/api/appointments/${early.id}/start-session`,
+      url: `/api/v2/appointments/${early.id}/start-session`,
       headers: await t.auth(await t.newPatient()),
     });
     expect(stranger.statusCode).toBe(403);
     const pending = await t.newAppointment({ status: 'pending' });
     const p = await t.app.inject({
       method: 'POST',
-      url: `/api/appointments/${pending.id}/start-session`,
+      url: `/api/v2/appointments/${pending.id}/start-session`,
       headers: await t.auth(pending.doctor),
     });
     expect(p.statusCode).toBe(409);
@@ -85,12 +85,12 @@ describe('start-session and the single writer', () => {
     await t.giveCredits(appt.patient, { text: 1 });
     const started = await t.app.inject({
       method: 'POST',
-      url: `/api/appointments/${appt.id}/start-session`,
+      url: `/api/v2/appointments/${appt.id}/start-session`,
       headers: await t.auth(appt.patient),
     });
     const id = started.json().data.id as number;
     const headers = await t.auth(appt.patient);
-    const get = (ctx: string) => t.app.inject({ url: `/api/sessions/${encodeURIComponent(ctx)}`, headers });
+    const get = (ctx: string) => t.app.inject({ url: `/api/v2/sessions/${encodeURIComponent(ctx)}`, headers });
     expect((await get(`text_session:${id}`)).statusCode).toBe(200);
     expect((await get(`text_session_${id}`)).json().data.session_context).toBe(`text_session:${id}`);
     expect((await get(`call_session:${id}`)).statusCode).toBe(404);
@@ -107,12 +107,12 @@ describe('ending and calls', () => {
     await t.giveCredits(appt.patient, { voice: 2 });
     const start = await t.app.inject({
       method: 'POST',
-      url: `/api/appointments/${appt.id}/start-session`,
+      url: `/api/v2/appointments/${appt.id}/start-session`,
       headers: await t.auth(appt.patient),
     });
     const ctx = start.json().data.session_context as string;
     const call = (who: typeof appt.patient, action: string) =>
-      t.auth(who).then((headers) => t.app.inject({ method: 'POST', url: `/api/sessions/${ctx}/call/${action}`, headers }));
+      t.auth(who).then((headers) => t.app.inject({ method: 'POST', url: `/api/v2/sessions/${ctx}/call/${action}`, headers }));
     expect((await call(appt.patient, 'join')).json().data.status).toBe('ringing');
     const connected = (await call(appt.doctor, 'join')).json().data;
     expect(connected.status).toBe('connected');
@@ -120,7 +120,7 @@ describe('ending and calls', () => {
 
     const ends = await Promise.all(
       [appt.patient, appt.doctor, appt.patient].map(async (u) =>
-        t.app.inject({ method: 'POST', url: `/api/sessions/${ctx}/end`, headers: await t.auth(u) }),
+        t.app.inject({ method: 'POST', url: `/api/v2/sessions/${ctx}/end`, headers: await t.auth(u) }),
       ),
     );
     for (const e of ends) expect(e.json().data.status).toBe('ended');
@@ -133,12 +133,12 @@ describe('ending and calls', () => {
     const doctor = await t.newDoctor();
     await t.giveCredits(patient, { voice: 1 });
     const headers = await t.auth(patient);
-    const res = await t.app.inject({ method: 'POST', url: '/api/sessions', headers, payload: { doctor_id: doctor.id, modality: 'voice' } });
+    const res = await t.app.inject({ method: 'POST', url: '/api/v2/sessions', headers, payload: { doctor_id: doctor.id, modality: 'voice' } });
     expect(res.statusCode, res.body).toBe(201);
     const ctx = res.json().data.session_context;
     const second = await t.app.inject({
       method: 'POST',
-      url: '/api/sessions',
+      url: '/api/v2/sessions',
       headers,
       payload: { doctor_id: (await t.newDoctor()).id, modality: 'voice' },
     });
@@ -147,14 +147,14 @@ describe('ending and calls', () => {
     await t.giveCredits(other, { voice: 1 });
     const busy = await t.app.inject({
       method: 'POST',
-      url: '/api/sessions',
+      url: '/api/v2/sessions',
       headers: await t.auth(other),
       payload: { doctor_id: doctor.id, modality: 'voice' },
     });
     expect(busy.statusCode).toBe(409);
 
-    await t.app.inject({ method: 'POST', url: `/api/sessions/${ctx}/call/join`, headers });
-    const declined = await t.app.inject({ method: 'POST', url: `/api/sessions/${ctx}/call/decline`, headers: await t.auth(doctor) });
+    await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${ctx}/call/join`, headers });
+    const declined = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${ctx}/call/decline`, headers: await t.auth(doctor) });
     expect(declined.json().data).toMatchObject({ status: 'ended', end_reason: 'declined' });
   });
 });

@@ -172,7 +172,7 @@ describe('session expiry (database clock)', () => {
     const a = await t.ctx.db.selectFrom('appointments').select('patient_id').where('id', '=', s.appointmentId).executeTakeFirstOrThrow();
     const res = await t.app.inject({
       method: 'POST',
-      url: `/api/sessions/call_session:${s.id}/call/join`,
+      url: `/api/v2/sessions/call_session:${s.id}/call/join`,
       headers: await t.auth({ id: a.patient_id, role: 'patient' }),
     });
     expect(res.statusCode).toBe(403);

@@ -49,7 +49,7 @@ describe.skipIf(!isPostgres)('billing under concurrency (PostgreSQL)', () => {
     const [patientHeaders, doctorHeaders] = [await t.auth(live.patient), await t.auth(live.doctor)];
     const results = await Promise.all(
       Array.from({ length: 50 }, (_, i) =>
-        t.app.inject({ method: 'POST', url: `/api/sessions/${live.context}/end`, headers: i % 2 ? patientHeaders : doctorHeaders }),
+        t.app.inject({ method: 'POST', url: `/api/v2/sessions/${live.context}/end`, headers: i % 2 ? patientHeaders : doctorHeaders }),
       ),
     );
     expect(results.map((r) => r.statusCode)).toEqual(Array(50).fill(200));
@@ -66,7 +66,7 @@ describe.skipIf(!isPostgres)('billing under concurrency (PostgreSQL)', () => {
     await sql`update appointments set legacy_started_at = now() - interval '25 minutes' where id = ${appt.id}`.execute(t.ctx.db);
     await grant(t, appt.patient, { text: 10 });
     const results = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => post(i % 2 ? appt.patient : appt.doctor, `/api/appointments/${appt.id}/end-session`)),
+      Array.from({ length: 20 }, (_, i) => post(i % 2 ? appt.patient : appt.doctor, `/api/v2/appointments/${appt.id}/end-session`)),
     );
     expect(results.map((r) => r.statusCode)).toEqual(Array(20).fill(200));
     expect(results.filter((r) => r.json().data.already_processed === false)).toHaveLength(1);
@@ -81,14 +81,14 @@ describe.skipIf(!isPostgres)('billing under concurrency (PostgreSQL)', () => {
     await grant(t, appt.patient, { text: 10 });
     const body = { appointment_id: appt.id, sessions_to_deduct: 2, reason: 'interval' };
     const results = await Promise.all(
-      Array.from({ length: 20 }, () => post(appt.patient, '/api/text-appointments/process-deduction', body, { 'idempotency-key': 'same' })),
+      Array.from({ length: 20 }, () => post(appt.patient, '/api/v2/text-appointments/process-deduction', body, { 'idempotency-key': 'same' })),
     );
     expect(results.map((r) => r.statusCode)).toEqual(Array(20).fill(200));
     expect(new Set(results.map((r) => r.body)).size).toBe(1);
     expect(results.filter((r) => r.headers['idempotent-replayed'] === 'false')).toHaveLength(1);
     expect(await ledgerOf(t, { appointment_id: appt.id })).toHaveLength(2);
     // Without a key, many concurrent deductions are still capped by the elapsed-time rule (3).
-    const more = await Promise.all(Array.from({ length: 20 }, () => post(appt.patient, '/api/text-appointments/process-deduction', body)));
+    const more = await Promise.all(Array.from({ length: 20 }, () => post(appt.patient, '/api/v2/text-appointments/process-deduction', body)));
     expect(more.every((r) => r.statusCode === 200)).toBe(true);
     expect(await ledgerOf(t, { appointment_id: appt.id })).toHaveLength(3);
   });
@@ -107,12 +107,12 @@ describe.skipIf(!isPostgres)('billing under concurrency (PostgreSQL)', () => {
     const expected = [1, 2, 3, 4, 5]; // floor(m / 10) + 1 at the end
     const ends = sessions.flatMap((s) =>
       Array.from({ length: 6 }, async (_, i) =>
-        t.app.inject({ method: 'POST', url: `/api/sessions/${s.context}/end`, headers: await t.auth(i % 2 ? s.patient : s.doctor) }),
+        t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/end`, headers: await t.auth(i % 2 ? s.patient : s.doctor) }),
       ),
     );
     const legacy = sessions.flatMap((s) => [
-      post(s.patient, `/api/appointments/${s.appointmentId}/end-session`),
-      post(s.doctor, `/api/appointments/${s.appointmentId}/process-payment`),
+      post(s.patient, `/api/v2/appointments/${s.appointmentId}/end-session`),
+      post(s.doctor, `/api/v2/appointments/${s.appointmentId}/process-payment`),
     ]);
     const ticks = [t.ctx, ...workers, ...workers].map((c) => runBillingTick(c));
     const responses = await Promise.all([...ends, ...legacy]);
@@ -172,7 +172,7 @@ describe.skipIf(!isPostgres)('billing under concurrency (PostgreSQL)', () => {
     const deductions = Array.from({ length: 10 }, (_, i) =>
       post(
         patient,
-        '/api/text-appointments/process-deduction',
+        '/api/v2/text-appointments/process-deduction',
         { appointment_id: appt.id, sessions_to_deduct: 1, reason: 'interval' },
         { 'idempotency-key': `p-${i}` },
       ),

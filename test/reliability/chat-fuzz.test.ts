@@ -24,12 +24,12 @@ beforeAll(async () => {
   t = await createHarness({ flags: { ALLOW_LEGACY_APPOINTMENT_CHAT: true } });
   const appt = await t.newAppointment({ appointment_type: 'text' });
   await t.giveCredits(appt.patient, { text: 3 });
-  const started = await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/start-session`, headers: await t.auth(appt.patient) });
+  const started = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/start-session`, headers: await t.auth(appt.patient) });
   ({ id: sessionId, session_context: context } = started.json().data);
   patient = appt.patient;
   doctor = appt.doctor;
   appointmentId = appt.id;
-  const first = await t.app.inject({ method: 'POST', url: `/api/sessions/${context}/messages`, headers: await t.auth(doctor), payload: { client_message_id: 'seed', type: 'text', body: 'seed' } });
+  const first = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${context}/messages`, headers: await t.auth(doctor), payload: { client_message_id: 'seed', type: 'text', body: 'seed' } });
   messageId = first.json().data.id;
   const pre = await t.newAppointment({ scheduled_at: new Date(Date.now() + 86_400_000) });
   preSessionAppointment = pre.id;
@@ -59,7 +59,7 @@ describe('chat fuzz', () => {
     const headers = await t.auth(patient);
     await fc.assert(
       fc.asyncProperty(body, async (b) => {
-        const res = await t.app.inject({ method: 'POST', url: `/api/sessions/${context}/messages`, headers, payload: { client_message_id: `fz-${++n}`, type: 'text', body: b } });
+        const res = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${context}/messages`, headers, payload: { client_message_id: `fz-${++n}`, type: 'text', body: b } });
         expect(res.statusCode, res.body).toBeLessThan(500);
         if (shouldStore(b)) {
           expect(res.statusCode, JSON.stringify(b)).toBe(201);
@@ -85,7 +85,7 @@ describe('chat fuzz', () => {
         async (b, tempId, pre) => {
           const res = await t.app.inject({
             method: 'POST',
-            url: `/api/chat/${pre ? preSessionAppointment : appointmentId}/messages`,
+            url: `/api/v2/chat/${pre ? preSessionAppointment : appointmentId}/messages`,
             headers: pre ? preHeaders : sessionHeaders,
             payload: { message: b, ...(tempId === undefined ? {} : { temp_id: tempId }) },
           });
@@ -107,21 +107,21 @@ describe('chat fuzz', () => {
       fc.asyncProperty(anyString, anyString, anyString, anyString, async (cid, reaction, media, cursor) => {
         const send = await t.app.inject({
           method: 'POST',
-          url: `/api/sessions/${context}/messages`,
+          url: `/api/v2/sessions/${context}/messages`,
           headers,
           payload: { client_message_id: cid, type: 'image', body: 'photo', media_url: media },
         });
         expect(send.statusCode, send.body).toBeLessThan(500);
-        const react = await t.app.inject({ method: 'POST', url: `/api/sessions/${context}/messages/${messageId}/reactions`, headers, payload: { reaction } });
+        const react = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${context}/messages/${messageId}/reactions`, headers, payload: { reaction } });
         expect(react.statusCode, react.body).toBeLessThan(500);
         if (isWellFormed(reaction)) {
-          const del = await t.app.inject({ method: 'DELETE', url: `/api/sessions/${context}/messages/${messageId}/reactions/${encodeURIComponent(reaction)}`, headers });
+          const del = await t.app.inject({ method: 'DELETE', url: `/api/v2/sessions/${context}/messages/${messageId}/reactions/${encodeURIComponent(reaction)}`, headers });
           expect(del.statusCode, del.body).toBeLessThan(500);
         }
         if (isWellFormed(cursor)) {
-          const list = await t.app.inject({ url: `/api/sessions/${context}/messages?before=${encodeURIComponent(cursor)}&limit=${encodeURIComponent(cursor)}`, headers });
+          const list = await t.app.inject({ url: `/api/v2/sessions/${context}/messages?before=${encodeURIComponent(cursor)}&limit=${encodeURIComponent(cursor)}`, headers });
           expect(list.statusCode, list.body).toBeLessThan(500);
-          const mark = await t.app.inject({ method: 'POST', url: `/api/chat/${appointmentId}/mark-read`, headers, payload: { timestamp: cursor } });
+          const mark = await t.app.inject({ method: 'POST', url: `/api/v2/chat/${appointmentId}/mark-read`, headers, payload: { timestamp: cursor } });
           expect(mark.statusCode, mark.body).toBeLessThan(500);
         }
       }),
@@ -144,14 +144,14 @@ describe('chat fuzz', () => {
       fc.asyncProperty(contextLike, async (raw) => {
         const enc = encodeURIComponent(raw);
         for (const req of [
-          { method: 'GET' as const, url: `/api/sessions/${enc}/messages` },
-          { method: 'POST' as const, url: `/api/sessions/${enc}/messages`, payload: { client_message_id: `ctx-${++n}`, type: 'text', body: 'hi' } },
-          { method: 'POST' as const, url: `/api/sessions/${enc}/typing`, payload: { typing: true } },
-          { method: 'POST' as const, url: `/api/sessions/${enc}/read`, payload: { message_id: messageId } },
-          { method: 'GET' as const, url: `/api/chat/${enc}/messages` },
-          { method: 'POST' as const, url: `/api/chat/${enc}/messages`, payload: { message: 'hi' } },
-          { method: 'POST' as const, url: `/api/chat/${enc}/typing/start` },
-          { method: 'DELETE' as const, url: `/api/chat/${enc}/messages/${messageId}/reactions?reaction=x` },
+          { method: 'GET' as const, url: `/api/v2/sessions/${enc}/messages` },
+          { method: 'POST' as const, url: `/api/v2/sessions/${enc}/messages`, payload: { client_message_id: `ctx-${++n}`, type: 'text', body: 'hi' } },
+          { method: 'POST' as const, url: `/api/v2/sessions/${enc}/typing`, payload: { typing: true } },
+          { method: 'POST' as const, url: `/api/v2/sessions/${enc}/read`, payload: { message_id: messageId } },
+          { method: 'GET' as const, url: `/api/v2/chat/${enc}/messages` },
+          { method: 'POST' as const, url: `/api/v2/chat/${enc}/messages`, payload: { message: 'hi' } },
+          { method: 'POST' as const, url: `/api/v2/chat/${enc}/typing/start` },
+          { method: 'DELETE' as const, url: `/api/v2/chat/${enc}/messages/${messageId}/reactions?reaction=x` },
         ]) {
           const res = await t.app.inject({ ...req, headers });
           expect(res.statusCode, `${req.method} ${req.url} → ${res.body}`).toBeLessThan(500);

@@ -130,7 +130,7 @@ describe.skipIf(!isPostgres)('conversion under concurrency (PostgreSQL)', () => 
     const candidates = (await selectRecoveryCandidates(t.ctx, parseLookback('24h')!, N)).candidates;
 
     const requests = appts.map((a) =>
-      t.app.inject({ method: 'POST', url: `/api/appointments/${a.id}/start-session`, headers: headers.get(a.id)! }),
+      t.app.inject({ method: 'POST', url: `/api/v2/appointments/${a.id}/start-session`, headers: headers.get(a.id)! }),
     );
     const [responses, auto1, auto2, recovered] = await Promise.all([
       Promise.all(requests),

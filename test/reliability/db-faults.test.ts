@@ -70,7 +70,7 @@ describe.skipIf(!enabled)('database faults', () => {
         const at = new Date(Date.now() + 86_400_000 + ++slot * 60_000).toISOString();
         const started = Date.now();
         try {
-          const res = await fetch(`${base}/api/appointments`, {
+          const res = await fetch(`${base}/api/v2/appointments`, {
             method: 'POST',
             headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
             body: JSON.stringify({ doctor_id: doctor.id, scheduled_at: at, appointment_type: 'text' }),

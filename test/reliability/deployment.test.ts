@@ -127,12 +127,12 @@ describe.skipIf(!isPostgres)('multi-process deployment', () => {
       await inBatches(patients, 50, async (p, i) => {
         const doctor = doctors[i % DOCTORS]!.id;
         const at = new Date(dueAt + i * 7).toISOString();
-        const res = await call(i, p.id, 'POST', '/api/appointments', { doctor_id: doctor, scheduled_at: at, appointment_type: 'text' });
+        const res = await call(i, p.id, 'POST', '/api/v2/appointments', { doctor_id: doctor, scheduled_at: at, appointment_type: 'text' });
         expect(res.status, JSON.stringify(res.body)).toBe(201);
         booked.push({ id: res.body.data.id, patient: p.id, doctor });
       });
       await inBatches(booked, 50, async (a, i) => {
-        const res = await call(i + 1, a.doctor, 'POST', `/api/appointments/${a.id}/confirm`);
+        const res = await call(i + 1, a.doctor, 'POST', `/api/v2/appointments/${a.id}/confirm`);
         expect(res.status, JSON.stringify(res.body)).toBe(200);
       });
       allAppointments.push(...booked.map((b) => b.id));
@@ -153,7 +153,7 @@ describe.skipIf(!isPostgres)('multi-process deployment', () => {
 
       const sessions = await Promise.all(
         booked.map(async (a, i) => {
-          const res = await call(i, a.patient, 'GET', `/api/appointments/${a.id}/session`);
+          const res = await call(i, a.patient, 'GET', `/api/v2/appointments/${a.id}/session`);
           return { ...a, context: res.body.data.session_context as string };
         }),
       );
@@ -162,7 +162,7 @@ describe.skipIf(!isPostgres)('multi-process deployment', () => {
       const sockets: WebSocket[] = [];
       const connect = (apiIndex: number, userId: number, context: string) =>
         new Promise<void>((resolve, reject) => {
-          const ws = new WebSocket(`ws://127.0.0.1:${apis[apiIndex]!.port}/ws?token=${token.get(userId)}`);
+          const ws = new WebSocket(`ws://127.0.0.1:${apis[apiIndex]!.port}/api/v2/ws?token=${token.get(userId)}`);
           sockets.push(ws);
           ws.on('open', () => {
             ws.send(JSON.stringify({ type: 'subscribe', session_context: context }));
@@ -187,11 +187,11 @@ describe.skipIf(!isPostgres)('multi-process deployment', () => {
       await inBatches(sessions, 50, async (s) => {
         const pm = `w${wave}-p-${s.id}`;
         sent.set(pm, { sessionContext: s.context, recipient: s.doctor });
-        let res = await call(0, s.patient, 'POST', `/api/sessions/${s.context}/messages`, { client_message_id: pm, type: 'text', body: 'Hello doctor' });
+        let res = await call(0, s.patient, 'POST', `/api/v2/sessions/${s.context}/messages`, { client_message_id: pm, type: 'text', body: 'Hello doctor' });
         expect(res.status, JSON.stringify(res.body)).toBe(201);
         const dm = `w${wave}-d-${s.id}`;
         sent.set(dm, { sessionContext: s.context, recipient: s.patient });
-        res = await call(1, s.doctor, 'POST', `/api/sessions/${s.context}/messages`, { client_message_id: dm, type: 'text', body: 'Hello, how can I help?' });
+        res = await call(1, s.doctor, 'POST', `/api/v2/sessions/${s.context}/messages`, { client_message_id: dm, type: 'text', body: 'Hello, how can I help?' });
         expect(res.status, JSON.stringify(res.body)).toBe(201);
       });
       const waveIds = [...sent.keys()].filter((k) => k.startsWith(`w${wave}-`));
@@ -207,7 +207,7 @@ describe.skipIf(!isPostgres)('multi-process deployment', () => {
 
       // End: half by the patient, half by the doctor, alternating API processes.
       await inBatches(sessions, 50, async (s, i) => {
-        const res = await call(i, i % 2 ? s.doctor : s.patient, 'POST', `/api/sessions/${s.context}/end`);
+        const res = await call(i, i % 2 ? s.doctor : s.patient, 'POST', `/api/v2/sessions/${s.context}/end`);
         expect(res.status, JSON.stringify(res.body)).toBe(200);
       });
     }

@@ -17,7 +17,7 @@ beforeAll(async () => {
   t = await createHarness();
   const appt = await t.newAppointment({ appointment_type: 'text' });
   await t.giveCredits(appt.patient, { text: 3 });
-  const started = await t.app.inject({ method: 'POST', url: `/api/appointments/${appt.id}/start-session`, headers: await t.auth(appt.patient) });
+  const started = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/start-session`, headers: await t.auth(appt.patient) });
   const context = started.json().data?.session_context ?? 'text_session:1';
   const doc = (await t.app.inject('/docs/json')).json() as { paths: Record<string, Record<string, unknown>> };
   routes = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((method) => ({ method: method.toUpperCase(), path })));

@@ -11,7 +11,7 @@ For each flag not yet at its phase-3 value: what changing it now would refuse, f
 guard events and legacy-trigger runs (counts by operation/endpoint and distinct appointments over
 the last 24 h and 7 days, the newest example), and a verdict: "ready" or "not ready: <reason>".
 Also the prescribed order (chat, then billing, then legacy triggers; legacy chat off last) and
-whether the current flags skip a step. GET /api/admin/rollout returns the same JSON.`,
+whether the current flags skip a step. GET /api/v2/admin/rollout returns the same JSON.`,
   options: { json: { type: 'boolean' } },
   async run(args, io) {
     const status = await withContext(async (ctx) => rolloutStatus(ctx.db, await ctx.flags.current()));

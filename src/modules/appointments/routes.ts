@@ -49,7 +49,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   const one = { 200: Ok(AppointmentOut), ...errorResponses };
 
   app.post(
-    '/api/appointments',
+    '/api/v2/appointments',
     {
       preHandler: app.auth(['patient']),
       config: { rateLimit: { max: app.ctx.config.rateLimitCreatePerMinute, timeWindow: '1 minute' } },
@@ -62,7 +62,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   );
 
   app.post(
-    '/api/admin/appointments',
+    '/api/v2/admin/appointments',
     {
       preHandler: app.auth(['admin']),
       schema: { tags: ['admin'], body: ImportBody, response: { 201: Ok(AppointmentOut), ...errorResponses } },
@@ -74,7 +74,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   );
 
   app.get(
-    '/api/appointments',
+    '/api/v2/appointments',
     {
       preHandler: anyone,
       schema: { tags: ['appointments'], querystring: ListQuery, response: { 200: Ok(Type.Array(AppointmentOut)), ...errorResponses } },
@@ -90,7 +90,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   );
 
   app.get(
-    '/api/appointments/:id',
+    '/api/v2/appointments/:id',
     { preHandler: anyone, schema: { tags: ['appointments'], params: IdParams, response: one } },
     async (req) => ({
       success: true as const,
@@ -99,7 +99,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   );
 
   app.post(
-    '/api/appointments/:id/confirm',
+    '/api/v2/appointments/:id/confirm',
     { preHandler: app.auth(['doctor']), schema: { tags: ['appointments'], params: IdParams, response: one } },
     async (req) => ({
       success: true as const,
@@ -108,7 +108,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   );
 
   app.post(
-    '/api/appointments/:id/cancel',
+    '/api/v2/appointments/:id/cancel',
     { preHandler: anyone, schema: { tags: ['appointments'], params: IdParams, response: one } },
     async (req) => ({
       success: true as const,
@@ -117,7 +117,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   );
 
   app.get(
-    '/api/appointments/:id/session',
+    '/api/v2/appointments/:id/session',
     {
       onRequest: app.authToken,
       schema: {

@@ -186,7 +186,7 @@ export async function listAppointments(db: Executor, actor: Actor, input: ListIn
   return q.execute();
 }
 
-/** The appointment with its session (if any), for `GET /api/appointments/{id}/session`. */
+/** The appointment with its session (if any), for `GET /api/v2/appointments/{id}/session`. */
 /** What the session poll answers with. */
 export interface PolledAppointment {
   appointment: Pick<Appointment, 'id' | 'patient_id' | 'doctor_id' | 'status' | 'appointment_type' | 'scheduled_at' | 'session_id'>;
@@ -221,7 +221,7 @@ const POLL: PreparedStatement = {
 };
 
 /**
- * `GET /api/appointments/{id}/session` — what clients poll while chat answers SESSION_NOT_READY,
+ * `GET /api/v2/appointments/{id}/session` — what clients poll while chat answers SESSION_NOT_READY,
  * the most frequent request of all: the caller's user row, the appointment and its session in
  * one prepared statement. 401 when the user is gone, 404 / 403 as for any appointment read.
  */

@@ -18,7 +18,7 @@ export default async function billingRoutes(fastify: FastifyInstance): Promise<v
   const legacyResponses = { 200: LegacyBillingOut, ...errorResponses };
 
   app.get(
-    '/api/sessions/:context/billing',
+    '/api/v2/sessions/:context/billing',
     {
       preHandler: anyone,
       schema: { tags: ['billing'], params: ContextParams, response: { 200: Ok(SessionBillingOut), ...errorResponses } },
@@ -27,7 +27,7 @@ export default async function billingRoutes(fastify: FastifyInstance): Promise<v
   );
 
   app.get(
-    '/api/doctor/wallet',
+    '/api/v2/doctor/wallet',
     {
       preHandler: app.auth(['doctor']),
       schema: { tags: ['billing'], querystring: WalletQuery, response: { 200: Ok(WalletOut), ...errorResponses } },
@@ -43,21 +43,21 @@ export default async function billingRoutes(fastify: FastifyInstance): Promise<v
     reply.code(r.status).header('idempotent-replayed', String(r.replayed)).send(r.body);
 
   app.post(
-    '/api/appointments/:id/end-session',
+    '/api/v2/appointments/:id/end-session',
     { preHandler: anyone, schema: { tags: ['legacy billing'], params: IdParams, body: EmptyBody, response: legacyResponses } },
     async (req, reply) =>
       send(reply, await legacyBilling(ctx, currentUser(req), { endpoint: 'end-session', appointmentId: toId(req.params.id) })),
   );
 
   app.post(
-    '/api/appointments/:id/process-payment',
+    '/api/v2/appointments/:id/process-payment',
     { preHandler: anyone, schema: { tags: ['legacy billing'], params: IdParams, body: EmptyBody, response: legacyResponses } },
     async (req, reply) =>
       send(reply, await legacyBilling(ctx, currentUser(req), { endpoint: 'process-payment', appointmentId: toId(req.params.id) })),
   );
 
   app.post(
-    '/api/text-appointments/process-deduction',
+    '/api/v2/text-appointments/process-deduction',
     {
       preHandler: anyone,
       schema: { tags: ['legacy billing'], headers: IdempotencyHeaders, body: DeductionBody, response: legacyResponses },

@@ -1,5 +1,5 @@
 /**
- * Legacy appointment-addressed chat, `/api/chat/{id}/…`, behind the SessionContextGuard
+ * Legacy appointment-addressed chat, `/api/v2/chat/{id}/…`, behind the SessionContextGuard
  * (SPEC §3.2). The path parameter is classified first:
  *
  * | `{id}`                                   | result                                              |
@@ -46,8 +46,8 @@ export async function reportChatGuard(ctx: AppContext, e: Omit<GuardEvent, 'guar
   await recordGuardEvent(ctx.db, event);
 }
 
-const sessionChatUrl = (context: string) => `/api/sessions/${context}/messages`;
-export const pollUrl = (appointmentId: number) => `/api/appointments/${appointmentId}/session`;
+const sessionChatUrl = (context: string) => `/api/v2/sessions/${context}/messages`;
+export const pollUrl = (appointmentId: number) => `/api/v2/appointments/${appointmentId}/session`;
 
 /**
  * Resolves the `{id}` of a legacy chat route to a conversation, applying the guard. Throws the
@@ -115,7 +115,7 @@ export async function resolveLegacyChat(ctx: AppContext, actor: ChatActor, raw: 
     await reportChatGuard(ctx, { ...base, outcome: 'not_ready', enforced: true, errorCode: 'SESSION_NOT_READY' });
     throw new DomainError(
       'SESSION_NOT_READY',
-      `Session is not ready yet. Poll GET ${pollUrl(a.id)} until session_context appears, then chat through /api/sessions/{session_context}/messages.`,
+      `Session is not ready yet. Poll GET ${pollUrl(a.id)} until session_context appears, then chat through /api/v2/sessions/{session_context}/messages.`,
       { appointment_id: a.id, appointment_status: a.status, poll_url: pollUrl(a.id) },
     );
   }

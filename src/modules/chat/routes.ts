@@ -1,6 +1,6 @@
 /**
- * Chat routes: session chat under `/api/sessions/{context}/…` (SPEC §2.6, §5) and the legacy
- * appointment-addressed routes under `/api/chat/{id}/…` behind the SessionContextGuard (§3.2).
+ * Chat routes: session chat under `/api/v2/sessions/{context}/…` (SPEC §2.6, §5) and the legacy
+ * appointment-addressed routes under `/api/v2/chat/{id}/…` behind the SessionContextGuard (§3.2).
  *
  * Every request to a chat route — served, refused or blocked — counts once in
  * `chat_operations_total{operation, path}` (path "session" or "legacy").
@@ -145,7 +145,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   // ---- session chat -----------------------------------------------------------------------
 
   app.post(
-    '/api/sessions/:context/messages',
+    '/api/v2/sessions/:context/messages',
     {
       onRequest: app.authToken,
       ...counted('session', sendOrReply),
@@ -171,7 +171,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   );
 
   app.get(
-    '/api/sessions/:context/messages',
+    '/api/v2/sessions/:context/messages',
     {
       preHandler: anyone,
       ...counted('session', 'getMessages'),
@@ -192,7 +192,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   );
 
   app.post(
-    '/api/sessions/:context/messages/:messageId/reactions',
+    '/api/v2/sessions/:context/messages/:messageId/reactions',
     {
       preHandler: anyone,
       ...counted('session', 'addReaction'),
@@ -213,7 +213,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   );
 
   app.delete(
-    '/api/sessions/:context/messages/:messageId/reactions/:reaction',
+    '/api/v2/sessions/:context/messages/:messageId/reactions/:reaction',
     {
       preHandler: anyone,
       ...counted('session', 'removeReaction'),
@@ -229,7 +229,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   );
 
   app.post(
-    '/api/sessions/:context/typing',
+    '/api/v2/sessions/:context/typing',
     {
       preHandler: anyone,
       ...counted('session', (req) => ((req.body as { typing?: unknown } | undefined)?.typing === false ? 'stopTyping' : 'startTyping')),
@@ -249,7 +249,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   );
 
   app.post(
-    '/api/sessions/:context/read',
+    '/api/v2/sessions/:context/read',
     {
       preHandler: anyone,
       ...counted('session', 'markAsRead'),
@@ -310,13 +310,13 @@ async function chatPlugin(fastify: FastifyInstance) {
   }
 
   app.get(
-    '/api/chat/:id/messages',
+    '/api/v2/chat/:id/messages',
     {
       preHandler: anyone,
       ...counted('legacy', 'getMessages'),
       schema: {
         tags: ['legacy chat'],
-        summary: 'Legacy (guarded): messages of an appointment or session; use /api/sessions/{context}/messages',
+        summary: 'Legacy (guarded): messages of an appointment or session; use /api/v2/sessions/{context}/messages',
         params: LegacyParams,
         querystring: LegacyListQuery,
         response: { 200: Ok(Type.Array(LegacyMessageOut)), ...errorResponses },
@@ -331,7 +331,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   );
 
   app.post(
-    '/api/chat/:id/messages',
+    '/api/v2/chat/:id/messages',
     {
       onRequest: app.authToken,
       ...counted('legacy', 'sendMessage'),
@@ -350,7 +350,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   );
 
   app.post(
-    '/api/chat/:id/messages/:messageId/reply',
+    '/api/v2/chat/:id/messages/:messageId/reply',
     {
       onRequest: app.authToken,
       ...counted('legacy', 'replyToMessage'),
@@ -394,7 +394,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   };
 
   app.post(
-    '/api/chat/:id/messages/:messageId/reactions',
+    '/api/v2/chat/:id/messages/:messageId/reactions',
     {
       preHandler: anyone,
       ...counted('legacy', 'addReaction'),
@@ -404,7 +404,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   );
 
   app.delete(
-    '/api/chat/:id/messages/:messageId/reactions',
+    '/api/v2/chat/:id/messages/:messageId/reactions',
     {
       preHandler: anyone,
       ...counted('legacy', 'removeReaction'),
@@ -424,7 +424,7 @@ async function chatPlugin(fastify: FastifyInstance) {
     ['stop', 'stopTyping'],
   ] as const) {
     app.post(
-      `/api/chat/:id/typing/${action}`,
+      `/api/v2/chat/:id/typing/${action}`,
       {
         preHandler: anyone,
         ...counted('legacy', operation),
@@ -443,7 +443,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   }
 
   app.post(
-    '/api/chat/:id/mark-read',
+    '/api/v2/chat/:id/mark-read',
     {
       preHandler: anyone,
       ...counted('legacy', 'markAsRead'),

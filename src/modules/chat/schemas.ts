@@ -116,7 +116,7 @@ export const ReadOut = Type.Object({
   moved: Type.Boolean(),
 });
 
-// ---- legacy routes (/api/chat/{id}/…) -----------------------------------------------------
+// ---- legacy routes (/api/v2/chat/{id}/…) -----------------------------------------------------
 
 export const LegacyParams = Type.Object(
   { id: Type.String({ minLength: 1, maxLength: 64, description: 'Appointment id, or a session context (text_session_12)' }) },

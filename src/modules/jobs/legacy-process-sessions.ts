@@ -7,7 +7,7 @@
  * It never touches `confirmed` appointments (they belong to auto-start and recovery) nor any
  * appointment with a session (`session_id is null` is in the WHERE, under the row lock). It does
  * not bill: a legacy appointment is billed through the legacy billing endpoints
- * (`/api/appointments/{id}/end-session`, `process-payment`, `/api/text-appointments/process-deduction`),
+ * (`/api/v2/appointments/{id}/end-session`, `process-payment`, `/api/v2/text-appointments/process-deduction`),
  * which charge through the ledger at most once per appointment. The original deducted a session
  * from the patient here with no evidence of a no-show (reference §9.4 R6); this one never does.
  */

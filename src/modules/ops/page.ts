@@ -2,7 +2,7 @@
  * The built-in operations page (`/ops`): one HTML document with inline CSS and JS, no build step,
  * no external assets. The shell carries no data; its script reads the admin JWT (from `?token=`
  * or `#token=` once, then sessionStorage), strips it from the address bar and calls
- * `GET /api/admin/ops/summary` with a Bearer header every 10 seconds. Without a valid admin token
+ * `GET /api/v2/admin/ops/summary` with a Bearer header every 10 seconds. Without a valid admin token
  * it shows only the sign-in note. Everything is rendered with textContent (no innerHTML), and
  * the Content-Security-Policy allows only this document's nonce-tagged script and style.
  */
@@ -247,7 +247,7 @@ const SCRIPT = `
     var token = sessionStorage.getItem(KEY);
     if (!token) { showSignin(''); return; }
     setText('refresh-status', 'refreshing');
-    fetch('/api/admin/ops/summary', { headers: { authorization: 'Bearer ' + token }, cache: 'no-store', credentials: 'omit' })
+    fetch('/api/v2/admin/ops/summary', { headers: { authorization: 'Bearer ' + token }, cache: 'no-store', credentials: 'omit' })
       .then(function (res) {
         if (res.status === 401 || res.status === 403) {
           sessionStorage.removeItem(KEY);

@@ -1,5 +1,5 @@
 /**
- * `rollout:status` and `GET /api/admin/rollout`: for each flag not yet at its phase-3 value, what
+ * `rollout:status` and `GET /api/v2/admin/rollout`: for each flag not yet at its phase-3 value, what
  * changing it now would break, from what the guards and the legacy triggers recorded:
  *
  * | flag (phase-3 value)                       | evidence                                              |

@@ -17,7 +17,7 @@ export default async function opsRoutes(fastify: FastifyInstance): Promise<void>
   const admin = app.auth(['admin']);
 
   app.get(
-    '/api/admin/rollout',
+    '/api/v2/admin/rollout',
     {
       preHandler: admin,
       schema: {
@@ -30,7 +30,7 @@ export default async function opsRoutes(fastify: FastifyInstance): Promise<void>
   );
 
   app.get(
-    '/api/admin/ops/summary',
+    '/api/v2/admin/ops/summary',
     {
       preHandler: admin,
       schema: {

@@ -1,5 +1,5 @@
 /**
- * The data behind the /ops page (`GET /api/admin/ops/summary`): the monitor, the rollout status,
+ * The data behind the /ops page (`GET /api/v2/admin/ops/summary`): the monitor, the rollout status,
  * the backlog over the last hour, conversions and failures over the last hour and the recent job
  * runs — one database snapshot, so every number on the page describes the same instant.
  *

@@ -103,7 +103,7 @@ export function parseSessionContext(raw: string): ContextParse {
 }
 
 /**
- * Classify the `{id}` of legacy `/api/chat/{id}/…` routes. Old clients put either an appointment
+ * Classify the `{id}` of legacy `/api/v2/chat/{id}/…` routes. Old clients put either an appointment
  * id or a session context there: a strict positive safe integer is an appointment id; anything
  * else is parsed as a session context.
  */

@@ -21,7 +21,7 @@ export default async function sessionsRoutes(fastify: FastifyInstance) {
   const one = { 200: Ok(SessionOut), ...errorResponses };
 
   app.get(
-    '/api/sessions/:context',
+    '/api/v2/sessions/:context',
     { preHandler: anyone, schema: { tags: ['sessions'], params: ContextParams, response: one } },
     async (req) => {
       const s = await readableSession(ctx.db, currentUser(req), req.params.context);
@@ -30,7 +30,7 @@ export default async function sessionsRoutes(fastify: FastifyInstance) {
   );
 
   app.post(
-    '/api/sessions',
+    '/api/v2/sessions',
     {
       preHandler: app.auth(['patient']),
       config: { rateLimit: { max: app.ctx.config.rateLimitCreatePerMinute, timeWindow: '1 minute' } },
@@ -43,7 +43,7 @@ export default async function sessionsRoutes(fastify: FastifyInstance) {
   );
 
   app.post(
-    '/api/appointments/:id/start-session',
+    '/api/v2/appointments/:id/start-session',
     {
       preHandler: anyone,
       schema: { tags: ['sessions'], params: IdParams, response: { 200: Ok(SessionOut), 201: Ok(SessionOut), ...errorResponses } },
@@ -55,7 +55,7 @@ export default async function sessionsRoutes(fastify: FastifyInstance) {
   );
 
   app.post(
-    '/api/sessions/:context/end',
+    '/api/v2/sessions/:context/end',
     { preHandler: anyone, schema: { tags: ['sessions'], params: ContextParams, response: one } },
     async (req) => {
       const { after } = await endSession(ctx, currentUser(req), req.params.context);
@@ -65,7 +65,7 @@ export default async function sessionsRoutes(fastify: FastifyInstance) {
 
   for (const action of ['join', 'leave', 'decline'] as const) {
     app.post(
-      `/api/sessions/:context/call/${action}`,
+      `/api/v2/sessions/:context/call/${action}`,
       { preHandler: anyone, schema: { tags: ['calls'], params: ContextParams, response: one } },
       async (req) => {
         const { after } = await callAction(ctx, currentUser(req), req.params.context, action);

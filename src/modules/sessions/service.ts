@@ -220,7 +220,7 @@ export async function freshSession(ctx: AppContext, s: Session): Promise<Session
   return (await tickSession(ctx, s.id)) ?? s;
 }
 
-/** `POST /api/appointments/{id}/start-session`: from 15 minutes before the time; idempotent. */
+/** `POST /api/v2/appointments/{id}/start-session`: from 15 minutes before the time; idempotent. */
 export const START_EARLY_MINUTES = 15;
 
 export async function startAppointmentSession(

@@ -37,7 +37,7 @@ export default async function usersRoutes(fastify: FastifyInstance) {
   const anyone = app.auth();
 
   app.post(
-    '/api/admin/users',
+    '/api/v2/admin/users',
     {
       preHandler: admin,
       config: { rateLimit: { max: app.ctx.config.rateLimitCreatePerMinute * 5, timeWindow: '1 minute' } },
@@ -49,13 +49,13 @@ export default async function usersRoutes(fastify: FastifyInstance) {
     },
   );
 
-  app.get('/api/plans', { schema: { tags: ['billing'], response: { 200: Ok(Type.Array(PlanOut)), ...errorResponses } } }, async () => ({
+  app.get('/api/v2/plans', { schema: { tags: ['billing'], response: { 200: Ok(Type.Array(PlanOut)), ...errorResponses } } }, async () => ({
     success: true as const,
     data: (await listPlans(db)).map((p) => ({ ...p })),
   }));
 
   app.post(
-    '/api/admin/subscriptions',
+    '/api/v2/admin/subscriptions',
     {
       preHandler: admin,
       schema: { tags: ['admin'], body: GrantBody, response: { 200: Ok(SubscriptionOut), 201: Ok(SubscriptionOut), ...errorResponses } },
@@ -67,7 +67,7 @@ export default async function usersRoutes(fastify: FastifyInstance) {
   );
 
   app.get(
-    '/api/admin/flags',
+    '/api/v2/admin/flags',
     { preHandler: admin, schema: { tags: ['admin'], response: { 200: Ok(FlagsOut), ...errorResponses } } },
     async () => {
       const flags = await app.ctx.flags.current();
@@ -76,13 +76,13 @@ export default async function usersRoutes(fastify: FastifyInstance) {
     },
   );
 
-  app.get('/api/me', { preHandler: anyone, schema: { tags: ['me'], response: { 200: Ok(UserOut), ...errorResponses } } }, async (req) => {
+  app.get('/api/v2/me', { preHandler: anyone, schema: { tags: ['me'], response: { 200: Ok(UserOut), ...errorResponses } } }, async (req) => {
     const u = currentUser(req);
     return { success: true as const, data: { id: u.id, role: u.role, name: u.name, country: u.country, timezone: u.timezone } };
   });
 
   app.get(
-    '/api/me/credits',
+    '/api/v2/me/credits',
     { preHandler: anyone, schema: { tags: ['me'], response: { 200: Ok(CreditsOut), ...errorResponses } } },
     async (req) => {
       const u = currentUser(req);
@@ -99,7 +99,7 @@ export default async function usersRoutes(fastify: FastifyInstance) {
   );
 
   app.get(
-    '/api/me/notifications',
+    '/api/v2/me/notifications',
     {
       preHandler: anyone,
       schema: {
