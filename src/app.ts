@@ -45,7 +45,11 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
     trustProxy: false,
     // Router-level failures (a malformed or overlong URL) leave as problem documents too.
     frameworkErrors: (err, _req, reply) => {
-      void sendProblem(reply, 'VALIDATION_FAILED', err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A path parameter is too long' : 'Malformed request URL');
+      void sendProblem(
+        reply,
+        'VALIDATION_FAILED',
+        err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A path parameter is too long' : 'Malformed request URL',
+      );
     },
     maxParamLength: 200,
     ajv: {
