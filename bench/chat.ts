@@ -29,8 +29,8 @@
  *
  * Not a test: prints JSON and a table.
  */
-import { fork, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { join } from 'node:path';
 import { cpus } from 'node:os';
@@ -45,8 +45,22 @@ import { FlagService } from '../src/config/flags.js';
 import { createContext } from '../src/context.js';
 import { openDatabase } from '../src/db/index.js';
 import { migrate } from '../src/db/migrate.js';
-import { signToken } from '../src/lib/auth.js';
 import { createBusFor } from '../src/realtime/create-bus.js';
+import {
+  BODY,
+  SECRET,
+  answerParent,
+  conversations,
+  forkServer,
+  log,
+  mean,
+  measure,
+  median,
+  round,
+  settle,
+  type Conversation,
+  type Sample,
+} from './http-harness.js';
 import { createScratchDatabase } from './scratch-database.js';
 
 const ADMIN_URL = process.env['BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -59,11 +73,6 @@ const WS_RATE = Number(process.env['WS_RATE'] ?? 500);
 const WS_SECONDS = Number(process.env['WS_SECONDS'] ?? 20);
 const POOL_SIZE = process.env['DB_POOL_SIZE'] ?? '10';
 const LOG_BUFFER_BYTES = process.env['LOG_BUFFER_BYTES'] ?? '8192 (default)';
-const SECRET = 'bench-secret-bench-secret-bench-secret-000';
-const BODY = 'Good morning doctor, the headache is better today but I still feel tired.';
-
-const log = (msg: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${msg}\n`);
-
 // ---- the server process ---------------------------------------------------------------------
 
 /** Runs in the child: the real API and the minimal route, each on its own loopback port. */
@@ -77,7 +86,12 @@ async function serve(databaseUrl: string): Promise<void> {
     LOG_BUFFER_BYTES: process.env['LOG_BUFFER_BYTES'],
   });
   // The production logger (createContext builds it from the config), stdout being /dev/null here.
-  const ctx = await createContext(config, { role: 'bench', flags: new FlagService(() => ({})), migrate: false, bus: process.env['BENCH_INPROCESS_BUS'] ? async () => new (await import('../src/realtime/bus.js')).InProcessBus() : createBusFor });
+  const ctx = await createContext(config, {
+    role: 'bench',
+    flags: new FlagService(() => ({})),
+    migrate: false,
+    bus: process.env['BENCH_INPROCESS_BUS'] ? async () => new (await import('../src/realtime/bus.js')).InProcessBus() : createBusFor,
+  });
   const app = await buildApp(ctx);
   await app.listen({ port: 0, host: '127.0.0.1' });
 
@@ -96,9 +110,8 @@ async function serve(databaseUrl: string): Promise<void> {
   await minimal.listen({ port: 0, host: '127.0.0.1' });
   const port = (f: { server: { address(): unknown } }) => (f.server.address() as { port: number }).port;
   process.send!({ api: port(app), minimal: port(minimal) });
+  answerParent(() => Promise.all([app.close(), minimal.close(), pool.end()]));
   process.on('message', (m) => {
-    if (m === 'stop') void Promise.all([app.close(), minimal.close(), pool.end()]).finally(() => process.exit(0));
-    if (m === 'cpu') process.send!({ cpu: process.cpuUsage() });
     if (m === 'profile-start') {
       profiler.connect();
       profiler.post('Profiler.enable', () => profiler.post('Profiler.start'));
@@ -112,106 +125,11 @@ async function serve(databaseUrl: string): Promise<void> {
   });
 }
 
-// ---- data -----------------------------------------------------------------------------------
-
-interface Conversation {
-  appointment: number;
-  session: number;
-  patient: number;
-  doctor: number;
-  patientToken: string;
-  doctorToken: string;
-}
-
-/** `n` active text sessions, each from its own appointment, with one doctor message each. */
-async function conversations(databaseUrl: string, n: number, tag: string): Promise<Conversation[]> {
-  const c = new pg.Client({ connectionString: databaseUrl });
-  await c.connect();
-  try {
-    const r = await c.query<{ appointment: number; session: number; patient: number; doctor: number }>(
-      `with d as (insert into users (role, name) select 'doctor', 'Dr ' || $2 || g from generate_series(1, $1) g returning id),
-            p as (insert into users (role, name) select 'patient', 'Patient ' || $2 || g from generate_series(1, $1) g returning id),
-            pairs as (select p.id as pid, d.id as did, row_number() over () as i
-                        from (select id, row_number() over (order by id) rn from p) p
-                        join (select id, row_number() over (order by id) rn from d) d using (rn)),
-            a as (insert into appointments (patient_id, doctor_id, appointment_type, status, scheduled_at)
-                  select pid, did, 'text', 'in_progress', now() - interval '1 minute' from pairs returning id, patient_id, doctor_id),
-            s as (insert into sessions (kind, modality, source, appointment_id, patient_id, doctor_id, status, activated_at, credits_at_start)
-                  select 'text', 'text', 'APPOINTMENT', a.id, a.patient_id, a.doctor_id, 'active', now(), 100 from a
-                  returning id, appointment_id, patient_id, doctor_id)
-       select appointment_id::int as appointment, id::int as session, patient_id::int as patient, doctor_id::int as doctor from s order by id`,
-      [n, tag],
-    );
-    await c.query(`update appointments a set session_id = s.id from sessions s where s.appointment_id = a.id and a.session_id is null`);
-    await c.query(`insert into messages (session_id, sender_id, type, body) select id, doctor_id, 'text', 'Hello, how can I help?' from sessions where status = 'active' and not exists (select 1 from messages m where m.session_id = sessions.id)`);
-    return Promise.all(
-      r.rows.map(async (row) => ({
-        ...row,
-        patientToken: await signToken(SECRET, { sub: row.patient, role: 'patient' }, 7200),
-        doctorToken: await signToken(SECRET, { sub: row.doctor, role: 'doctor' }, 7200),
-      })),
-    );
-  } finally {
-    await c.end();
-  }
-}
-
 // ---- HTTP cases -----------------------------------------------------------------------------
 
 type Case = 'minimal' | 'session' | 'legacy';
-interface Sample {
-  rps: number;
-  p50: number;
-  p99: number;
-  errors: number;
-  /** CPU time of the API process per request (user + system), µs: robust on a busy machine. */
-  cpuUs: number;
-  /** CPU time of all PostgreSQL processes per request, µs (null when the server is not local). */
-  dbCpuUs: number | null;
-}
-
-/** Linux's USER_HZ: the unit of the CPU times in /proc/<pid>/stat. */
-const CLOCK_TICKS = 100;
-
-/**
- * CPU time (µs) used so far by every PostgreSQL process on this host: each one's own user + system
- * time plus that of its exited children (only the postmaster has any: the backends that ended).
- * Null when no local PostgreSQL is visible in /proc (a remote BENCH_DATABASE_URL).
- */
-function postgresCpuUs(): number | null {
-  let ticks = 0;
-  let seen = false;
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    } catch {
-      continue; // exited meanwhile
-    }
-    const close = stat.lastIndexOf(')');
-    if (stat.slice(stat.indexOf('(') + 1, close) !== 'postgres') continue;
-    seen = true;
-    // Fields after the command: state(3) … utime(14) stime(15) cutime(16) cstime(17).
-    const f = stat.slice(close + 2).split(' ');
-    ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-  }
-  return seen ? (ticks * 1e6) / CLOCK_TICKS : null;
-}
 
 let server: ChildProcess;
-const serverCpu = () =>
-  new Promise<number>((resolve) => {
-    const on = (m: unknown) => {
-      const cpu = (m as { cpu?: { user: number; system: number } }).cpu;
-      if (!cpu) return;
-      server.off('message', on);
-      resolve(cpu.user + cpu.system);
-    };
-    server.on('message', on);
-    server.send('cpu');
-  });
-
 let seq = 0;
 async function load(kind: Case, ports: { api: number; minimal: number }, convs: Conversation[], seconds: number): Promise<Sample> {
   // One conversation per connection (as in real use: one participant sends one message at a
@@ -225,7 +143,10 @@ async function load(kind: Case, ports: { api: number; minimal: number }, convs: 
           method: 'POST',
           path: `/minimal/${c.session}`,
           headers: json,
-          setupRequest: (req) => ({ ...req, body: JSON.stringify({ sender_id: c.patient, client_message_id: id(), type: 'text', body: BODY }) }),
+          setupRequest: (req) => ({
+            ...req,
+            body: JSON.stringify({ sender_id: c.patient, client_message_id: id(), type: 'text', body: BODY }),
+          }),
         };
       case 'session':
         return {
@@ -243,46 +164,8 @@ async function load(kind: Case, ports: { api: number; minimal: number }, convs: 
         };
     }
   };
-  let nextConnection = 0;
-  const requests = [requestFor(convs[0]!)];
-  const setupClient = (client: autocannon.Client) => client.setRequests([requestFor(convs[nextConnection++ % convs.length]!)]);
-  const port = kind === 'minimal' ? ports.minimal : ports.api;
-  const cpu0 = await serverCpu();
-  const db0 = postgresCpuUs();
-  const r = await autocannon({ url: `http://127.0.0.1:${port}`, connections: CONNECTIONS, duration: seconds, requests, setupClient });
-  const db1 = postgresCpuUs();
-  const cpu1 = await serverCpu();
-  const n = Math.max(1, r.requests.total);
-  // Every request must have succeeded with a stored message (201 session/minimal, 200 legacy).
-  return {
-    rps: r.requests.average,
-    p50: r.latency.p50,
-    p99: r.latency.p99,
-    errors: r.errors + r.timeouts + r.non2xx,
-    cpuUs: (cpu1 - cpu0) / n,
-    dbCpuUs: db0 === null || db1 === null ? null : (db1 - db0) / n,
-  };
+  return measure(server, kind === 'minimal' ? ports.minimal : ports.api, convs, requestFor, { connections: CONNECTIONS, seconds });
 }
-
-/** Vacuum and analyse the bench database, then checkpoint: every window starts from the same state. */
-async function settle(databaseUrl: string): Promise<void> {
-  const c = new pg.Client({ connectionString: databaseUrl });
-  await c.connect();
-  try {
-    await c.query('vacuum (analyze)');
-    await c.query('checkpoint');
-  } finally {
-    await c.end();
-  }
-}
-
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 // ---- WebSocket delivery ---------------------------------------------------------------------
 
@@ -291,7 +174,12 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
-async function openSocket(port: number, token: string, context: string, onMessage: (data: { type: string; data?: { client_message_id?: string } }) => void): Promise<WebSocket> {
+async function openSocket(
+  port: number,
+  token: string,
+  context: string,
+  onMessage: (data: { type: string; data?: { client_message_id?: string } }) => void,
+): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}/api/v2/ws`, ['bearer', token]);
     ws.once('error', reject);
@@ -405,7 +293,7 @@ async function websocketDelivery(port: number, convs: Conversation[]) {
 async function main() {
   const scratch = await createScratchDatabase(ADMIN_URL, 'sg_bench_chat');
   const databaseUrl = scratch.url;
-  let child: ChildProcess | null = null;
+  let stopServer = async () => {};
   try {
     const database = await openDatabase({ databaseUrl, dataDir: '' });
     await migrate(database.db);
@@ -415,14 +303,15 @@ async function main() {
     const ws = await conversations(databaseUrl, WS_SESSIONS, 'w');
     log(`data: ${http.length} + ${ws.length} active sessions`);
 
-    child = server = fork(new URL(import.meta.url).pathname, ['--serve', databaseUrl], { execArgv: process.execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-    const ports = await new Promise<{ api: number; minimal: number }>((resolve, reject) => {
-      child!.once('message', (m) => resolve(m as { api: number; minimal: number }));
-      child!.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
-    });
+    const forked = await forkServer<{ api: number; minimal: number }>(new URL(import.meta.url).pathname, databaseUrl);
+    stopServer = forked.stop;
+    const ports = forked.ports;
+    const child = (server = forked.child);
 
     // BENCH_CASES=session,legacy (a subset) or none (only the WebSocket case).
-    const cases = ((process.env['BENCH_CASES']?.split(',') ?? ['minimal', 'session', 'legacy']) as Case[]).filter((c) => ['minimal', 'session', 'legacy'].includes(c));
+    const cases = ((process.env['BENCH_CASES']?.split(',') ?? ['minimal', 'session', 'legacy']) as Case[]).filter((c) =>
+      ['minimal', 'session', 'legacy'].includes(c),
+    );
     for (const k of cases) {
       log(`warm-up ${k} (${WARMUP} s)`);
       await load(k, ports, http, WARMUP);
@@ -444,7 +333,9 @@ async function main() {
         const s = await load(k, ports, http, DURATION);
         samples[k].push(s);
         const dbCpu = s.dbCpuUs === null ? '' : `, PostgreSQL CPU ${Math.round(s.dbCpuUs)} µs/request`;
-        log(`round ${r} ${k}: ${Math.round(s.rps)} req/s, p50 ${s.p50} ms, p99 ${s.p99} ms, errors ${s.errors}, API CPU ${Math.round(s.cpuUs)} µs/request${dbCpu}`);
+        log(
+          `round ${r} ${k}: ${Math.round(s.rps)} req/s, p50 ${s.p50} ms, p99 ${s.p99} ms, errors ${s.errors}, API CPU ${Math.round(s.cpuUs)} µs/request${dbCpu}`,
+        );
       }
     }
     if (process.env['BENCH_PROFILE']) child.send('profile-stop');
@@ -506,18 +397,22 @@ async function main() {
     console.log('\n| case | req/s | p50 | p99 | API CPU / request | PostgreSQL CPU / request | errors | ratio | target |');
     console.log('|---|---|---|---|---|---|---|---|---|');
     const row = (name: string, x: ReturnType<typeof agg>, ratio: string, target: string) =>
-      console.log(`| ${name} | ${x.rps} | ${x.p50_ms} ms | ${x.p99_ms} ms | ${x.api_cpu_us_per_request} µs | ${x.postgres_cpu_us_per_request ?? '–'} µs | ${x.errors} | ${ratio} | ${target} |`);
+      console.log(
+        `| ${name} | ${x.rps} | ${x.p50_ms} ms | ${x.p99_ms} ms | ${x.api_cpu_us_per_request} µs | ${x.postgres_cpu_us_per_request ?? '–'} µs | ${x.errors} | ${ratio} | ${target} |`,
+      );
     row('minimal INSERT route', minimal, '1.00', '');
     row('(a) session send', session, `${a.throughput_ratio} of minimal; p99 ×${a.p99_ratio}`, '≥ 0.70; p99 ≤ ×1.5');
-    row('(b) legacy guarded send', legacy, `${b.throughput_overhead_pct} % overhead vs session (CPU: API ${b.cpu_overhead_pct} %, API + PostgreSQL ${b.total_cpu_overhead_pct} %); p99 ×${b.p99_ratio}`, '≤ 5 %');
+    row(
+      '(b) legacy guarded send',
+      legacy,
+      `${b.throughput_overhead_pct} % overhead vs session (CPU: API ${b.cpu_overhead_pct} %, API + PostgreSQL ${b.total_cpu_overhead_pct} %); p99 ×${b.p99_ratio}`,
+      '≤ 5 %',
+    );
     console.log(
       `| (c) WebSocket delivery (${delivery.sockets} sockets, ${delivery.rate_per_s} msg/s) | | ${delivery.p50_ms} ms | ${delivery.p99_ms} ms | | | ${delivery.failed_sends + delivery.lost} | max ${delivery.max_ms} ms | p99 ≤ 50 ms |`,
     );
   } finally {
-    if (child && child.exitCode === null) {
-      child.send('stop');
-      await new Promise((r) => child!.once('exit', r));
-    }
+    await stopServer();
     await scratch.drop();
   }
 }
