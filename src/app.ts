@@ -21,6 +21,7 @@ import sessionsRoutes from './modules/sessions/routes.js';
 import chatRoutes from './modules/chat/routes.js';
 import billingRoutes from './modules/billing/routes.js';
 import opsRoutes from './modules/ops/routes.js';
+import asyncApiRoute from './realtime/asyncapi.js';
 import realtimeGateway from './realtime/gateway.js';
 import originalContract from './compat/original/index.js';
 
@@ -31,6 +32,8 @@ declare module 'fastify' {
 }
 
 export type App = FastifyInstance;
+
+const SUCCESS_DESCRIPTIONS: Record<string, string> = { '200': 'OK', '201': 'Created' };
 
 /** Upper bound for any JSON body; chat messages are ≤ 1000 characters. */
 export const BODY_LIMIT_BYTES = 64 * 1024;
@@ -112,8 +115,21 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
       security: [{ bearer: [] }],
     },
     refResolver: { buildLocalReference: (json, _base, _frag, i) => String(json.$id ?? `def-${i}`) },
+    // Success responses say what they are instead of "Default Response".
+    transform: ({ schema, url }) => {
+      const response = schema?.response as Record<string, Record<string, unknown>> | undefined;
+      if (!response) return { schema, url };
+      const described = Object.fromEntries(
+        Object.entries(response).map(([status, r]) => [
+          status,
+          r['description'] ? r : { ...r, description: SUCCESS_DESCRIPTIONS[status] ?? 'Response' },
+        ]),
+      );
+      return { schema: { ...schema, response: described }, url };
+    },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(asyncApiRoute);
   await app.register(authPlugin);
   await app.register(observabilityPlugin);
 

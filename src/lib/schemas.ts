@@ -3,6 +3,7 @@
  * belongs is a 400), so path and query ids are declared as strict digit strings and converted.
  */
 import { Type, type Static, type TLiteral, type TSchema, type TUnion } from '@sinclair/typebox';
+import { STATUS_BY_CODE, type ErrorCode } from './errors.js';
 
 export const IdString = Type.String({ pattern: '^[1-9][0-9]{0,15}$', description: 'A positive integer id' });
 export const Id = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER });
@@ -33,11 +34,51 @@ export const ProblemRef = Type.Ref('Problem');
 /** `{ success: true, data }` envelope. */
 export const Ok = <T extends TSchema>(data: T) => Type.Object({ success: Type.Literal(true), data });
 
-/** The standard error responses every authenticated route can return. */
-export const errorResponses = {
-  '4xx': ProblemRef,
-  '5xx': ProblemRef,
-} as const;
+/**
+ * What any route may answer whatever it does: a request its schema refuses (or too large, or not
+ * JSON), the rate limit, the database away, a bug.
+ */
+export const BASELINE_ERROR_CODES: readonly ErrorCode[] = [
+  'VALIDATION_FAILED',
+  'PAYLOAD_TOO_LARGE',
+  'UNSUPPORTED_MEDIA_TYPE',
+  'RATE_LIMITED',
+  'SERVICE_UNAVAILABLE',
+  'INTERNAL_ERROR',
+];
+
+/**
+ * The error responses of a route, one per status, each a problem document whose `error_code` is
+ * one of the codes named (plus the baseline): the API document lists exactly what a client must
+ * handle, and `sendProblem` warns when a route answers a code its document does not list (the test
+ * harness fails on that warning).
+ */
+export function problems(...codes: ErrorCode[]): Record<string, TSchema> {
+  const byStatus = new Map<number, ErrorCode[]>();
+  for (const code of new Set([...BASELINE_ERROR_CODES, ...codes])) {
+    const status = STATUS_BY_CODE[code];
+    byStatus.set(status, [...(byStatus.get(status) ?? []), code]);
+  }
+  return Object.fromEntries(
+    [...byStatus].map(([status, list]) => [
+      String(status),
+      Type.Object(
+        { ...Problem.properties, error_code: Type.Unsafe<string>({ type: 'string', enum: list }) },
+        { additionalProperties: true, description: `Problem document; error_code: ${list.join(', ')}` },
+      ),
+    ]),
+  );
+}
+
+/** The error codes a route's document lists for `status`, or null when it documents no errors. */
+export function documentedErrorCodes(response: unknown, status: number): readonly string[] | null {
+  if (!response || typeof response !== 'object') return null;
+  const schema = (response as Record<string, { properties?: { error_code?: { enum?: string[] } } } | undefined>)[String(status)];
+  return schema?.properties?.error_code?.enum ?? [];
+}
+
+/** Codes every authenticated route can answer besides the baseline. */
+export const errorResponses = problems('UNAUTHENTICATED');
 
 export const toId = (s: string): number => Number(s);
 export const iso = (d: Date | string | null | undefined): string | null =>

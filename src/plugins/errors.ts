@@ -6,6 +6,10 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import fp from 'fastify-plugin';
 import { DomainError, STATUS_BY_CODE, isDatabaseUnavailable, type ErrorCode, type ErrorDetails } from '../lib/errors.js';
+import { documentedErrorCodes } from '../lib/schemas.js';
+
+/** The warning logged when a route answers an error code its API document does not list. */
+export const UNDOCUMENTED_ERROR_CODE = 'error code not in the API document';
 
 const TITLES: Record<number, string> = {
   400: 'Bad Request',
@@ -23,6 +27,10 @@ const TITLES: Record<number, string> = {
 
 export function sendProblem(reply: FastifyReply, code: ErrorCode, message: string, details: ErrorDetails = {}) {
   const status = STATUS_BY_CODE[code];
+  const documented = documentedErrorCodes(reply.routeOptions.schema?.response, status);
+  if (documented && !documented.includes(code)) {
+    reply.log.warn({ error_code: code, method: reply.request.method, route: reply.routeOptions.url }, UNDOCUMENTED_ERROR_CODE);
+  }
   return reply
     .code(status)
     .type('application/problem+json')

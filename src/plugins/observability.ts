@@ -29,13 +29,24 @@ export default fp(
 
     app.get(
       '/health/live',
-      { schema: { hide: true, response: { 200: Health } }, logLevel: 'warn' },
+      {
+        schema: { summary: 'Liveness: the process answers', tags: ['operations'], security: [], response: { 200: Health } },
+        logLevel: 'warn',
+      },
       async () => ({ status: 'ok' }),
     );
 
     app.get(
       '/health/ready',
-      { schema: { hide: true, response: { 200: Health, 503: Health } }, logLevel: 'warn' },
+      {
+        schema: {
+          summary: 'Readiness: 200 while the database answers, 503 while it does not or the process is shutting down',
+          tags: ['operations'],
+          security: [],
+          response: { 200: Health, 503: Health },
+        },
+        logLevel: 'warn',
+      },
       async (_req, reply) => {
         if (app.draining.value) return reply.code(503).send({ status: 'draining' });
         const ok = await app.ctx.database.ping();
@@ -45,7 +56,13 @@ export default fp(
       },
     );
 
-    app.get('/metrics', { schema: { hide: true }, logLevel: 'warn' }, async (_req, reply) => {
+    const metricsSchema = {
+      summary: 'Prometheus metrics of this process (text exposition format)',
+      tags: ['operations'],
+      security: [],
+      response: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } } },
+    };
+    app.get('/metrics', { schema: metricsSchema, logLevel: 'warn' }, async (_req, reply) => {
       reply.type(metrics.registry.contentType);
       return metrics.registry.metrics();
     });

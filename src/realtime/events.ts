@@ -15,78 +15,92 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { BusEvent, EventBus } from './bus.js';
-import type { ChatMessageJson } from '../modules/chat/schemas.js';
+import { ChatMessageOut } from '../modules/chat/schemas.js';
+
+const NullableId = Type.Union([Type.Integer({ minimum: 1 }), Type.Null()]);
+const NullableString = Type.Union([Type.String(), Type.Null()]);
 
 /** Where a chat event happened: a session, or an appointment's pre-session legacy chat. */
-export interface ChatScopeIds {
-  session_id: number | null;
-  session_context: string | null;
-  appointment_id: number | null;
-}
+export const ChatScopeIdsSchema = Type.Object({ session_id: NullableId, session_context: NullableString, appointment_id: NullableId });
+export type ChatScopeIds = Static<typeof ChatScopeIdsSchema>;
 
-export interface ReactionEventData extends ChatScopeIds {
-  message_id: number;
-  user_id: number;
-  reaction: string;
-}
+export const ReactionEventSchema = Type.Composite([
+  ChatScopeIdsSchema,
+  Type.Object({ message_id: Type.Integer(), user_id: Type.Integer(), reaction: Type.String() }),
+]);
+export type ReactionEventData = Static<typeof ReactionEventSchema>;
 
-export interface TypingEventData extends ChatScopeIds {
-  user_id: number;
-  user_name: string;
-  typing: boolean;
-  /** When a `typing: true` lapses if no refresh arrives (~8 s); null for `typing: false`. */
-  expires_at: string | null;
-}
+export const TypingEventSchema = Type.Composite([
+  ChatScopeIdsSchema,
+  Type.Object({
+    user_id: Type.Integer(),
+    user_name: Type.String(),
+    typing: Type.Boolean(),
+    expires_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
+      description: 'When a `typing: true` lapses if no refresh arrives (~8 s); null for `typing: false`',
+    }),
+  }),
+]);
+export type TypingEventData = Static<typeof TypingEventSchema>;
 
-export interface ReadEventData extends ChatScopeIds {
-  user_id: number;
-  last_read_message_id: number;
-}
+export const ReadEventSchema = Type.Composite([
+  ChatScopeIdsSchema,
+  Type.Object({ user_id: Type.Integer(), last_read_message_id: Type.Integer() }),
+]);
+export type ReadEventData = Static<typeof ReadEventSchema>;
 
-export interface SessionStatusEventData {
-  session_id: number;
-  session_context: string;
-  status: string;
-  previous: string | null;
-  end_reason: string | null;
-}
+export const SessionStatusEventSchema = Type.Object({
+  session_id: Type.Integer(),
+  session_context: Type.String(),
+  status: Type.String(),
+  previous: NullableString,
+  end_reason: NullableString,
+});
+export type SessionStatusEventData = Static<typeof SessionStatusEventSchema>;
 
-export interface CallSignalEventData {
-  session_id: number;
-  session_context: string;
-  from_user_id: number;
-  signal: CallSignal;
-}
+const Ref = Type.Optional(Type.Union([Type.String({ maxLength: 64 }), Type.Integer()]));
+const Context = Type.String({ minLength: 1, maxLength: 64 });
 
-export interface NotificationEventData {
-  id: number;
-  kind: string;
-  payload: unknown;
-}
+export const CallSignalSchema = Type.Object(
+  {
+    type: Type.Union([Type.Literal('offer'), Type.Literal('answer'), Type.Literal('ice')]),
+    sdp: Type.Optional(Type.String({ maxLength: 32_000 })),
+    candidate: Type.Optional(Type.Unknown()),
+    sdpMid: Type.Optional(Type.Union([Type.String({ maxLength: 64 }), Type.Null()])),
+    sdpMLineIndex: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: 1000 }), Type.Null()])),
+  },
+  { additionalProperties: false },
+);
+export type CallSignal = Static<typeof CallSignalSchema>;
+
+export const CallSignalEventSchema = Type.Object({
+  session_id: Type.Integer(),
+  session_context: Type.String(),
+  from_user_id: Type.Integer(),
+  signal: CallSignalSchema,
+});
+export type CallSignalEventData = Static<typeof CallSignalEventSchema>;
+
+export const NotificationEventSchema = Type.Object({ id: Type.Integer(), kind: Type.String(), payload: Type.Unknown() });
+export type NotificationEventData = Static<typeof NotificationEventSchema>;
+
+/** The payload schema of each server event: the protocol's document is generated from these. */
+export const ServerEventSchemas = {
+  'message.created': ChatMessageOut,
+  'reaction.added': ReactionEventSchema,
+  'reaction.removed': ReactionEventSchema,
+  typing: TypingEventSchema,
+  read: ReadEventSchema,
+  'session.status': SessionStatusEventSchema,
+  'call.signal': CallSignalEventSchema,
+  notification: NotificationEventSchema,
+} as const;
 
 /** Payload type of each server event. */
-export interface ServerEventMap {
-  'message.created': ChatMessageJson;
-  'reaction.added': ReactionEventData;
-  'reaction.removed': ReactionEventData;
-  typing: TypingEventData;
-  read: ReadEventData;
-  'session.status': SessionStatusEventData;
-  'call.signal': CallSignalEventData;
-  notification: NotificationEventData;
-}
+export type ServerEventMap = { [K in keyof typeof ServerEventSchemas]: Static<(typeof ServerEventSchemas)[K]> };
 
 export type ServerEventType = keyof ServerEventMap;
-export const SERVER_EVENT_TYPES: readonly ServerEventType[] = [
-  'message.created',
-  'reaction.added',
-  'reaction.removed',
-  'typing',
-  'read',
-  'session.status',
-  'call.signal',
-  'notification',
-];
+export const SERVER_EVENT_TYPES = Object.keys(ServerEventSchemas) as ServerEventType[];
 
 /** A server event as sent on the socket. */
 export type ServerEvent = { [K in ServerEventType]: { type: K; data: ServerEventMap[K] } }[ServerEventType];
@@ -107,29 +121,43 @@ export function publishEvent<K extends ServerEventType>(bus: EventBus, type: K, 
 
 // ---- client messages ----------------------------------------------------------------------
 
-const Ref = Type.Optional(Type.Union([Type.String({ maxLength: 64 }), Type.Integer()]));
-const Context = Type.String({ minLength: 1, maxLength: 64 });
-
-export const CallSignalSchema = Type.Object(
-  {
-    type: Type.Union([Type.Literal('offer'), Type.Literal('answer'), Type.Literal('ice')]),
-    sdp: Type.Optional(Type.String({ maxLength: 32_000 })),
-    candidate: Type.Optional(Type.Unknown()),
-    sdpMid: Type.Optional(Type.Union([Type.String({ maxLength: 64 }), Type.Null()])),
-    sdpMLineIndex: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: 1000 }), Type.Null()])),
-  },
-  { additionalProperties: false },
-);
-export type CallSignal = Static<typeof CallSignalSchema>;
-
 export const ClientMessageSchema = Type.Union([
   Type.Object({ type: Type.Literal('subscribe'), session_context: Context, ref: Ref }, { additionalProperties: false }),
   Type.Object({ type: Type.Literal('unsubscribe'), session_context: Context, ref: Ref }, { additionalProperties: false }),
-  Type.Object({ type: Type.Literal('typing'), session_context: Context, typing: Type.Boolean(), ref: Ref }, { additionalProperties: false }),
-  Type.Object({ type: Type.Literal('call.signal'), session_context: Context, signal: CallSignalSchema, ref: Ref }, { additionalProperties: false }),
+  Type.Object(
+    { type: Type.Literal('typing'), session_context: Context, typing: Type.Boolean(), ref: Ref },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    { type: Type.Literal('call.signal'), session_context: Context, signal: CallSignalSchema, ref: Ref },
+    { additionalProperties: false },
+  ),
   Type.Object({ type: Type.Literal('ping'), ref: Ref }, { additionalProperties: false }),
 ]);
 export type ClientMessage = Static<typeof ClientMessageSchema>;
+
+/** The server's control frames (answers to client messages), for the protocol's document. */
+export const ControlFrameSchemas = {
+  ready: Type.Object({ type: Type.Literal('ready'), user_id: Type.Integer(), role: Type.String(), heartbeat_ms: Type.Integer() }),
+  subscribed: Type.Object({
+    type: Type.Literal('subscribed'),
+    session_context: Type.String(),
+    session_id: Type.Integer(),
+    session_status: Type.String(),
+    access: Type.String(),
+    ref: Ref,
+  }),
+  unsubscribed: Type.Object({ type: Type.Literal('unsubscribed'), session_context: Type.String(), session_id: Type.Integer(), ref: Ref }),
+  ack: Type.Object(
+    { type: Type.Literal('ack'), of: Type.String(), session_context: Type.String(), ref: Ref },
+    { additionalProperties: true },
+  ),
+  pong: Type.Object({ type: Type.Literal('pong'), ref: Ref }),
+  error: Type.Object(
+    { type: Type.Literal('error'), error_code: Type.String(), message: Type.String(), ref: Ref },
+    { additionalProperties: true },
+  ),
+} as const;
 
 const clientMessageCheck = TypeCompiler.Compile(ClientMessageSchema);
 
@@ -146,5 +174,9 @@ export function parseClientMessage(text: string): { ok: true; message: ClientMes
   }
   if (clientMessageCheck.Check(value)) return { ok: true, message: value };
   const ref = value && typeof value === 'object' && 'ref' in value ? (value as { ref: unknown }).ref : undefined;
-  return typeof ref === 'string' && ref.length <= 64 ? { ok: false, ref } : Number.isSafeInteger(ref) ? { ok: false, ref: ref as number } : { ok: false };
+  return typeof ref === 'string' && ref.length <= 64
+    ? { ok: false, ref }
+    : Number.isSafeInteger(ref)
+      ? { ok: false, ref: ref as number }
+      : { ok: false };
 }

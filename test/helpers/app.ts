@@ -11,6 +11,7 @@ import { closeContext, createContext, type AppContext } from '../../src/context.
 import type { Appointment, AppointmentStatus, Role, User } from '../../src/db/types.js';
 import { signToken } from '../../src/lib/auth.js';
 import { loggerOptions } from '../../src/lib/logger.js';
+import { UNDOCUMENTED_ERROR_CODE } from '../../src/plugins/errors.js';
 import { createUser, grantSubscription, upsertPlan } from '../../src/modules/users/service.js';
 import { cloneTestDatabase, type TestDatabase } from './db.js';
 
@@ -65,18 +66,15 @@ export async function createHarness(opts: HarnessOptions = {}): Promise<TestHarn
   for (const [k, v] of Object.entries(opts.flags ?? {})) flagEnv[k] = String(v);
   const flags = new FlagService(() => flagEnv);
   const logs: Record<string, unknown>[] = [];
-  const logger = pino(
-    loggerOptions('info', 'test'),
-    {
-      write(line: string) {
-        try {
-          logs.push(JSON.parse(line) as Record<string, unknown>);
-        } catch {
-          /* not JSON */
-        }
-      },
+  const logger = pino(loggerOptions('info', 'test'), {
+    write(line: string) {
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        /* not JSON */
+      }
     },
-  );
+  });
   const ctx = await createContext(config, { role: 'test', logger, flags, migrate: false, now: opts.now });
   const app = await buildApp(ctx);
   await app.ready();
@@ -122,12 +120,22 @@ export async function createHarness(opts: HarnessOptions = {}): Promise<TestHarn
         video_credits: credits.video ?? 0,
         validity_days: days,
       });
-      await grantSubscription(ctx.db, { user_id: patient.id, plan_id: plan.id, payment_reference: `test-ref-${++seq}-${patient.id}` }, new Date());
+      await grantSubscription(
+        ctx.db,
+        { user_id: patient.id, plan_id: plan.id, payment_reference: `test-ref-${++seq}-${patient.id}` },
+        new Date(),
+      );
     },
     async close() {
       await app.close();
       await closeContext(ctx);
       await database.drop();
+      // A route answered an error_code its API document does not list: the document is wrong.
+      const undocumented = logs
+        .filter((l) => l['msg'] === UNDOCUMENTED_ERROR_CODE)
+        .map((l) => `${l['method']} ${l['route']} → ${l['error_code']}`);
+      if (undocumented.length > 0)
+        throw new Error(`Error codes missing from the API document:\n  ${[...new Set(undocumented)].join('\n  ')}`);
     },
   };
   return h;

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Appointment } from '../../db/types.js';
-import { IdParams, Ok, errorResponses, iso, toId } from '../../lib/schemas.js';
+import { IdParams, Ok, problems, iso, toId } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
 import { formatSessionContext } from '../sessions/context.js';
 import { sessionKindForModality, modalityForAppointmentType } from '../sessions/modality.js';
@@ -46,14 +46,18 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { db } = app.ctx;
   const anyone = app.auth();
-  const one = { 200: Ok(AppointmentOut), ...errorResponses };
 
   app.post(
     '/api/v2/appointments',
     {
       preHandler: app.auth(['patient']),
       config: { rateLimit: { max: app.ctx.config.rateLimitCreatePerMinute, timeWindow: '1 minute' } },
-      schema: { tags: ['appointments'], body: BookBody, response: { 201: Ok(AppointmentOut), ...errorResponses } },
+      schema: {
+        summary: 'Book an appointment (patient)',
+        tags: ['appointments'],
+        body: BookBody,
+        response: { 201: Ok(AppointmentOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT', 'INSUFFICIENT_CREDITS') },
+      },
     },
     async (req, reply) => {
       const a = await bookAppointment(db, currentUser(req), req.body, app.ctx.now());
@@ -65,7 +69,12 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
     '/api/v2/admin/appointments',
     {
       preHandler: app.auth(['admin']),
-      schema: { tags: ['admin'], body: ImportBody, response: { 201: Ok(AppointmentOut), ...errorResponses } },
+      schema: {
+        summary: 'Create an appointment in any status, e.g. imported from the legacy system (admin)',
+        tags: ['admin'],
+        body: ImportBody,
+        response: { 201: Ok(AppointmentOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT') },
+      },
     },
     async (req, reply) => {
       const a = await importAppointment(db, req.body);
@@ -77,7 +86,12 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
     '/api/v2/appointments',
     {
       preHandler: anyone,
-      schema: { tags: ['appointments'], querystring: ListQuery, response: { 200: Ok(Type.Array(AppointmentOut)), ...errorResponses } },
+      schema: {
+        summary: "List the caller's appointments",
+        tags: ['appointments'],
+        querystring: ListQuery,
+        response: { 200: Ok(Type.Array(AppointmentOut)), ...problems('UNAUTHENTICATED') },
+      },
     },
     async (req) => {
       const rows = await listAppointments(db, currentUser(req), {
@@ -91,7 +105,15 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
 
   app.get(
     '/api/v2/appointments/:id',
-    { preHandler: anyone, schema: { tags: ['appointments'], params: IdParams, response: one } },
+    {
+      preHandler: anyone,
+      schema: {
+        summary: 'An appointment',
+        tags: ['appointments'],
+        params: IdParams,
+        response: { 200: Ok(AppointmentOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
+      },
+    },
     async (req) => ({
       success: true as const,
       data: appointmentJson(await readableAppointment(db, currentUser(req), toId(req.params.id))),
@@ -100,7 +122,15 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
 
   app.post(
     '/api/v2/appointments/:id/confirm',
-    { preHandler: app.auth(['doctor']), schema: { tags: ['appointments'], params: IdParams, response: one } },
+    {
+      preHandler: app.auth(['doctor']),
+      schema: {
+        summary: 'Confirm an appointment (its doctor)',
+        tags: ['appointments'],
+        params: IdParams,
+        response: { 200: Ok(AppointmentOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT') },
+      },
+    },
     async (req) => ({
       success: true as const,
       data: appointmentJson(await confirmAppointment(db, currentUser(req), toId(req.params.id))),
@@ -109,7 +139,15 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
 
   app.post(
     '/api/v2/appointments/:id/cancel',
-    { preHandler: anyone, schema: { tags: ['appointments'], params: IdParams, response: one } },
+    {
+      preHandler: anyone,
+      schema: {
+        summary: 'Cancel an appointment (either participant)',
+        tags: ['appointments'],
+        params: IdParams,
+        response: { 200: Ok(AppointmentOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT') },
+      },
+    },
     async (req) => ({
       success: true as const,
       data: appointmentJson(await cancelAppointment(db, currentUser(req), toId(req.params.id))),
@@ -121,10 +159,11 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
     {
       onRequest: app.authToken,
       schema: {
+        summary: "The appointment's session, if any: what clients poll while waiting",
         tags: ['appointments'],
         description: 'Poll this while chat answers SESSION_NOT_READY: session_id appears when the session starts.',
         params: IdParams,
-        response: { 200: Ok(AppointmentSessionOut), ...errorResponses },
+        response: { 200: Ok(AppointmentSessionOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
       },
     },
     async (req) => {

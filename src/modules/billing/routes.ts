@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { IdParams, Ok, errorResponses, toId } from '../../lib/schemas.js';
+import { IdParams, Ok, problems, toId } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
 import { ContextParams } from '../sessions/schemas.js';
 import { legacyBilling, type LegacyBillingResponse } from './legacy.js';
@@ -15,13 +15,17 @@ export default async function billingRoutes(fastify: FastifyInstance): Promise<v
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { ctx } = app;
   const anyone = app.auth();
-  const legacyResponses = { 200: LegacyBillingOut, ...errorResponses };
 
   app.get(
     '/api/v2/sessions/:context/billing',
     {
       preHandler: anyone,
-      schema: { tags: ['billing'], params: ContextParams, response: { 200: Ok(SessionBillingOut), ...errorResponses } },
+      schema: {
+        summary: "A session's billing: units charged, credits, payout",
+        tags: ['billing'],
+        params: ContextParams,
+        response: { 200: Ok(SessionBillingOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED') },
+      },
     },
     async (req) => ({ success: true as const, data: await sessionBilling(ctx, currentUser(req), req.params.context) }),
   );
@@ -30,7 +34,12 @@ export default async function billingRoutes(fastify: FastifyInstance): Promise<v
     '/api/v2/doctor/wallet',
     {
       preHandler: app.auth(['doctor']),
-      schema: { tags: ['billing'], querystring: WalletQuery, response: { 200: Ok(WalletOut), ...errorResponses } },
+      schema: {
+        summary: "The doctor's wallet: balance, currency, ledger entries (doctor)",
+        tags: ['billing'],
+        querystring: WalletQuery,
+        response: { 200: Ok(WalletOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
+      },
     },
     async (req) => {
       const page = { limit: Number(req.query.limit ?? 50), before: req.query.before === undefined ? undefined : toId(req.query.before) };
@@ -44,14 +53,56 @@ export default async function billingRoutes(fastify: FastifyInstance): Promise<v
 
   app.post(
     '/api/v2/appointments/:id/end-session',
-    { preHandler: anyone, schema: { tags: ['legacy billing'], params: IdParams, body: EmptyBody, response: legacyResponses } },
+    {
+      preHandler: anyone,
+      schema: {
+        summary: "Legacy: end an appointment's consultation and bill it (guarded; use POST /api/v2/sessions/{context}/end)",
+        deprecated: true,
+        tags: ['legacy billing'],
+        params: IdParams,
+        body: EmptyBody,
+        response: {
+          200: LegacyBillingOut,
+          ...problems(
+            'UNAUTHENTICATED',
+            'FORBIDDEN',
+            'NOT_FOUND',
+            'CONFLICT',
+            'INSUFFICIENT_CREDITS',
+            'SESSION_BILLING_REQUIRED',
+            'SESSION_NOT_ACTIVE',
+          ),
+        },
+      },
+    },
     async (req, reply) =>
       send(reply, await legacyBilling(ctx, currentUser(req), { endpoint: 'end-session', appointmentId: toId(req.params.id) })),
   );
 
   app.post(
     '/api/v2/appointments/:id/process-payment',
-    { preHandler: anyone, schema: { tags: ['legacy billing'], params: IdParams, body: EmptyBody, response: legacyResponses } },
+    {
+      preHandler: anyone,
+      schema: {
+        summary: "Legacy: charge an appointment's consultation (guarded; billing runs on the server)",
+        deprecated: true,
+        tags: ['legacy billing'],
+        params: IdParams,
+        body: EmptyBody,
+        response: {
+          200: LegacyBillingOut,
+          ...problems(
+            'UNAUTHENTICATED',
+            'FORBIDDEN',
+            'NOT_FOUND',
+            'CONFLICT',
+            'INSUFFICIENT_CREDITS',
+            'SESSION_BILLING_REQUIRED',
+            'SESSION_NOT_ACTIVE',
+          ),
+        },
+      },
+    },
     async (req, reply) =>
       send(reply, await legacyBilling(ctx, currentUser(req), { endpoint: 'process-payment', appointmentId: toId(req.params.id) })),
   );
@@ -60,7 +111,25 @@ export default async function billingRoutes(fastify: FastifyInstance): Promise<v
     '/api/v2/text-appointments/process-deduction',
     {
       preHandler: anyone,
-      schema: { tags: ['legacy billing'], headers: IdempotencyHeaders, body: DeductionBody, response: legacyResponses },
+      schema: {
+        summary: 'Legacy: deduct units for a text appointment (guarded; idempotent by Idempotency-Key)',
+        deprecated: true,
+        tags: ['legacy billing'],
+        headers: IdempotencyHeaders,
+        body: DeductionBody,
+        response: {
+          200: LegacyBillingOut,
+          ...problems(
+            'UNAUTHENTICATED',
+            'FORBIDDEN',
+            'NOT_FOUND',
+            'CONFLICT',
+            'INSUFFICIENT_CREDITS',
+            'SESSION_BILLING_REQUIRED',
+            'SESSION_NOT_ACTIVE',
+          ),
+        },
+      },
     },
     async (req, reply) =>
       send(

@@ -10,7 +10,7 @@ import fp from 'fastify-plugin';
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { invalid, unauthenticated } from '../../lib/errors.js';
-import { Ok, errorResponses, toId } from '../../lib/schemas.js';
+import { Ok, problems, toId } from '../../lib/schemas.js';
 import { bearerToken, currentUser } from '../../plugins/auth.js';
 import type { ChatOperation } from '../guard/decision.js';
 import { currentGuardFlags } from '../guard/flags.js';
@@ -154,7 +154,19 @@ async function chatPlugin(fastify: FastifyInstance) {
         summary: 'Send a message (idempotent by client_message_id: a retry answers 200 with the stored message)',
         params: ContextParams,
         body: SendBody,
-        response: { 200: Ok(ChatMessageOut), 201: Ok(ChatMessageOut), ...errorResponses },
+        response: {
+          200: Ok(ChatMessageOut),
+          201: Ok(ChatMessageOut),
+          ...problems(
+            'UNAUTHENTICATED',
+            'FORBIDDEN',
+            'NOT_FOUND',
+            'SESSION_CONTEXT_REQUIRED',
+            'SESSION_NOT_ACTIVE',
+            'CONTENT_BLOCKED',
+            'CONFLICT',
+          ),
+        },
       },
     },
     async (req, reply) => {
@@ -180,7 +192,7 @@ async function chatPlugin(fastify: FastifyInstance) {
         summary: 'Messages, oldest first, by keyset: the newest page, `before` an id (older), or `after` an id (newer)',
         params: ContextParams,
         querystring: ListQuery,
-        response: { 200: Ok(MessagePageOut), ...errorResponses },
+        response: { 200: Ok(MessagePageOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED') },
       },
     },
     async (req) => {
@@ -197,10 +209,15 @@ async function chatPlugin(fastify: FastifyInstance) {
       preHandler: anyone,
       ...counted('session', 'addReaction'),
       schema: {
+        summary: 'Add a reaction (idempotent)',
         tags: ['chat'],
         params: MessageParams,
         body: ReactionBody,
-        response: { 200: Ok(ReactionResultOut), 201: Ok(ReactionResultOut), ...errorResponses },
+        response: {
+          200: Ok(ReactionResultOut),
+          201: Ok(ReactionResultOut),
+          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'SESSION_NOT_ACTIVE'),
+        },
       },
     },
     async (req, reply) => {
@@ -208,7 +225,9 @@ async function chatPlugin(fastify: FastifyInstance) {
       const s = await sessionByContext(ctx.db, req.params.context);
       const messageId = toId(req.params.messageId);
       const { changed } = await setReaction(ctx, actor, sessionScope(s), messageId, req.body.reaction, true);
-      return reply.code(changed ? 201 : 200).send({ success: true, data: { message_id: messageId, reaction: req.body.reaction, user_id: actor.id, changed } });
+      return reply
+        .code(changed ? 201 : 200)
+        .send({ success: true, data: { message_id: messageId, reaction: req.body.reaction, user_id: actor.id, changed } });
     },
   );
 
@@ -217,7 +236,15 @@ async function chatPlugin(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       ...counted('session', 'removeReaction'),
-      schema: { tags: ['chat'], params: ReactionParams, response: { 200: Ok(ReactionResultOut), ...errorResponses } },
+      schema: {
+        summary: 'Remove a reaction (idempotent)',
+        tags: ['chat'],
+        params: ReactionParams,
+        response: {
+          200: Ok(ReactionResultOut),
+          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'SESSION_NOT_ACTIVE'),
+        },
+      },
     },
     async (req) => {
       const actor = currentUser(req);
@@ -238,7 +265,10 @@ async function chatPlugin(fastify: FastifyInstance) {
         summary: 'Typing indicator: ephemeral (never stored), lapses after ~8 s, throttled per user',
         params: ContextParams,
         body: TypingBody,
-        response: { 200: Ok(TypingOut), ...errorResponses },
+        response: {
+          200: Ok(TypingOut),
+          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'SESSION_NOT_ACTIVE'),
+        },
       },
     },
     async (req) => {
@@ -258,14 +288,17 @@ async function chatPlugin(fastify: FastifyInstance) {
         summary: 'Move your read horizon forward to message_id (never backwards)',
         params: ContextParams,
         body: ReadBody,
-        response: { 200: Ok(ReadOut), ...errorResponses },
+        response: { 200: Ok(ReadOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED') },
       },
     },
     async (req) => {
       const actor = currentUser(req);
       const s = await sessionByContext(ctx.db, req.params.context);
       const r = await markRead(ctx, actor, sessionScope(s), req.body.message_id);
-      return { success: true as const, data: { last_read_message_id: r.last_read_message_id, unread_count: r.unread_count, moved: r.moved } };
+      return {
+        success: true as const,
+        data: { last_read_message_id: r.last_read_message_id, unread_count: r.unread_count, moved: r.moved },
+      };
     },
   );
 
@@ -276,7 +309,12 @@ async function chatPlugin(fastify: FastifyInstance) {
    * live session first tries the one-statement path (session lock, insert and the would-block
    * guard event in one statement); everything else resolves through the guard explicitly.
    */
-  async function legacySend(sender: { id: number; load: () => Promise<ChatActor> }, rawId: string, operation: ChatOperation, input: MessageInput): Promise<SendResult> {
+  async function legacySend(
+    sender: { id: number; load: () => Promise<ChatActor> },
+    rawId: string,
+    operation: ChatOperation,
+    input: MessageInput,
+  ): Promise<SendResult> {
     validateMessage(input);
     const param = classifyChatPathParam(rawId);
     if (param.type === 'appointment') {
@@ -288,7 +326,15 @@ async function chatPlugin(fastify: FastifyInstance) {
           message: { ...input },
         });
         if (row) {
-          const event = { guard: 'chat' as const, operation, outcome: 'would_block' as const, enforced: false, appointmentId: param.id, sessionId: row.session_id, userId: row.sender_id };
+          const event = {
+            guard: 'chat' as const,
+            operation,
+            outcome: 'would_block' as const,
+            enforced: false,
+            appointmentId: param.id,
+            sessionId: row.session_id,
+            userId: row.sender_id,
+          };
           logGuardDecision(ctx.log, event);
           countGuardDecision(ctx.metrics, event);
           return fastResult(ctx, row);
@@ -315,17 +361,24 @@ async function chatPlugin(fastify: FastifyInstance) {
       preHandler: anyone,
       ...counted('legacy', 'getMessages'),
       schema: {
+        deprecated: true,
         tags: ['legacy chat'],
         summary: 'Legacy (guarded): messages of an appointment or session; use /api/v2/sessions/{context}/messages',
         params: LegacyParams,
         querystring: LegacyListQuery,
-        response: { 200: Ok(Type.Array(LegacyMessageOut)), ...errorResponses },
+        response: {
+          200: Ok(Type.Array(LegacyMessageOut)),
+          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'SESSION_NOT_READY'),
+        },
       },
     },
     async (req) => {
       const actor = currentUser(req);
       const target = await resolveLegacyChat(ctx, actor, req.params.id, 'getMessages');
-      const { page, reactions } = await listConversation(ctx, actor, target.scope, { ...parsePage(req.query), limit: parsePage(req.query).limit ?? 100 });
+      const { page, reactions } = await listConversation(ctx, actor, target.scope, {
+        ...parsePage(req.query),
+        limit: parsePage(req.query).limit ?? 100,
+      });
       return { success: true as const, data: page.messages.map((m) => legacyMessageJson(m, reactions)) };
     },
   );
@@ -336,11 +389,24 @@ async function chatPlugin(fastify: FastifyInstance) {
       onRequest: app.authToken,
       ...counted('legacy', 'sendMessage'),
       schema: {
+        deprecated: true,
         tags: ['legacy chat'],
         summary: 'Legacy (guarded): send; temp_id is the idempotency key',
         params: LegacyParams,
         body: LegacySendBody,
-        response: { 200: Ok(LegacyMessageOut), ...errorResponses },
+        response: {
+          200: Ok(LegacyMessageOut),
+          ...problems(
+            'UNAUTHENTICATED',
+            'FORBIDDEN',
+            'NOT_FOUND',
+            'SESSION_CONTEXT_REQUIRED',
+            'SESSION_NOT_READY',
+            'SESSION_NOT_ACTIVE',
+            'CONTENT_BLOCKED',
+            'CONFLICT',
+          ),
+        },
       },
     },
     async (req) => {
@@ -355,10 +421,24 @@ async function chatPlugin(fastify: FastifyInstance) {
       onRequest: app.authToken,
       ...counted('legacy', 'replyToMessage'),
       schema: {
+        summary: 'Legacy: reply to a message by appointment id (guarded)',
+        deprecated: true,
         tags: ['legacy chat'],
         params: LegacyMessageParams,
         body: LegacySendBody,
-        response: { 200: LegacyReplyOut, ...errorResponses },
+        response: {
+          200: LegacyReplyOut,
+          ...problems(
+            'UNAUTHENTICATED',
+            'FORBIDDEN',
+            'NOT_FOUND',
+            'SESSION_CONTEXT_REQUIRED',
+            'SESSION_NOT_READY',
+            'SESSION_NOT_ACTIVE',
+            'CONTENT_BLOCKED',
+            'CONFLICT',
+          ),
+        },
       },
     },
     async (req) => {
@@ -382,7 +462,13 @@ async function chatPlugin(fastify: FastifyInstance) {
     const operation = add ? 'addReaction' : 'removeReaction';
     const target: LegacyTarget = await resolveLegacyChat(ctx, actor, rawId, operation);
     const { changed } = await setReaction(ctx, actor, target.scope, toId(messageIdRaw), reaction, add);
-    const message = add ? (changed ? 'Reaction added' : 'Reaction already present') : changed ? 'Reaction removed' : 'Reaction was not present';
+    const message = add
+      ? changed
+        ? 'Reaction added'
+        : 'Reaction already present'
+      : changed
+        ? 'Reaction removed'
+        : 'Reaction was not present';
     return {
       success: true as const,
       data: {
@@ -398,7 +484,17 @@ async function chatPlugin(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       ...counted('legacy', 'addReaction'),
-      schema: { tags: ['legacy chat'], params: LegacyMessageParams, body: LegacyReactionBody, response: { 200: Ok(LegacyReactionResultOut), ...errorResponses } },
+      schema: {
+        summary: 'Legacy: add a reaction by appointment id (guarded)',
+        deprecated: true,
+        tags: ['legacy chat'],
+        params: LegacyMessageParams,
+        body: LegacyReactionBody,
+        response: {
+          200: Ok(LegacyReactionResultOut),
+          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'SESSION_NOT_READY', 'SESSION_NOT_ACTIVE'),
+        },
+      },
     },
     async (req) => legacyReaction(currentUser(req), req.params.id, req.params.messageId, req.body.reaction, true),
   );
@@ -409,11 +505,16 @@ async function chatPlugin(fastify: FastifyInstance) {
       preHandler: anyone,
       ...counted('legacy', 'removeReaction'),
       schema: {
+        summary: 'Legacy: remove a reaction by appointment id (guarded)',
+        deprecated: true,
         tags: ['legacy chat'],
         params: LegacyMessageParams,
         querystring: LegacyReactionQuery,
         body: LegacyOptionalReactionBody,
-        response: { 200: Ok(LegacyReactionResultOut), ...errorResponses },
+        response: {
+          200: Ok(LegacyReactionResultOut),
+          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'SESSION_NOT_READY', 'SESSION_NOT_ACTIVE'),
+        },
       },
     },
     async (req) => legacyReaction(currentUser(req), req.params.id, req.params.messageId, req.query.reaction ?? req.body?.reaction, false),
@@ -428,7 +529,17 @@ async function chatPlugin(fastify: FastifyInstance) {
       {
         preHandler: anyone,
         ...counted('legacy', operation),
-        schema: { tags: ['legacy chat'], params: LegacyParams, body: LegacyTypingBody, response: { 200: Ok(LegacyTypingOut), ...errorResponses } },
+        schema: {
+          summary: 'Legacy: start or stop typing by appointment id (guarded)',
+          deprecated: true,
+          tags: ['legacy chat'],
+          params: LegacyParams,
+          body: LegacyTypingBody,
+          response: {
+            200: Ok(LegacyTypingOut),
+            ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'SESSION_NOT_READY', 'SESSION_NOT_ACTIVE'),
+          },
+        },
       },
       async (req) => {
         const actor = currentUser(req);
@@ -436,7 +547,11 @@ async function chatPlugin(fastify: FastifyInstance) {
         setTyping(ctx, typing, actor, target.scope, action === 'start');
         return {
           success: true as const,
-          data: { success: true, message: action === 'start' ? 'Typing started' : 'Typing stopped', typing_users: typingUsers(typing, target.scope) },
+          data: {
+            success: true,
+            message: action === 'start' ? 'Typing started' : 'Typing stopped',
+            typing_users: typingUsers(typing, target.scope),
+          },
         };
       },
     );
@@ -448,11 +563,15 @@ async function chatPlugin(fastify: FastifyInstance) {
       preHandler: anyone,
       ...counted('legacy', 'markAsRead'),
       schema: {
+        deprecated: true,
         tags: ['legacy chat'],
         summary: 'Legacy (guarded): mark everything (up to `timestamp`) read for the authenticated user',
         params: LegacyParams,
         body: LegacyMarkReadBody,
-        response: { 200: Ok(LegacyMarkReadOut), ...errorResponses },
+        response: {
+          200: Ok(LegacyMarkReadOut),
+          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'SESSION_NOT_READY'),
+        },
       },
     },
     async (req) => {
@@ -469,11 +588,22 @@ async function chatPlugin(fastify: FastifyInstance) {
       }
       const upTo = await repo.latestMessageId(ctx.db, target.scope, at);
       if (upTo === null) {
-        return { success: true as const, data: { success: true, message: 'Nothing to mark', marked_count: 0, last_read_message_id: await repo.readHorizon(ctx.db, target.scope, actor.id) } };
+        return {
+          success: true as const,
+          data: {
+            success: true,
+            message: 'Nothing to mark',
+            marked_count: 0,
+            last_read_message_id: await repo.readHorizon(ctx.db, target.scope, actor.id),
+          },
+        };
       }
       const r = await markRead(ctx, actor, target.scope, upTo);
       const marked = r.moved ? await repo.countFromOthersBetween(ctx.db, target.scope, actor.id, r.previous, r.last_read_message_id) : 0;
-      return { success: true as const, data: { success: true, message: 'Messages marked as read', marked_count: marked, last_read_message_id: r.last_read_message_id } };
+      return {
+        success: true as const,
+        data: { success: true, message: 'Messages marked as read', marked_count: marked, last_read_message_id: r.last_read_message_id },
+      };
     },
   );
 }

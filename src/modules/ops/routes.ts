@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { Ok, errorResponses } from '../../lib/schemas.js';
+import { Ok, problems } from '../../lib/schemas.js';
 import { opsPageCsp, opsPageHtml } from './page.js';
 import { rolloutStatus } from './rollout.js';
 import { OpsSummary, RolloutStatus } from './schemas.js';
@@ -23,7 +23,7 @@ export default async function opsRoutes(fastify: FastifyInstance): Promise<void>
       schema: {
         tags: ['admin'],
         summary: 'Rollout status: per flag, what turning it now would block, and a verdict',
-        response: { 200: Ok(RolloutStatus), ...errorResponses },
+        response: { 200: Ok(RolloutStatus), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
       },
     },
     async () => ({ success: true as const, data: await rolloutStatus(app.ctx.db, await app.ctx.flags.current()) }),
@@ -36,7 +36,7 @@ export default async function opsRoutes(fastify: FastifyInstance): Promise<void>
       schema: {
         tags: ['admin'],
         summary: 'Everything the /ops page shows: monitor, rollout, backlog trend, conversions, job runs',
-        response: { 200: Ok(OpsSummary), ...errorResponses },
+        response: { 200: Ok(OpsSummary), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
       },
     },
     async (_req, reply) => {

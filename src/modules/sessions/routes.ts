@@ -1,7 +1,7 @@
 /** Session routes (SPEC §5): look-up, instant sessions, start from an appointment, end, calls. */
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { IdParams, Ok, errorResponses, toId } from '../../lib/schemas.js';
+import { IdParams, Ok, problems, toId } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
 import { ContextParams, InstantBody, SessionOut } from './schemas.js';
 import {
@@ -18,11 +18,18 @@ export default async function sessionsRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { ctx } = app;
   const anyone = app.auth();
-  const one = { 200: Ok(SessionOut), ...errorResponses };
 
   app.get(
     '/api/v2/sessions/:context',
-    { preHandler: anyone, schema: { tags: ['sessions'], params: ContextParams, response: one } },
+    {
+      preHandler: anyone,
+      schema: {
+        summary: 'A session',
+        tags: ['sessions'],
+        params: ContextParams,
+        response: { 200: Ok(SessionOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED') },
+      },
+    },
     async (req) => {
       const s = await readableSession(ctx.db, currentUser(req), req.params.context);
       return { success: true as const, data: sessionJson(await freshSession(ctx, s)) };
@@ -34,7 +41,12 @@ export default async function sessionsRoutes(fastify: FastifyInstance) {
     {
       preHandler: app.auth(['patient']),
       config: { rateLimit: { max: app.ctx.config.rateLimitCreatePerMinute, timeWindow: '1 minute' } },
-      schema: { tags: ['sessions'], body: InstantBody, response: { 201: Ok(SessionOut), ...errorResponses } },
+      schema: {
+        summary: 'Start an instant session with a doctor (patient)',
+        tags: ['sessions'],
+        body: InstantBody,
+        response: { 201: Ok(SessionOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT', 'INSUFFICIENT_CREDITS') },
+      },
     },
     async (req, reply) => {
       const s = await createInstantSession(ctx, currentUser(req), req.body);
@@ -46,7 +58,16 @@ export default async function sessionsRoutes(fastify: FastifyInstance) {
     '/api/v2/appointments/:id/start-session',
     {
       preHandler: anyone,
-      schema: { tags: ['sessions'], params: IdParams, response: { 200: Ok(SessionOut), 201: Ok(SessionOut), ...errorResponses } },
+      schema: {
+        summary: "Start the appointment's session now (either participant, from 15 minutes before; idempotent)",
+        tags: ['sessions'],
+        params: IdParams,
+        response: {
+          200: Ok(SessionOut),
+          201: Ok(SessionOut),
+          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT', 'INSUFFICIENT_CREDITS'),
+        },
+      },
     },
     async (req, reply) => {
       const { session, created } = await startAppointmentSession(ctx, currentUser(req), toId(req.params.id));
@@ -56,7 +77,18 @@ export default async function sessionsRoutes(fastify: FastifyInstance) {
 
   app.post(
     '/api/v2/sessions/:context/end',
-    { preHandler: anyone, schema: { tags: ['sessions'], params: ContextParams, response: one } },
+    {
+      preHandler: anyone,
+      schema: {
+        summary: 'End a session and settle its billing (either participant; idempotent)',
+        tags: ['sessions'],
+        params: ContextParams,
+        response: {
+          200: Ok(SessionOut),
+          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'CONFLICT', 'INSUFFICIENT_CREDITS'),
+        },
+      },
+    },
     async (req) => {
       const { after } = await endSession(ctx, currentUser(req), req.params.context);
       return { success: true as const, data: sessionJson(after) };
@@ -66,7 +98,26 @@ export default async function sessionsRoutes(fastify: FastifyInstance) {
   for (const action of ['join', 'leave', 'decline'] as const) {
     app.post(
       `/api/v2/sessions/:context/call/${action}`,
-      { preHandler: anyone, schema: { tags: ['calls'], params: ContextParams, response: one } },
+      {
+        preHandler: anyone,
+        schema: {
+          summary: 'Join, leave or decline a call',
+          tags: ['calls'],
+          params: ContextParams,
+          response: {
+            200: Ok(SessionOut),
+            ...problems(
+              'UNAUTHENTICATED',
+              'FORBIDDEN',
+              'NOT_FOUND',
+              'SESSION_CONTEXT_REQUIRED',
+              'SESSION_NOT_ACTIVE',
+              'CONFLICT',
+              'INSUFFICIENT_CREDITS',
+            ),
+          },
+        },
+      },
       async (req) => {
         const { after } = await callAction(ctx, currentUser(req), req.params.context, action);
         return { success: true as const, data: sessionJson(after) };

@@ -4,7 +4,7 @@ import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Subscription, User } from '../../db/types.js';
 import { PHASE_NAMES } from '../../config/flag-values.js';
-import { Ok, errorResponses, iso } from '../../lib/schemas.js';
+import { Ok, problems, iso } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
 import { creditBalances } from '../billing/credits.js';
 import { CreateUserBody, CreditsOut, FlagsOut, GrantBody, NotificationOut, PlanOut, SubscriptionOut, UserOut } from './schemas.js';
@@ -41,7 +41,12 @@ export default async function usersRoutes(fastify: FastifyInstance) {
     {
       preHandler: admin,
       config: { rateLimit: { max: app.ctx.config.rateLimitCreatePerMinute * 5, timeWindow: '1 minute' } },
-      schema: { tags: ['admin'], body: CreateUserBody, response: { 201: Ok(UserOut), ...errorResponses } },
+      schema: {
+        summary: 'Create a user (admin)',
+        tags: ['admin'],
+        body: CreateUserBody,
+        response: { 201: Ok(UserOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
+      },
     },
     async (req, reply) => {
       const user = await createUser(db, req.body);
@@ -49,16 +54,29 @@ export default async function usersRoutes(fastify: FastifyInstance) {
     },
   );
 
-  app.get('/api/v2/plans', { schema: { tags: ['billing'], response: { 200: Ok(Type.Array(PlanOut)), ...errorResponses } } }, async () => ({
-    success: true as const,
-    data: (await listPlans(db)).map((p) => ({ ...p })),
-  }));
+  app.get(
+    '/api/v2/plans',
+    { schema: { summary: 'List the subscription plans', tags: ['billing'], response: { 200: Ok(Type.Array(PlanOut)), ...problems() } } },
+    async () => ({
+      success: true as const,
+      data: (await listPlans(db)).map((p) => ({ ...p })),
+    }),
+  );
 
   app.post(
     '/api/v2/admin/subscriptions',
     {
       preHandler: admin,
-      schema: { tags: ['admin'], body: GrantBody, response: { 200: Ok(SubscriptionOut), 201: Ok(SubscriptionOut), ...errorResponses } },
+      schema: {
+        summary: 'Grant a plan to a patient, idempotent by payment reference (admin)',
+        tags: ['admin'],
+        body: GrantBody,
+        response: {
+          200: Ok(SubscriptionOut),
+          201: Ok(SubscriptionOut),
+          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT'),
+        },
+      },
     },
     async (req, reply) => {
       const { subscription, created } = await grantSubscription(db, req.body, app.ctx.now());
@@ -68,7 +86,14 @@ export default async function usersRoutes(fastify: FastifyInstance) {
 
   app.get(
     '/api/v2/admin/flags',
-    { preHandler: admin, schema: { tags: ['admin'], response: { 200: Ok(FlagsOut), ...errorResponses } } },
+    {
+      preHandler: admin,
+      schema: {
+        summary: 'The effective feature flags and rollout phase (admin)',
+        tags: ['admin'],
+        response: { 200: Ok(FlagsOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
+      },
+    },
     async () => {
       const flags = await app.ctx.flags.current();
       const phase = app.ctx.flags.phase();
@@ -76,14 +101,28 @@ export default async function usersRoutes(fastify: FastifyInstance) {
     },
   );
 
-  app.get('/api/v2/me', { preHandler: anyone, schema: { tags: ['me'], response: { 200: Ok(UserOut), ...errorResponses } } }, async (req) => {
-    const u = currentUser(req);
-    return { success: true as const, data: { id: u.id, role: u.role, name: u.name, country: u.country, timezone: u.timezone } };
-  });
+  app.get(
+    '/api/v2/me',
+    {
+      preHandler: anyone,
+      schema: { summary: 'The authenticated user', tags: ['me'], response: { 200: Ok(UserOut), ...problems('UNAUTHENTICATED') } },
+    },
+    async (req) => {
+      const u = currentUser(req);
+      return { success: true as const, data: { id: u.id, role: u.role, name: u.name, country: u.country, timezone: u.timezone } };
+    },
+  );
 
   app.get(
     '/api/v2/me/credits',
-    { preHandler: anyone, schema: { tags: ['me'], response: { 200: Ok(CreditsOut), ...errorResponses } } },
+    {
+      preHandler: anyone,
+      schema: {
+        summary: "The caller's credit balances and subscriptions",
+        tags: ['me'],
+        response: { 200: Ok(CreditsOut), ...problems('UNAUTHENTICATED') },
+      },
+    },
     async (req) => {
       const u = currentUser(req);
       const now = app.ctx.now();
@@ -103,6 +142,7 @@ export default async function usersRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
+        summary: "The caller's notifications, newest first",
         tags: ['me'],
         querystring: Type.Object(
           {
@@ -111,7 +151,7 @@ export default async function usersRoutes(fastify: FastifyInstance) {
           },
           { additionalProperties: false },
         ),
-        response: { 200: Ok(Type.Array(NotificationOut)), ...errorResponses },
+        response: { 200: Ok(Type.Array(NotificationOut)), ...problems('UNAUTHENTICATED') },
       },
     },
     async (req) => {
