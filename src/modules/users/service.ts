@@ -123,3 +123,14 @@ export async function grantSubscription(db: Db, input: GrantInput, now: Date): P
 export async function listSubscriptions(db: Executor, patientId: number): Promise<Subscription[]> {
   return db.selectFrom('subscriptions').selectAll().where('patient_id', '=', patientId).orderBy('expires_at').orderBy('id').execute();
 }
+
+/** How many of the user's in-app notifications are unread. */
+export async function unreadNotificationCount(db: Executor, userId: number): Promise<number> {
+  const row = await db
+    .selectFrom('notifications')
+    .select(sql<number>`count(*)::int`.as('n'))
+    .where('user_id', '=', userId)
+    .where('read_at', 'is', null)
+    .executeTakeFirstOrThrow();
+  return row.n;
+}
