@@ -5,6 +5,9 @@
  * reverse proxy of docs/migration.md the §11 paths go to the platform's main backend and never
  * reach sessiongate; these answers are for a proxy that routes too much, and for sessiongate
  * running alone. Any other unknown `/api` path gets the generic 404 problem.
+ *
+ * They are hidden from the OpenAPI document: registered for every method, they would outnumber
+ * the routes sessiongate serves; docs/decisions.md lists them.
  */
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -99,7 +102,7 @@ export default async function outOfScopeRoutes(fastify: FastifyInstance) {
     for (const path of group.paths) {
       app.all(
         path,
-        { schema: { ...original(`Not served here (${group.area}): the platform’s main backend serves it`), response } },
+        { schema: { ...original(`Not served here (${group.area}): the platform’s main backend serves it`), response, hide: true } },
         (req, reply) =>
           sendProblem(reply, 'NOT_FOUND', group.message, { served_by: 'platform', area: group.area, path: req.url.split('?')[0] }),
       );
@@ -107,7 +110,7 @@ export default async function outOfScopeRoutes(fastify: FastifyInstance) {
   }
 
   for (const { method, path } of NEVER_EXISTED) {
-    const handler = { schema: { ...original('Never existed: the app calls it, the old backend never routed it'), response } };
+    const handler = { schema: { ...original('Never existed: the app calls it, the old backend never routed it'), response, hide: true } };
     const answer = (url: string) => ({ served_by: 'none', path: url.split('?')[0] });
     if (method === 'ALL') app.all(path, handler, (req, reply) => sendProblem(reply, 'NOT_FOUND', NEVER_MESSAGE, answer(req.url)));
     else
