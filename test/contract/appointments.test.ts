@@ -446,6 +446,10 @@ describe('POST /appointments/{id}/start-session (§1.6)', () => {
     });
     expect(again.statusCode, again.body).toBe(200);
     expect(again.json().context_id).toBe(body.context_id);
+    // Older builds send no body and no Content-Type at all.
+    const bare = await t.app.inject({ method: 'POST', url: `/api/appointments/${a.id}/start-session`, headers: await as(a.doctor) });
+    expect(bare.statusCode, bare.body).toBe(200);
+    expect(bare.json().data.session_id).toBe(body.context_id);
   });
 
   it('too early, not confirmed, no credits, or not a participant: a 4xx with a message', async () => {
