@@ -5,10 +5,19 @@
  */
 import { sql } from 'kysely';
 import { runPrepared, type Database, type PreparedStatement } from '../../db/index.js';
-import type { Appointment, AppointmentStatus, Db, Executor, Role, Session } from '../../db/types.js';
+import {
+  LIVE_APPOINTMENT_STATUSES,
+  type Appointment,
+  type AppointmentStatus,
+  type Db,
+  type Executor,
+  type Role,
+  type Session,
+} from '../../db/types.js';
 import { DomainError, conflict, invalid, isUniqueViolation, notFound, unauthenticated } from '../../lib/errors.js';
 import { assertCanRead, assertParticipant, type Actor } from '../access.js';
 import { formatSessionContext } from '../sessions/context.js';
+import { isValidTimezone } from '../users/service.js';
 
 export const BOOKABLE_TYPES = ['text', 'audio', 'voice', 'video'] as const;
 export const FINAL_STATUSES: AppointmentStatus[] = ['completed', 'missed', 'expired', 'cancelled'];
@@ -79,12 +88,17 @@ export interface BookInput {
   appointment_type: (typeof BOOKABLE_TYPES)[number];
   reason?: string;
   duration_minutes?: number;
+  /** The zone the patient booked in (kept for display); default: the patient's profile zone. */
+  patient_timezone?: string;
 }
 
 export async function bookAppointment(db: Db, patient: Actor & { timezone: string }, input: BookInput, now: Date) {
   if (patient.role !== 'patient') throw new DomainError('FORBIDDEN', 'Only patients book appointments');
   const at = parseInstant(input.scheduled_at, 'scheduled_at');
   if (at.getTime() <= now.getTime()) throw invalid('scheduled_at must be in the future');
+  if (input.patient_timezone !== undefined && !isValidTimezone(input.patient_timezone)) {
+    throw invalid(`"${input.patient_timezone}" is not an IANA time zone`);
+  }
   await assertDoctor(db, input.doctor_id);
   return insertAppointment(db, {
     patient_id: patient.id,
@@ -93,7 +107,7 @@ export async function bookAppointment(db: Db, patient: Actor & { timezone: strin
     scheduled_at: at,
     reason: input.reason ?? null,
     duration_minutes: input.duration_minutes,
-    patient_timezone: patient.timezone,
+    patient_timezone: input.patient_timezone ?? patient.timezone,
   });
 }
 
@@ -128,7 +142,7 @@ export async function importAppointment(db: Db, input: ImportInput) {
 /** pending → confirmed, by the appointment's doctor, before its time. */
 export async function confirmAppointment(db: Db, actor: Actor, id: number): Promise<Appointment> {
   const a = await getAppointmentOrThrow(db, id);
-  if (assertParticipant(actor, a) !== 'doctor') throw new DomainError('FORBIDDEN', 'Only the appointment\'s doctor confirms it');
+  if (assertParticipant(actor, a) !== 'doctor') throw new DomainError('FORBIDDEN', "Only the appointment's doctor confirms it");
   const updated = await db
     .updateTable('appointments')
     .set({ status: 'confirmed' })
@@ -141,7 +155,9 @@ export async function confirmAppointment(db: Db, actor: Actor, id: number): Prom
   const now = await getAppointmentOrThrow(db, id);
   if (now.status === 'confirmed') return now; // idempotent
   throw conflict(
-    now.status === 'pending' ? 'The appointment time has passed; it can no longer be confirmed' : `Cannot confirm a ${now.status} appointment`,
+    now.status === 'pending'
+      ? 'The appointment time has passed; it can no longer be confirmed'
+      : `Cannot confirm a ${now.status} appointment`,
     { appointment_id: id, appointment_status: now.status },
   );
 }
@@ -186,6 +202,54 @@ export async function listAppointments(db: Executor, actor: Actor, input: ListIn
   return q.execute();
 }
 
+export interface PageInput {
+  page: number;
+  perPage: number;
+  statuses?: readonly AppointmentStatus[];
+  /** By appointment time: `desc` (latest first, the default) or `asc` (soonest first). */
+  order?: 'asc' | 'desc';
+}
+
+/**
+ * A numbered page of the actor's appointments (a patient's or a doctor's own; an admin's: all)
+ * by appointment time, with the total count — for clients that page by number.
+ */
+export async function pageAppointments(db: Executor, actor: Actor, input: PageInput): Promise<{ rows: Appointment[]; total: number }> {
+  let base = db.selectFrom('appointments');
+  if (actor.role === 'patient') base = base.where('patient_id', '=', actor.id);
+  if (actor.role === 'doctor') base = base.where('doctor_id', '=', actor.id);
+  if (input.statuses) base = input.statuses.length ? base.where('status', 'in', input.statuses) : base.where(sql<boolean>`false`);
+  const order = input.order ?? 'desc';
+  const [rows, count] = await Promise.all([
+    base
+      .selectAll()
+      .orderBy('scheduled_at', order)
+      .orderBy('id', order)
+      .limit(input.perPage)
+      .offset((input.page - 1) * input.perPage)
+      .execute(),
+    base.select(sql<number>`count(*)::int`.as('n')).executeTakeFirstOrThrow(),
+  ]);
+  return { rows, total: count.n };
+}
+
+/**
+ * The times a doctor is taken in `[from, to)`: live appointments (the statuses of the
+ * doctor-slot unique index), so a slot shown free is one booking can take.
+ */
+export async function doctorBookedTimes(db: Executor, doctorId: number, from: Date, to: Date): Promise<Date[]> {
+  const rows = await db
+    .selectFrom('appointments')
+    .select('scheduled_at')
+    .where('doctor_id', '=', doctorId)
+    .where('status', 'in', [...LIVE_APPOINTMENT_STATUSES])
+    .where('scheduled_at', '>=', from)
+    .where('scheduled_at', '<', to)
+    .orderBy('scheduled_at')
+    .execute();
+  return rows.map((r) => r.scheduled_at);
+}
+
 /** The appointment with its session (if any), for `GET /api/v2/appointments/{id}/session`. */
 /** What the session poll answers with. */
 export interface PolledAppointment {
@@ -225,7 +289,11 @@ const POLL: PreparedStatement = {
  * the most frequent request of all: the caller's user row, the appointment and its session in
  * one prepared statement. 401 when the user is gone, 404 / 403 as for any appointment read.
  */
-export async function pollAppointmentSession(database: Pick<Database, 'kind' | 'pool' | 'db'>, userId: number, id: number): Promise<PolledAppointment> {
+export async function pollAppointmentSession(
+  database: Pick<Database, 'kind' | 'pool' | 'db'>,
+  userId: number,
+  id: number,
+): Promise<PolledAppointment> {
   const [row] = await runPrepared<PollRow>(database, POLL, [userId, id]);
   if (!row) throw unauthenticated('Invalid or expired token');
   if (row.id === null) throw notFound('Appointment', { appointment_id: id });

@@ -3,6 +3,7 @@
  * party sees of a ledger row: the patient sees which of their subscriptions paid, the doctor
  * sees what they earned; an admin sees both.
  */
+import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
 import type { Executor } from '../../db/types.js';
 import { iso } from '../../lib/schemas.js';
@@ -112,4 +113,68 @@ function walletEntries(db: Executor, doctorId: number, before: number | undefine
     .limit(limit);
   if (before !== undefined) q = q.where('l.id', '<', before);
   return q.execute();
+}
+
+/** One doctor ledger credit, for clients that page wallet history by number. */
+export interface WalletTransaction {
+  id: number;
+  session_id: number | null;
+  appointment_id: number | null;
+  patient_id: number;
+  unit_no: number;
+  modality: 'text' | 'voice' | 'video';
+  amount_minor: number;
+  currency: 'MWK' | 'USD';
+  reason: string;
+  created_at: Date;
+}
+
+/** A numbered page of the doctor's ledger credits (newest first) with the total count. */
+export async function walletTransactionsPage(
+  db: Executor,
+  doctorId: number,
+  page: { page: number; perPage: number },
+): Promise<{ rows: WalletTransaction[]; total: number }> {
+  const base = db.selectFrom('ledger_entries as l').leftJoin('sessions as s', 's.id', 'l.session_id').where('l.doctor_id', '=', doctorId);
+  const [rows, count] = await Promise.all([
+    base
+      .select([
+        'l.id',
+        'l.session_id',
+        sql<number | null>`coalesce(l.appointment_id, s.appointment_id)`.as('appointment_id'),
+        'l.patient_id',
+        'l.unit_no',
+        'l.modality',
+        'l.doctor_amount_minor as amount_minor',
+        'l.doctor_currency as currency',
+        'l.reason',
+        'l.created_at',
+      ])
+      .orderBy('l.id', 'desc')
+      .limit(page.perPage)
+      .offset((page.page - 1) * page.perPage)
+      .execute(),
+    base.select(sql<number>`count(*)::int`.as('n')).executeTakeFirstOrThrow(),
+  ]);
+  return { rows, total: count.n };
+}
+
+/** What a doctor has earned: the sum of their ledger credits, in total and per modality. */
+export async function doctorEarnings(
+  db: Executor,
+  doctorId: number,
+): Promise<{ total_minor: number; units: number; by_modality: Record<'text' | 'voice' | 'video', number> }> {
+  const rows = await db
+    .selectFrom('ledger_entries')
+    .select(['modality', sql<number>`sum(doctor_amount_minor)::bigint`.as('minor'), sql<number>`count(*)::int`.as('units')])
+    .where('doctor_id', '=', doctorId)
+    .groupBy('modality')
+    .execute();
+  const by_modality = { text: 0, voice: 0, video: 0 };
+  let units = 0;
+  for (const r of rows) {
+    by_modality[r.modality] = Number(r.minor);
+    units += r.units;
+  }
+  return { total_minor: by_modality.text + by_modality.voice + by_modality.video, units, by_modality };
 }

@@ -6,7 +6,7 @@
  */
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
-import type { Executor, Modality, Session, Trx } from '../../db/types.js';
+import { LIVE_SESSION_STATUSES, type Executor, type Modality, type Session, type Trx } from '../../db/types.js';
 import { DomainError, conflict, isUniqueViolation, notFound } from '../../lib/errors.js';
 import { assertCanRead, assertParticipant, type Actor } from '../access.js';
 import { getAppointmentOrThrow } from '../appointments/service.js';
@@ -57,6 +57,37 @@ export async function sessionByContext(db: Executor, raw: string): Promise<Sessi
   const s = await db.selectFrom('sessions').selectAll().where('id', '=', parsed.id).executeTakeFirst();
   if (!s || s.kind !== parsed.kind) throw notFound('Session', { session_context: parsed.context });
   return s;
+}
+
+/** Sessions by id (any order; unknown ids are absent). */
+export async function sessionsByIds(db: Executor, ids: readonly number[]): Promise<Session[]> {
+  const unique = [...new Set(ids)];
+  if (unique.length === 0) return [];
+  return db.selectFrom('sessions').selectAll().where('id', 'in', unique).execute();
+}
+
+/** The live sessions the actor takes part in (as patient or doctor), newest first. */
+export async function liveSessionsOf(db: Executor, actor: Actor): Promise<Session[]> {
+  if (actor.role !== 'patient' && actor.role !== 'doctor') return [];
+  return db
+    .selectFrom('sessions')
+    .selectAll()
+    .where(actor.role === 'patient' ? 'patient_id' : 'doctor_id', '=', actor.id)
+    .where('status', 'in', [...LIVE_SESSION_STATUSES])
+    .orderBy('id', 'desc')
+    .execute();
+}
+
+/** Whether the doctor is in a live session: "busy" for new instant sessions (SPEC §2.3). */
+export async function doctorInLiveSession(db: Executor, doctorId: number): Promise<boolean> {
+  const row = await db
+    .selectFrom('sessions')
+    .select('id')
+    .where('doctor_id', '=', doctorId)
+    .where('status', 'in', [...LIVE_SESSION_STATUSES])
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
 }
 
 /** A session the actor may read (participants and admins). */
@@ -285,14 +316,7 @@ export async function createInstantSession(
       .forNoKeyUpdate()
       .executeTakeFirst();
     if (!doctor || doctor.role !== 'doctor') throw notFound('Doctor', { doctor_id: input.doctor_id });
-    const busy = await trx
-      .selectFrom('sessions')
-      .select('id')
-      .where('doctor_id', '=', doctor.id)
-      .where('status', 'in', ['waiting_for_doctor', 'active', 'waiting', 'ringing', 'connected'])
-      .limit(1)
-      .executeTakeFirst();
-    if (busy) throw conflict('The doctor is busy in another session', { doctor_id: doctor.id });
+    if (await doctorInLiveSession(trx, doctor.id)) throw conflict('The doctor is busy in another session', { doctor_id: doctor.id });
     await assertCreditsForStart(trx, ctx, actor.id, input.modality);
     try {
       return await trx

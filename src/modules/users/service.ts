@@ -35,6 +35,13 @@ export async function getUser(db: Executor, id: number): Promise<User | undefine
   return db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
+/** Users by id (any order; unknown ids are absent), for read models that name the parties. */
+export async function usersByIds(db: Executor, ids: readonly number[]): Promise<User[]> {
+  const unique = [...new Set(ids)];
+  if (unique.length === 0) return [];
+  return db.selectFrom('users').selectAll().where('id', 'in', unique).execute();
+}
+
 export async function listPlans(db: Executor): Promise<Plan[]> {
   return db.selectFrom('plans').selectAll().orderBy('id').execute();
 }
@@ -51,7 +58,11 @@ export interface NewPlanInput {
 
 /** Creates a plan, or returns the existing one of that name (seeding is re-runnable). */
 export async function upsertPlan(db: Executor, input: NewPlanInput): Promise<Plan> {
-  await db.insertInto('plans').values(input).onConflict((oc) => oc.column('name').doNothing()).execute();
+  await db
+    .insertInto('plans')
+    .values(input)
+    .onConflict((oc) => oc.column('name').doNothing())
+    .execute();
   return db.selectFrom('plans').selectAll().where('name', '=', input.name).executeTakeFirstOrThrow();
 }
 
@@ -73,11 +84,7 @@ export interface GrantInput {
  * a replay returns the original subscription (`created: false`), and a reference reused for a
  * different patient or plan is a 409.
  */
-export async function grantSubscription(
-  db: Db,
-  input: GrantInput,
-  now: Date,
-): Promise<{ subscription: Subscription; created: boolean }> {
+export async function grantSubscription(db: Db, input: GrantInput, now: Date): Promise<{ subscription: Subscription; created: boolean }> {
   const reference = input.payment_reference.trim();
   if (!reference) throw invalid('payment_reference must not be blank');
   const user = await getUser(db, input.user_id);
@@ -106,11 +113,7 @@ export async function grantSubscription(
     .executeTakeFirst();
   if (inserted) return { subscription: inserted, created: true };
 
-  const existing = await db
-    .selectFrom('subscriptions')
-    .selectAll()
-    .where('payment_reference', '=', reference)
-    .executeTakeFirstOrThrow();
+  const existing = await db.selectFrom('subscriptions').selectAll().where('payment_reference', '=', reference).executeTakeFirstOrThrow();
   if (existing.patient_id !== user.id || existing.plan_id !== plan.id) {
     throw conflict('payment_reference was already used for another grant', { payment_reference: reference });
   }
@@ -118,11 +121,16 @@ export async function grantSubscription(
 }
 
 export async function listSubscriptions(db: Executor, patientId: number): Promise<Subscription[]> {
-  return db
-    .selectFrom('subscriptions')
-    .selectAll()
-    .where('patient_id', '=', patientId)
-    .orderBy('expires_at')
-    .orderBy('id')
-    .execute();
+  return db.selectFrom('subscriptions').selectAll().where('patient_id', '=', patientId).orderBy('expires_at').orderBy('id').execute();
+}
+
+/** How many of the user's in-app notifications are unread. */
+export async function unreadNotificationCount(db: Executor, userId: number): Promise<number> {
+  const row = await db
+    .selectFrom('notifications')
+    .select(sql<number>`count(*)::int`.as('n'))
+    .where('user_id', '=', userId)
+    .where('read_at', 'is', null)
+    .executeTakeFirstOrThrow();
+  return row.n;
 }
