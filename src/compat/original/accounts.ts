@@ -9,7 +9,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { AppContext } from '../../context.js';
 import type { Modality, Session, User } from '../../db/types.js';
 import { DomainError, forbidden } from '../../lib/errors.js';
-import { errorResponses, iso } from '../../lib/schemas.js';
+import { iso, problems } from '../../lib/schemas.js';
 import { currentUser, type AuthUser } from '../../plugins/auth.js';
 import { pageAppointments } from '../../modules/appointments/service.js';
 import { creditBalances } from '../../modules/billing/credits.js';
@@ -319,7 +319,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
           'The patient’s credits (camelCase and snake_case keys); `data: null` without an active plan',
           'Credits are summed over the unexpired subscriptions; doctors have none.',
         ),
-        response: { 200: OkMsg(Type.Union([SubscriptionView, Type.Null()])), ...errorResponses },
+        response: { 200: OkMsg(Type.Union([SubscriptionView, Type.Null()])), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
       },
     },
     async (req) => ({ success: true as const, data: await subscriptionView(ctx, currentUser(req)) }),
@@ -331,7 +331,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
       preHandler: anyone,
       schema: {
         ...original('The doctor’s balance, earnings and per-unit rates (decimals as strings)'),
-        response: { 200: OkMsg(WalletOut), ...errorResponses },
+        response: { 200: OkMsg(WalletOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
       },
     },
     async (req) => {
@@ -349,7 +349,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
       schema: {
         ...original('The doctor’s earnings, one credit per charged 10-minute unit, newest first'),
         querystring: PageQuery,
-        response: { 200: OkMsg(Paginator(Transaction)), ...errorResponses },
+        response: { 200: OkMsg(Paginator(Transaction)), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
       },
     },
     async (req) => {
@@ -376,7 +376,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
               payment_rates: PaymentRates,
             }),
           ),
-          ...errorResponses,
+          ...problems('UNAUTHENTICATED', 'FORBIDDEN'),
         },
       },
     },
@@ -403,7 +403,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
       preHandler: anyone,
       schema: {
         ...original('What the doctor earns per charged 10-minute unit'),
-        response: { 200: OkMsg(PaymentRates), ...errorResponses },
+        response: { 200: OkMsg(PaymentRates), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
       },
     },
     async (req) => {
@@ -420,7 +420,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
       schema: {
         ...original('Withdrawal requests: always empty (sessiongate takes none)'),
         querystring: PageQuery,
-        response: { 200: OkMsg(Paginator(Type.Unknown())), ...errorResponses },
+        response: { 200: OkMsg(Paginator(Type.Unknown())), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
       },
     },
     async (req) => {
@@ -440,7 +440,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
           'sessiongate records earnings but pays nothing out. Route this path to the platform’s payout service if one settles from this ledger.',
         ),
         body: Type.Object({}, { description: 'Any body; nothing is read' }),
-        response: { ...errorResponses },
+        response: { ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
       },
     },
     async (req) => {
@@ -459,7 +459,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
       preHandler: anyone,
       schema: {
         ...original('The home tab: upcoming appointments, live sessions, wallet (doctor) or credits (patient), unread notifications'),
-        response: { 200: OkMsg(DashboardOut), ...errorResponses },
+        response: { 200: OkMsg(DashboardOut), ...problems('UNAUTHENTICATED') },
       },
     },
     async (req) => {

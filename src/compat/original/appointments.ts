@@ -8,7 +8,7 @@ import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Appointment, Executor, Session, User } from '../../db/types.js';
 import { DomainError, forbidden, invalid, notFound } from '../../lib/errors.js';
-import { IdParams, errorResponses, iso, toId } from '../../lib/schemas.js';
+import { IdParams, iso, problems, toId } from '../../lib/schemas.js';
 import { currentUser, type AuthUser } from '../../plugins/auth.js';
 import {
   bookAppointment,
@@ -281,7 +281,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   const { ctx } = app;
   const { db } = ctx;
   const anyone = app.auth();
-  const one = { 200: OkMsg(AppointmentItem), ...errorResponses };
+  const one = { 200: OkMsg(AppointmentItem), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT') };
 
   app.get(
     '/api/appointments',
@@ -293,7 +293,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
           'Laravel’s paginator; 50 per page by default (the app asks for no page and reads only the first).',
         ),
         querystring: PageQuery,
-        response: { 200: OkMsg(Paginator(AppointmentItem)), ...errorResponses },
+        response: { 200: OkMsg(Paginator(AppointmentItem)), ...problems('UNAUTHENTICATED') },
       },
     },
     async (req) => {
@@ -314,7 +314,10 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
       schema: {
         ...original('Book an appointment (date + time in the patient’s zone)'),
         body: BookBody,
-        response: { 201: OkMsg(AppointmentItem), ...errorResponses },
+        response: {
+          201: OkMsg(AppointmentItem),
+          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT', 'INSUFFICIENT_CREDITS'),
+        },
       },
     },
     async (req, reply) => {
@@ -360,7 +363,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
       schema: {
         ...original('One appointment, in the details screen’s shape'),
         params: IdParams,
-        response: { 200: OkMsg(AppointmentDetails), ...errorResponses },
+        response: { 200: OkMsg(AppointmentDetails), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
       },
     },
     async (req) => {
@@ -448,7 +451,11 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
         params: IdParams,
         headers: TimezoneHeaders,
         body: StartBody,
-        response: { 200: StartOut, 201: StartOut, ...errorResponses },
+        response: {
+          200: StartOut,
+          201: StartOut,
+          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT', 'INSUFFICIENT_CREDITS'),
+        },
       },
     },
     async (req, reply) => {
@@ -484,7 +491,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
       schema: {
         ...original('The appointment’s session, if it has one (poll while waiting for it)'),
         params: IdParams,
-        response: { 200: OkMsg(SessionPollOut), ...errorResponses },
+        response: { 200: OkMsg(SessionPollOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
       },
     },
     async (req) => {
@@ -526,7 +533,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
               booked_times: Type.Array(Type.String()),
             }),
           ),
-          ...errorResponses,
+          ...problems('UNAUTHENTICATED', 'NOT_FOUND'),
         },
       },
     },
@@ -558,7 +565,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
             '`is_available_now` is false while the doctor is in a live session.',
         ),
         params: DoctorParams,
-        response: { 200: OkMsg(AvailabilityOut), ...errorResponses },
+        response: { 200: OkMsg(AvailabilityOut), ...problems('UNAUTHENTICATED', 'NOT_FOUND') },
       },
     },
     async (req) => {

@@ -11,7 +11,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { ProblemRef } from '../../lib/schemas.js';
+import { problems } from '../../lib/schemas.js';
 import { sendProblem } from '../../plugins/errors.js';
 import { original } from './shapes.js';
 
@@ -96,7 +96,7 @@ const NEVER_MESSAGE = 'This action is not available. Nothing was changed; please
 
 export default async function outOfScopeRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
-  const response = { 404: ProblemRef };
+  const response = problems('NOT_FOUND');
 
   for (const group of PLATFORM) {
     for (const path of group.paths) {
