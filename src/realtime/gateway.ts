@@ -18,7 +18,6 @@
  *   pong is terminated. `websocket_connections` is the gauge of open connections.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import websocket from '@fastify/websocket';
 import { decodeJwt } from 'jose';
 import type { WebSocket } from 'ws';
 import { DomainError, forbidden, invalid, unauthenticated } from '../lib/errors.js';
@@ -29,6 +28,7 @@ import { contextOf, freshSession, sessionByContext } from '../modules/sessions/s
 import { isLive } from '../modules/sessions/state.js';
 import type { BusEvent } from './bus.js';
 import { parseClientMessage, publishEvent, type ClientMessage } from './events.js';
+import websocketSupport from './websocket.js';
 
 export interface GatewayOptions {
   heartbeatMs?: number;
@@ -38,7 +38,8 @@ export interface GatewayOptions {
   maxSubscriptions?: number;
 }
 
-const DEFAULTS = {
+/** The gateway's limits (frame size, rate, heartbeat); other socket routes use the same. */
+export const DEFAULTS = {
   heartbeatMs: 30_000,
   maxPayloadBytes: 64 * 1024,
   maxBufferedBytes: 1024 * 1024,
@@ -86,17 +87,11 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
   const bySession = new Map<number, Set<Connection>>();
   const all = new Set<Connection>();
 
-  await app.register(websocket, {
-    options: {
-      maxPayload: o.maxPayloadBytes,
-      // Select `bearer` when the client offered it; the JWT (the other offered value) is never echoed.
-      handleProtocols: (protocols) => (protocols.has('bearer') ? 'bearer' : false),
-    },
-    errorHandler: (err, socket) => {
-      log.warn({ err }, 'websocket error');
-      socket.terminate();
-    },
-  });
+  // The app registers WebSocket support once at its root (app.ts); a gateway built alone brings its
+  // own. `bearer` is selected when offered; the JWT (the other offered value) is never echoed.
+  if (!app.hasDecorator('websocketServer')) {
+    await app.register(websocketSupport, { maxPayloadBytes: o.maxPayloadBytes, protocols: ['bearer'] });
+  }
   app.decorateRequest('wsAuth', null);
 
   const add = <K>(map: Map<K, Set<Connection>>, key: K, c: Connection) => {
@@ -163,7 +158,9 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     unsubscribeBus();
   });
 
-  const handlers: { [K in ClientMessage['type']]: (c: Connection, m: Extract<ClientMessage, { type: K }>) => Promise<Record<string, unknown>> } = {
+  const handlers: {
+    [K in ClientMessage['type']]: (c: Connection, m: Extract<ClientMessage, { type: K }>) => Promise<Record<string, unknown>>;
+  } = {
     async subscribe(c, m) {
       const s = await sessionByContext(ctx.db, m.session_context);
       const access = accessOf(c.user, s);
@@ -190,9 +187,15 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
       const s = await sessionByContext(ctx.db, m.session_context);
       const party = assertParticipant(c.user, s);
       if (s.kind !== 'call') throw invalid('call.signal is only for call sessions', { session_context: contextOf(s) });
-      if (!isLive(s.status)) throw new DomainError('SESSION_NOT_ACTIVE', `The call is ${s.status}`, { session_context: contextOf(s), session_status: s.status });
+      if (!isLive(s.status))
+        throw new DomainError('SESSION_NOT_ACTIVE', `The call is ${s.status}`, { session_context: contextOf(s), session_status: s.status });
       const other = party === 'patient' ? s.doctor_id : s.patient_id;
-      publishEvent(ctx.bus, 'call.signal', { session_id: s.id, session_context: contextOf(s), from_user_id: c.user.id, signal: m.signal }, { userIds: [other] });
+      publishEvent(
+        ctx.bus,
+        'call.signal',
+        { session_id: s.id, session_context: contextOf(s), from_user_id: c.user.id, signal: m.signal },
+        { userIds: [other] },
+      );
       return { type: 'ack', of: 'call.signal', session_context: contextOf(s) };
     },
     async ping() {
@@ -209,10 +212,17 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
       return;
     }
     if (c.window.count > o.maxMessagesPerSecond) {
-      if (c.window.count === o.maxMessagesPerSecond + 1) reply(c, { type: 'error', error_code: 'RATE_LIMITED', message: 'Too many messages; slow down' });
+      if (c.window.count === o.maxMessagesPerSecond + 1)
+        reply(c, { type: 'error', error_code: 'RATE_LIMITED', message: 'Too many messages; slow down' });
       return;
     }
-    const text = isBinary ? null : Buffer.isBuffer(data) ? data.toString('utf8') : Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data).toString('utf8');
+    const text = isBinary
+      ? null
+      : Buffer.isBuffer(data)
+        ? data.toString('utf8')
+        : Array.isArray(data)
+          ? Buffer.concat(data).toString('utf8')
+          : Buffer.from(data).toString('utf8');
     const parsed = text === null ? { ok: false as const } : parseClientMessage(text);
     if (!parsed.ok) {
       reply(c, {
@@ -262,7 +272,14 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     },
     (socket, req) => {
       const auth = req.wsAuth!;
-      const c: Connection = { socket, user: auth.user, subscriptions: new Map(), alive: true, window: { second: 0, count: 0 }, expiry: null };
+      const c: Connection = {
+        socket,
+        user: auth.user,
+        subscriptions: new Map(),
+        alive: true,
+        window: { second: 0, count: 0 },
+        expiry: null,
+      };
       all.add(c);
       add(byUser, c.user.id, c);
       ctx.metrics.realtime.connections.inc();
