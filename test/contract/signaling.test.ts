@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { User } from '../../src/db/types.js';
+import { redactUrl } from '../../src/lib/logger.js';
 import { createHarness, type TestHarness } from '../helpers/app.js';
 import { sent, startSession, type StartedSession } from '../integration/chat-helpers.js';
 
@@ -144,6 +145,12 @@ describe('handshake', () => {
     // A call socket without a token may only join a live call: a text session is not one.
     expect(await refused('/call-signaling', { appointmentId: label, userId: s.patient.id, userType: 'patient' })).toBe('HTTP 403');
     expect(await refused('/chat-signaling', { userId: s.patient.id, authToken: await t.token(s.patient) })).toBe('HTTP 400');
+  });
+
+  it('the token in the URL never reaches a log line', () => {
+    expect(redactUrl('/chat-signaling?appointmentId=text_session_1&userId=2&authToken=eyJ.secret.sig')).toBe(
+      '/chat-signaling?appointmentId=text_session_1&userId=2&authToken=[redacted]',
+    );
   });
 
   it('the notification socket is answered and told nothing else', async () => {
