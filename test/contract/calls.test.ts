@@ -290,3 +290,26 @@ describe('refusals stop the app: non-2xx with a human message', () => {
     expect(res.json()).toMatchObject({ success: false, message: expect.any(String) });
   });
 });
+
+describe('OpenAPI', () => {
+  it("documents every call route under the original contract's tag, deprecated", async () => {
+    const doc = (await t.app.inject({ url: '/docs/json' })).json() as {
+      paths: Record<string, Record<string, { tags?: string[]; deprecated?: boolean; summary?: string }>>;
+    };
+    const routes: [string, string][] = [
+      ['/api/call-sessions/start', 'post'],
+      ['/api/call-sessions/answer', 'post'],
+      ['/api/call-sessions/decline', 'post'],
+      ['/api/call-sessions/end', 'post'],
+      ['/api/call-sessions/deduction', 'post'],
+      ['/api/call-sessions/{key}/status', 'get'],
+      ['/api/appointments/{id}/status', 'get'],
+      ['/api/appointments/{id}/end', 'post'],
+    ];
+    for (const [path, method] of routes) {
+      const op = doc.paths[path]?.[method];
+      expect(op, `${method} ${path}`).toBeDefined();
+      expect(op).toMatchObject({ tags: ['original'], deprecated: true, summary: expect.any(String) });
+    }
+  });
+});

@@ -85,12 +85,16 @@ class AppSocket {
 
 let t: TestHarness;
 let base: string;
+
+async function listening(h: TestHarness) {
+  await h.app.listen({ port: 0, host: '127.0.0.1' });
+  return `ws://127.0.0.1:${(h.app.server.address() as AddressInfo).port}`;
+}
 const sockets: AppSocket[] = [];
 
 beforeAll(async () => {
   t = await createHarness();
-  await t.app.listen({ port: 0, host: '127.0.0.1' });
-  base = `ws://127.0.0.1:${(t.app.server.address() as AddressInfo).port}`;
+  base = await listening(t);
 });
 afterAll(async () => {
   for (const s of sockets) s.ws.terminate();
@@ -217,6 +221,25 @@ describe('a patient and a doctor in one chat room', () => {
     const stored = (await messagesOf(s.patient)).messages.filter((m) => m.client_message_id === tempId);
     expect(stored).toHaveLength(1);
     expect(await doctor.never((f) => f.type === 'chat-message')).toBe(true);
+  });
+
+  it('a chat-message on an appointment-keyed socket is a legacy send: the guard allows it (phase 1) and records it', async () => {
+    doctor.send({
+      type: 'chat-message',
+      content: 'Doctor here',
+      messageType: 'text',
+      senderId: s.doctor.id,
+      tempId: `msg_${Date.now()}_doc`,
+    });
+    const got = await patient.next((f) => f.type === 'chat-message' && f.message.message === 'Doctor here');
+    expect(got.message.sender_id).toBe(s.doctor.id);
+    const events = await t.ctx.db
+      .selectFrom('guard_event_log')
+      .select(['operation', 'outcome'])
+      .where('appointment_id', '=', s.appointmentId)
+      .where('user_id', '=', s.doctor.id)
+      .execute();
+    expect(events).toContainEqual({ operation: 'sendMessage', outcome: 'would_block' });
   });
 
   it('typing reaches the other party only', async () => {
@@ -361,5 +384,46 @@ describe('call signalling', () => {
     expect(await p.next((f) => f.type === 'call-answered')).toMatchObject({ senderId: appt.doctor.id, appointmentId: String(appt.id) });
     p.send({ type: 'resend-offer-request', appointmentId: String(appt.id), userId: appt.patient.id });
     expect((await d.next((f) => f.type === 'resend-offer-request')).senderId).toBe(appt.patient.id);
+  });
+});
+
+describe('phase 3 (ENFORCE_SESSION_GATED_CHAT): the same guard as the REST door', () => {
+  const saved: { t?: TestHarness; base?: string } = {};
+  beforeAll(async () => {
+    saved.t = t;
+    saved.base = base;
+    t = await createHarness({ flags: { ENFORCE_SESSION_GATED_CHAT: true } });
+    base = await listening(t);
+  });
+  afterAll(async () => {
+    await t.close();
+    t = saved.t!;
+    base = saved.base!;
+  });
+
+  it('an appointment-keyed chat-message is refused with SESSION_CONTEXT_REQUIRED and a message; session-keyed chat and call frames keep working', async () => {
+    const s = await startSession(t);
+    const patient = await chatSocket(s.patient, `text_session_${s.sessionId}`);
+    const doctor = await chatSocket(s.doctor, String(s.appointmentId));
+    doctor.send({ type: 'chat-message', content: 'By appointment', messageType: 'text', senderId: s.doctor.id, tempId: 'msg_1_blocked' });
+    const err = await doctor.next((f) => f.type === 'error');
+    expect(err).toMatchObject({
+      of: 'chat-message',
+      error_code: 'SESSION_CONTEXT_REQUIRED',
+      session_context: s.context,
+      message: expect.any(String),
+    });
+    const blocked = await t.ctx.db
+      .selectFrom('guard_events')
+      .select(['operation', 'outcome'])
+      .where('appointment_id', '=', s.appointmentId)
+      .execute();
+    expect(blocked).toContainEqual({ operation: 'sendMessage', outcome: 'blocked' });
+    expect(await patient.never((f) => f.type === 'chat-message')).toBe(true);
+
+    patient.send({ type: 'chat-message', content: 'By session', messageType: 'text', senderId: s.patient.id, tempId: 'msg_2_ok' });
+    expect((await doctor.next((f) => f.type === 'chat-message')).message.message).toBe('By session');
+    doctor.send({ type: 'call-answered', appointmentId: String(s.appointmentId), senderId: s.doctor.id });
+    expect((await patient.next((f) => f.type === 'call-answered')).senderId).toBe(s.doctor.id);
   });
 });
