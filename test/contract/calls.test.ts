@@ -270,6 +270,7 @@ describe('refusals stop the app: non-2xx with a human message', () => {
     const notACall = await post(text.patient, '/api/call-sessions/start', { call_type: 'voice', appointment_id: String(text.id) });
     expect(notACall.status).toBe(400);
     expect(notACall.body.message).toMatch(/text consultation/);
+    expect((await get(text.patient, `/api/appointments/${text.id}/status`)).body).toEqual({ success: true, data: null });
 
     const video = await t.newAppointment({ appointment_type: 'video' });
     const stranger = await t.newPatient();

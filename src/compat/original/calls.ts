@@ -88,14 +88,9 @@ export async function findCall(ctx: AppContext, actor: Actor, key: string): Prom
   if (appointmentId !== null) {
     const a = await getAppointmentOrThrow(ctx.db, appointmentId);
     assertCanRead(actor, a);
-    if (a.session_id === null) return null;
-    const s = await sessionByContext(ctx.db, formatSessionContext('call', a.session_id)).catch((err: unknown) => {
-      if (err instanceof DomainError && err.code === 'NOT_FOUND') {
-        throw invalid('This appointment is a text consultation; it has no call', { appointment_id: a.id });
-      }
-      throw err;
-    });
-    return s;
+    // No session yet, or a text appointment's session: no call (status answers data: null).
+    if (a.session_id === null || modalityForAppointmentType(a.appointment_type) === 'text') return null;
+    return sessionByContext(ctx.db, formatSessionContext('call', a.session_id));
   }
   const parsed = parseSessionContext(key);
   if (parsed.type === 'session' && parsed.kind === 'call') {
