@@ -105,6 +105,8 @@ export interface SessionsTable {
   units_billed: ColumnType<number, number | undefined, number>;
   settled_at: Timestamp | null;
   updated_at: UpdatedAt;
+  /** The original app's `direct_session_<ms>` key of an instant call (unique per patient). */
+  routing_key: string | null;
 }
 
 export interface MessagesTable {

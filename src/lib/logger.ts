@@ -54,8 +54,8 @@ export function loggerOptions(level: string, role: string): LoggerOptions {
   };
 }
 
-/** Drops secrets from a URL before it is logged (the WebSocket accepts `?token=`). */
+/** Drops secrets from a URL before it is logged (the WebSocket accepts `?token=`, the original app's sockets `?authToken=`). */
 export function redactUrl(url: string | undefined): string | undefined {
   if (!url || !url.includes('?')) return url;
-  return url.replace(/([?&](?:token|access_token|jwt)=)[^&]*/gi, '$1[redacted]');
+  return url.replace(/([?&](?:token|access_token|jwt|authToken)=)[^&]*/gi, '$1[redacted]');
 }

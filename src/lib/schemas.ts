@@ -53,7 +53,7 @@ export const BASELINE_ERROR_CODES: readonly ErrorCode[] = [
  * handle, and `sendProblem` warns when a route answers a code its document does not list (the test
  * harness fails on that warning).
  */
-export function problems(...codes: ErrorCode[]): Record<string, TSchema> {
+export function problems(...codes: ErrorCode[]): ProblemResponses {
   const byStatus = new Map<number, ErrorCode[]>();
   for (const code of new Set([...BASELINE_ERROR_CODES, ...codes])) {
     const status = STATUS_BY_CODE[code];
@@ -67,8 +67,14 @@ export function problems(...codes: ErrorCode[]): Record<string, TSchema> {
         { additionalProperties: true, description: `Problem document; error_code: ${list.join(', ')}` },
       ),
     ]),
-  );
+  ) as unknown as ProblemResponses;
 }
+
+/**
+ * The type of `problems()`: its keys are the exact statuses at run time; to the type provider they
+ * read as the 4xx / 5xx ranges, so a handler may answer any error status it documents.
+ */
+export type ProblemResponses = { '4xx': TSchema; '5xx': TSchema };
 
 /** The error codes a route's document lists for `status`, or null when it documents no errors. */
 export function documentedErrorCodes(response: unknown, status: number): readonly string[] | null {

@@ -18,7 +18,6 @@
  *   pong is terminated. `websocket_connections` is the gauge of open connections.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import websocket from '@fastify/websocket';
 import { decodeJwt } from 'jose';
 import type { WebSocket } from 'ws';
 import { DomainError, forbidden, invalid, unauthenticated } from '../lib/errors.js';
@@ -29,6 +28,7 @@ import { contextOf, freshSession, sessionByContext } from '../modules/sessions/s
 import { isLive } from '../modules/sessions/state.js';
 import type { BusEvent } from './bus.js';
 import { parseClientMessage, publishEvent, type ClientMessage } from './events.js';
+import websocketSupport from './websocket.js';
 
 export interface GatewayOptions {
   heartbeatMs?: number;
@@ -38,7 +38,8 @@ export interface GatewayOptions {
   maxSubscriptions?: number;
 }
 
-const DEFAULTS = {
+/** The gateway's limits (frame size, rate, heartbeat); other socket routes use the same. */
+export const DEFAULTS = {
   heartbeatMs: 30_000,
   maxPayloadBytes: 64 * 1024,
   maxBufferedBytes: 1024 * 1024,
@@ -86,17 +87,11 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
   const bySession = new Map<number, Set<Connection>>();
   const all = new Set<Connection>();
 
-  await app.register(websocket, {
-    options: {
-      maxPayload: o.maxPayloadBytes,
-      // Select `bearer` when the client offered it; the JWT (the other offered value) is never echoed.
-      handleProtocols: (protocols) => (protocols.has('bearer') ? 'bearer' : false),
-    },
-    errorHandler: (err, socket) => {
-      log.warn({ err }, 'websocket error');
-      socket.terminate();
-    },
-  });
+  // The app registers WebSocket support once at its root (app.ts); a gateway built alone brings its
+  // own. `bearer` is selected when offered; the JWT (the other offered value) is never echoed.
+  if (!app.hasDecorator('websocketServer')) {
+    await app.register(websocketSupport, { maxPayloadBytes: o.maxPayloadBytes, protocols: ['bearer'] });
+  }
   app.decorateRequest('wsAuth', null);
 
   const add = <K>(map: Map<K, Set<Connection>>, key: K, c: Connection) => {

@@ -14,6 +14,7 @@ import {
   kindOf,
   onDecline,
   onEnd,
+  onHangUp,
   onJoin,
   onLeave,
   onMessage,
@@ -398,6 +399,39 @@ describe('onDecline', () => {
     ['text sessions have no call', text(), 'doctor', refused('invalid_for_kind')],
   ])('%s', (_name, s, who, expected) => {
     expect(onDecline(s, who, at(50))).toEqual(expected);
+  });
+});
+
+describe('onHangUp (one "end call" for hang-up, cancel and decline)', () => {
+  const ringing = (over: Partial<SessionState> = {}) => call({ status: 'ringing', patient_in_call: true, ringing_since: at(40), ...over });
+  const connected = call({ status: 'connected', patient_in_call: true, doctor_in_call: true, connected_at: at(5) });
+  it.each<[string, SessionState, 'patient' | 'doctor', Transition]>([
+    ['a connected call ends, whoever hangs up', connected, 'doctor', onEnd(connected, at(50), 'doctor_hung_up')],
+    [
+      'the ringing caller cancels (as onLeave)',
+      ringing({ source: 'INSTANT' }),
+      'patient',
+      onLeave(ringing({ source: 'INSTANT' }), 'patient', at(50)),
+    ],
+    ['the callee of a ringing call declines (as onDecline)', ringing(), 'doctor', onDecline(ringing(), 'doctor', at(50))],
+    [
+      'an instant call nobody is in ends',
+      call({ source: 'INSTANT' }),
+      'patient',
+      change({
+        status: 'ended',
+        ended_at: at(50),
+        end_reason: 'caller_cancelled',
+        patient_in_call: false,
+        doctor_in_call: false,
+        ringing_since: null,
+      }),
+    ],
+    ['a booked call nobody is in stays waiting for a retry', call(), 'patient', NONE],
+    ['an ended call: no change (idempotent)', call({ status: 'ended', ...ended() }), 'doctor', NONE],
+    ['text sessions have no call', text(), 'doctor', refused('invalid_for_kind')],
+  ])('%s', (_name, s, who, expected) => {
+    expect(onHangUp(s, who, at(50))).toEqual(expected);
   });
 });
 

@@ -1,4 +1,431 @@
-/** Call sessions (§6). */
+/**
+ * Call sessions of the original app (reference §6; §9.5 for the two routes only its signalling
+ * server called): start, answer, decline, end, deduction, status, and `/appointments/{id}/end`.
+ *
+ * A translation over the core's call state machine and billing:
+ *
+ * | app request                          | core                                                        |
+ * |--------------------------------------|-------------------------------------------------------------|
+ * | start, `direct_session_<ms>` + doctor | `createInstantSession` with the key as routing key (idempotent per key), then the caller joins |
+ * | start, `"57"`                         | `startAppointmentSession(57)` (its one call session), then the caller joins |
+ * | answer                               | the callee joins → `connected`; `connected_at` is the billing clock |
+ * | decline                              | `decline`                                                   |
+ * | end                                  | `hangup`: connected → ended and settled; ringing → cancel / decline |
+ * | deduction                            | `billSession`: what the server's clock has made due, once per unit |
+ * | `/appointments/{id}/end`             | the guarded legacy `end-session` (SessionContextGuard, §3.3) |
+ *
+ * The client's `session_duration` and `was_connected` are read by nobody: the server's clock bills.
+ * Core call states map to the app's: waiting / ringing → `connecting`, connected → `active`,
+ * ended / missed / expired → `ended` (`answered` is never reported: answering connects at once).
+ * Refusals that must stop the app are 4xx problem documents with a human `message` (the app
+ * treats any 2xx as success, quirk 6).
+ */
 import type { FastifyInstance } from 'fastify';
+import { Type, type Static } from '@sinclair/typebox';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { AppContext } from '../../context.js';
+import type { Modality, Session } from '../../db/types.js';
+import { DomainError, invalid, notFound } from '../../lib/errors.js';
+import { Id, errorResponses, iso } from '../../lib/schemas.js';
+import { currentUser } from '../../plugins/auth.js';
+import { assertCanRead, assertParticipant, type Actor } from '../../modules/access.js';
+import { getAppointmentOrThrow } from '../../modules/appointments/service.js';
+import { usableCredits } from '../../modules/billing/credits.js';
+import { legacyBilling } from '../../modules/billing/legacy.js';
+import { LegacyBillingOut } from '../../modules/billing/schemas.js';
+import { billSession } from '../../modules/billing/session-billing.js';
+import { formatSessionContext, parsePositiveId, parseSessionContext } from '../../modules/sessions/context.js';
+import { modalityForAppointmentType } from '../../modules/sessions/modality.js';
+import {
+  callAction,
+  contextOf,
+  createInstantSession,
+  freshSession,
+  sessionByContext,
+  sessionByRoutingKey,
+  startAppointmentSession,
+  type CallAction,
+} from '../../modules/sessions/service.js';
 
-export default async function callsRoutes(_app: FastifyInstance) {}
+const TAGS = ['original'];
+const DIRECT_PREFIX = 'direct_session_';
+
+/** The app's call states (reference §0). */
+export type AppCallStatus = 'connecting' | 'active' | 'ended';
+
+export function appCallStatus(status: Session['status']): AppCallStatus {
+  switch (status) {
+    case 'waiting':
+    case 'ringing':
+      return 'connecting';
+    case 'connected':
+      return 'active';
+    default:
+      return 'ended';
+  }
+}
+
+/** The id the app names a call by: its routing key, or the appointment id, always a string. */
+export const callKeyOf = (s: Pick<Session, 'routing_key' | 'appointment_id' | 'id' | 'kind'>): string =>
+  s.routing_key ?? (s.appointment_id !== null ? String(s.appointment_id) : contextOf(s));
+
+/**
+ * Resolves the `appointment_id` of a call request (§0 id forms) to the call session, through the
+ * core's look-ups and access gate: `direct_session_<ms>` → the routing key's call;
+ * `"57"` → appointment 57's session (participants only); `call_session:N` / `call_session_N` → N.
+ * `null` when the id names nothing that has a call yet.
+ */
+export async function findCall(ctx: AppContext, actor: Actor, key: string): Promise<Session | null> {
+  if (key.startsWith(DIRECT_PREFIX)) {
+    try {
+      return await sessionByRoutingKey(ctx.db, actor, key);
+    } catch (err) {
+      if (err instanceof DomainError && err.code === 'NOT_FOUND') return null;
+      throw err;
+    }
+  }
+  const appointmentId = parsePositiveId(key);
+  if (appointmentId !== null) {
+    const a = await getAppointmentOrThrow(ctx.db, appointmentId);
+    assertCanRead(actor, a);
+    // No session yet, or a text appointment's session: no call (status answers data: null).
+    if (a.session_id === null || modalityForAppointmentType(a.appointment_type) === 'text') return null;
+    return sessionByContext(ctx.db, formatSessionContext('call', a.session_id));
+  }
+  const parsed = parseSessionContext(key);
+  if (parsed.type === 'session' && parsed.kind === 'call') {
+    const s = await sessionByContext(ctx.db, parsed.context);
+    assertCanRead(actor, s);
+    return s;
+  }
+  if (parsed.type === 'nonexistent') return null;
+  throw invalid('appointment_id must be an appointment id, a direct_session_ key or call_session:{id}', { appointment_id: key });
+}
+
+async function callOrThrow(ctx: AppContext, actor: Actor, key: string): Promise<Session> {
+  const s = await findCall(ctx, actor, key);
+  if (!s) throw notFound('Call', { appointment_id: key });
+  return s;
+}
+
+// ---- schemas ----------------------------------------------------------------------------------
+
+const CallKey = Type.Union([Type.String({ minLength: 1, maxLength: 64 }), Id], {
+  description: 'direct_session_<ms> (instant call), an appointment id (as a string), or call_session:{id}',
+});
+const CallType = Type.Union([Type.Literal('voice'), Type.Literal('audio'), Type.Literal('video')]);
+// The app sends fields nobody reads (caller_id, action, reason, declined_by, session_duration,
+// was_connected, triggered_by — quirk 2): unknown fields are accepted and ignored.
+const loose = { additionalProperties: true, maxProperties: 32 } as const;
+
+const StartBody = Type.Object(
+  {
+    call_type: CallType,
+    appointment_id: CallKey,
+    doctor_id: Type.Optional(Type.Union([Id, Type.String({ pattern: '^[1-9][0-9]{0,15}$' })])),
+    reason: Type.Optional(Type.Union([Type.String({ maxLength: 2000 }), Type.Null()])),
+  },
+  loose,
+);
+const KeyBody = Type.Object({ appointment_id: CallKey }, loose);
+const KeyParams = Type.Object({ key: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
+const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
+const EndBody = Type.Union([Type.Object({}, loose), Type.Null()]);
+
+const NullableIso = Type.Union([Type.String(), Type.Null()]);
+const CallData = Type.Object({
+  id: Id,
+  session_id: Id,
+  call_session_id: Id,
+  session_context: Type.String(),
+  appointment_id: Type.String({ description: 'The key the app names the call by, always a string' }),
+  call_type: Type.String(),
+  status: Type.String({ description: 'connecting | active | ended' }),
+  session_status: Type.String({ description: "The core's call state (waiting, ringing, connected, ended, missed, expired)" }),
+  patient_id: Id,
+  doctor_id: Id,
+  is_connected: Type.Boolean(),
+  started_at: Type.String(),
+  connected_at: NullableIso,
+  ended_at: NullableIso,
+  end_reason: Type.Union([Type.String(), Type.Null()]),
+});
+type CallData = Static<typeof CallData>;
+
+const Message = Type.String();
+const StartOut = Type.Object({
+  success: Type.Literal(true),
+  message: Message,
+  data: CallData,
+  appointment_id: Type.String(),
+  call_type: Type.String(),
+  remaining_calls: Type.Integer(),
+});
+const ActionOut = Type.Object({ success: Type.Literal(true), message: Message, data: CallData });
+const EndOut = Type.Object({
+  success: Type.Literal(true),
+  message: Message,
+  data: Type.Composite([
+    CallData,
+    Type.Object({
+      was_connected: Type.Boolean({ description: 'By the server: the call was connected' }),
+      duration_seconds: Type.Integer({ description: 'By the server: connected time' }),
+      units_billed: Type.Integer(),
+    }),
+  ]),
+});
+const DeductionOut = Type.Object({
+  success: Type.Literal(true),
+  message: Message,
+  data: Type.Composite([
+    CallData,
+    Type.Object({
+      deductions_processed: Type.Integer({ description: 'Units this request found due and charged (0 when the server already had)' }),
+      total_deductions: Type.Integer({ description: 'Units charged for the call so far' }),
+      remaining_calls: Type.Integer(),
+    }),
+  ]),
+});
+const StatusOut = Type.Object({ success: Type.Literal(true), data: Type.Union([CallData, Type.Null()]) });
+
+function callData(s: Session): CallData {
+  return {
+    id: s.id,
+    session_id: s.id,
+    call_session_id: s.id,
+    session_context: contextOf(s),
+    appointment_id: callKeyOf(s),
+    call_type: s.modality,
+    status: appCallStatus(s.status),
+    session_status: s.status,
+    patient_id: s.patient_id,
+    doctor_id: s.doctor_id,
+    is_connected: s.status === 'connected',
+    started_at: iso(s.created_at)!,
+    connected_at: iso(s.connected_at),
+    ended_at: iso(s.ended_at),
+    end_reason: s.end_reason,
+  };
+}
+
+const modalityOf = (t: Static<typeof CallType>): Modality => (t === 'video' ? 'video' : 'voice');
+
+/** The app opens its busy dialog on this exact text (reference §2.1). */
+const DOCTOR_BUSY_MESSAGE = 'Doctor is currently in another session';
+
+async function startCall(ctx: AppContext, actor: Actor, body: Static<typeof StartBody>): Promise<Session> {
+  const key = String(body.appointment_id);
+  const modality = modalityOf(body.call_type);
+  let s: Session;
+  if (key.startsWith(DIRECT_PREFIX)) {
+    if (body.doctor_id === undefined) throw invalid('doctor_id is required to call a doctor now');
+    try {
+      s = await createInstantSession(ctx, actor, { doctor_id: Number(body.doctor_id), modality, routing_key: key });
+    } catch (err) {
+      if (err instanceof DomainError && err.code === 'CONFLICT' && 'doctor_id' in err.details) {
+        throw new DomainError('CONFLICT', DOCTOR_BUSY_MESSAGE, err.details);
+      }
+      throw err;
+    }
+  } else {
+    const appointmentId = parsePositiveId(key);
+    if (appointmentId === null) throw invalid('appointment_id must be an appointment id or a direct_session_ key', { appointment_id: key });
+    const a = await getAppointmentOrThrow(ctx.db, appointmentId);
+    assertParticipant(actor, a);
+    const booked = modalityForAppointmentType(a.appointment_type);
+    if (booked === 'text') throw invalid('This appointment is a text consultation; it has no call', { appointment_id: a.id });
+    if (booked !== modality) {
+      throw invalid(`This appointment is a ${booked ?? a.appointment_type} call, not a ${modality} call`, { appointment_id: a.id });
+    }
+    s = (await startAppointmentSession(ctx, actor, a.id)).session;
+  }
+  // The caller is in the call from the start: the callee's answer connects it.
+  return (await callAction(ctx, actor, contextOf(s), 'join')).after;
+}
+
+export default async function callsRoutes(fastify: FastifyInstance) {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const { ctx } = app;
+  const anyone = app.auth();
+  const common = { tags: TAGS, deprecated: true };
+
+  app.post(
+    '/api/call-sessions/start',
+    {
+      preHandler: anyone,
+      config: { rateLimit: { max: ctx.config.rateLimitCreatePerMinute, timeWindow: '1 minute' } },
+      schema: {
+        ...common,
+        summary: 'Start a voice or video call: instant (direct_session_<ms> + doctor_id) or of a booked appointment',
+        body: StartBody,
+        response: { 200: StartOut, ...errorResponses },
+      },
+    },
+    async (req) => {
+      const actor = currentUser(req);
+      const s = await startCall(ctx, actor, req.body);
+      const data = callData(s);
+      return {
+        success: true as const,
+        message: 'Call session started',
+        data,
+        appointment_id: data.appointment_id,
+        call_type: s.modality,
+        remaining_calls: await usableCredits(ctx.db, s.patient_id, s.modality),
+      };
+    },
+  );
+
+  const action = (path: string, act: CallAction, summary: string, message: string) =>
+    app.post(
+      path,
+      { preHandler: anyone, schema: { ...common, summary, body: KeyBody, response: { 200: ActionOut, ...errorResponses } } },
+      async (req) => {
+        const actor = currentUser(req);
+        const s = await callOrThrow(ctx, actor, String(req.body.appointment_id));
+        const { after } = await callAction(ctx, actor, contextOf(s), act);
+        return { success: true as const, message, data: callData(after) };
+      },
+    );
+  action('/api/call-sessions/answer', 'join', 'The callee answers: both are in the call, billing runs from now', 'Call answered');
+  action('/api/call-sessions/decline', 'decline', 'The callee declines a ringing call', 'Call declined');
+
+  const hangUp = async (actor: Actor, key: string) => {
+    const s = await callOrThrow(ctx, actor, key);
+    const { after } = await callAction(ctx, actor, contextOf(s), 'hangup');
+    const connectedMs = after.connected_at && after.ended_at ? after.ended_at.getTime() - after.connected_at.getTime() : 0;
+    return {
+      success: true as const,
+      message: after.status === 'ended' || after.status === 'missed' ? 'Call ended' : 'Call cancelled',
+      data: {
+        ...callData(after),
+        was_connected: after.connected_at !== null,
+        duration_seconds: Math.max(0, Math.floor(connectedMs / 1000)),
+        units_billed: after.units_billed,
+      },
+    };
+  };
+
+  app.post(
+    '/api/call-sessions/end',
+    {
+      preHandler: anyone,
+      schema: {
+        ...common,
+        summary: 'Hang up, cancel or decline; the server bills the connected time by its own clock',
+        body: KeyBody,
+        response: { 200: EndOut, ...errorResponses },
+      },
+    },
+    async (req) => hangUp(currentUser(req), String(req.body.appointment_id)),
+  );
+
+  app.post(
+    '/api/call-sessions/deduction',
+    {
+      preHandler: anyone,
+      schema: {
+        ...common,
+        summary: "Billing tick of the app: answers what the server's clock has charged (never a second charge)",
+        body: KeyBody,
+        response: { 200: DeductionOut, ...errorResponses },
+      },
+    },
+    async (req, reply) => {
+      const actor = currentUser(req);
+      const s = await callOrThrow(ctx, actor, String(req.body.appointment_id));
+      assertParticipant(actor, s);
+      const outcome = await billSession(ctx, s.id, { skipLocked: false });
+      if (outcome.result === 'skipped') throw notFound('Call', { appointment_id: String(req.body.appointment_id) });
+      const after = outcome.session;
+      if (outcome.result === 'ended_no_credit') {
+        // The app ends the call on a 400 whose text contains "no remaining" (reference §6.5).
+        const message = 'Call ended: no remaining call credits';
+        return reply
+          .code(400)
+          .type('application/problem+json')
+          .send({
+            type: 'https://sessiongate.dev/problems/insufficient-credits',
+            title: 'Bad Request',
+            status: 400,
+            detail: message,
+            success: false,
+            error_code: 'INSUFFICIENT_CREDITS',
+            message,
+            session_context: contextOf(after),
+            units_billed: after.units_billed,
+          });
+      }
+      const charged = 'charged' in outcome ? outcome.charged : 0;
+      return {
+        success: true as const,
+        message: charged > 0 ? `Charged ${charged} unit(s)` : 'Nothing new to charge',
+        data: {
+          ...callData(after),
+          deductions_processed: charged,
+          total_deductions: after.units_billed,
+          remaining_calls: await usableCredits(ctx.db, after.patient_id, after.modality),
+        },
+      };
+    },
+  );
+
+  const status = async (actor: Actor, key: string) => {
+    const s = await findCall(ctx, actor, key);
+    return { success: true as const, data: s ? callData(await freshSession(ctx, s)) : null };
+  };
+
+  app.get(
+    '/api/call-sessions/:key/status',
+    {
+      preHandler: anyone,
+      schema: {
+        ...common,
+        summary: 'The call named by a key, or data: null',
+        params: KeyParams,
+        response: { 200: StatusOut, ...errorResponses },
+      },
+    },
+    async (req) => status(currentUser(req), req.params.key),
+  );
+
+  app.get(
+    '/api/appointments/:id/status',
+    {
+      preHandler: anyone,
+      schema: {
+        ...common,
+        summary: "The appointment's (or call key's) call session, or data: null",
+        params: IdParams,
+        response: { 200: StatusOut, ...errorResponses },
+      },
+    },
+    async (req) => status(currentUser(req), req.params.id),
+  );
+
+  app.post(
+    '/api/appointments/:id/end',
+    {
+      preHandler: anyone,
+      schema: {
+        ...common,
+        summary: 'End an appointment (legacy end-session behind the SessionContextGuard); a call key hangs that call up',
+        params: IdParams,
+        body: EndBody,
+        response: { 200: Type.Union([LegacyBillingOut, EndOut]), ...errorResponses },
+      },
+    },
+    async (req, reply) => {
+      const actor = currentUser(req);
+      const appointmentId = parsePositiveId(req.params.id);
+      if (appointmentId === null) {
+        if (!req.params.id.startsWith(DIRECT_PREFIX) && !req.params.id.startsWith('call_session')) {
+          throw invalid('Only an appointment id or a call key can be ended here', { id: req.params.id });
+        }
+        return hangUp(actor, req.params.id);
+      }
+      const r = await legacyBilling(ctx, actor, { endpoint: 'end-session', appointmentId });
+      return reply.code(r.status).header('idempotent-replayed', String(r.replayed)).send(r.body);
+    },
+  );
+}

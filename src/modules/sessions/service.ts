@@ -7,8 +7,8 @@
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
 import { LIVE_SESSION_STATUSES, type Executor, type Modality, type Session, type Trx } from '../../db/types.js';
-import { DomainError, conflict, isUniqueViolation, notFound } from '../../lib/errors.js';
-import { assertCanRead, assertParticipant, type Actor } from '../access.js';
+import { DomainError, conflict, forbidden, isUniqueViolation, notFound } from '../../lib/errors.js';
+import { accessOf, assertCanRead, assertParticipant, type Actor } from '../access.js';
 import { getAppointmentOrThrow } from '../appointments/service.js';
 import { assertCreditsForStart, settleEndedSession } from '../billing/hooks.js';
 import { formatSessionContext, parseSessionContext } from './context.js';
@@ -20,6 +20,7 @@ import {
   kindOf,
   onDecline,
   onEnd,
+  onHangUp,
   onJoin,
   onLeave,
   onTick,
@@ -88,6 +89,19 @@ export async function doctorInLiveSession(db: Executor, doctorId: number): Promi
     .limit(1)
     .executeTakeFirst();
   return row !== undefined;
+}
+
+/**
+ * The newest call session named by an original-app routing key (`direct_session_<ms>`) that the
+ * actor takes part in. Keys are unique per patient only, so the actor picks among them; a key
+ * that exists only in strangers' calls is 403, an unknown key 404.
+ */
+export async function sessionByRoutingKey(db: Executor, actor: Actor, key: string): Promise<Session> {
+  const rows = await db.selectFrom('sessions').selectAll().where('routing_key', '=', key).orderBy('id', 'desc').limit(20).execute();
+  if (rows.length === 0) throw notFound('Call', { call_key: key });
+  const mine = rows.find((s) => accessOf(actor, s) === 'patient' || accessOf(actor, s) === 'doctor');
+  if (!mine) throw forbidden('You are not a participant of this call');
+  return mine;
 }
 
 /** A session the actor may read (participants and admins). */
@@ -210,11 +224,13 @@ export async function endSession(ctx: AppContext, actor: Actor, raw: string, rea
   return transition(ctx, s.id, (cur) => onEnd(cur, ctx.now(), reason ?? `ended_by_${who}`));
 }
 
-export async function callAction(ctx: AppContext, actor: Actor, raw: string, action: 'join' | 'leave' | 'decline') {
+export type CallAction = 'join' | 'leave' | 'decline' | 'hangup';
+
+export async function callAction(ctx: AppContext, actor: Actor, raw: string, action: CallAction) {
   const s = await sessionByContext(ctx.db, raw);
   const who: Party = assertParticipant(actor, s);
   const now = ctx.now();
-  const fn = { join: onJoin, leave: onLeave, decline: onDecline }[action];
+  const fn = { join: onJoin, leave: onLeave, decline: onDecline, hangup: onHangUp }[action];
   return transition(ctx, s.id, (cur) => fn(cur, who, now));
 }
 
@@ -301,11 +317,13 @@ export async function startAppointmentSession(
 export async function createInstantSession(
   ctx: AppContext,
   actor: Actor,
-  input: { doctor_id: number; modality: Modality },
+  input: { doctor_id: number; modality: Modality; routing_key?: string | null },
 ): Promise<Session> {
   if (actor.role !== 'patient') throw new DomainError('FORBIDDEN', 'Only patients start instant sessions');
   const kind = kindOf(input.modality);
-  const session = await ctx.db.transaction().execute(async (trx) => {
+  const routingKey = input.routing_key ?? null;
+  if (routingKey !== null && kind !== 'call') throw new DomainError('VALIDATION_FAILED', 'Only calls have a routing key');
+  const { session, created } = await ctx.db.transaction().execute(async (trx) => {
     // FOR NO KEY UPDATE serialises instant starts for this doctor without blocking the
     // FOR KEY SHARE that inserting any session referencing the doctor takes (a batch of
     // appointment sessions must not queue behind — or deadlock with — an instant start).
@@ -316,6 +334,23 @@ export async function createInstantSession(
       .forNoKeyUpdate()
       .executeTakeFirst();
     if (!doctor || doctor.role !== 'doctor') throw notFound('Doctor', { doctor_id: input.doctor_id });
+    if (routingKey !== null) {
+      // A retried start with the same key (one patient's clock) is the same call. Looked up under
+      // the doctor's lock, which serialises instant starts with this doctor; the unique index on
+      // (routing_key, patient_id) backs it.
+      const existing = await trx
+        .selectFrom('sessions')
+        .selectAll()
+        .where('routing_key', '=', routingKey)
+        .where('patient_id', '=', actor.id)
+        .executeTakeFirst();
+      if (existing) {
+        if (existing.doctor_id !== doctor.id || existing.modality !== input.modality) {
+          throw conflict('This call key already names another call', { routing_key: routingKey });
+        }
+        return { session: existing, created: false };
+      }
+    }
     if (await doctorInLiveSession(trx, doctor.id)) throw conflict('The doctor is busy in another session', { doctor_id: doctor.id });
     await assertCreditsForStart(trx, ctx, actor.id, input.modality);
     try {
@@ -328,16 +363,19 @@ export async function createInstantSession(
           patient_id: actor.id,
           doctor_id: doctor.id,
           status: initialStatus(kind),
+          routing_key: routingKey,
           credits_at_start: sql<number>`(select coalesce(sum(${sql.ref(`${input.modality}_remaining`)}), 0)::int from subscriptions
             where patient_id = ${actor.id} and starts_at <= now() and expires_at > now())`,
         })
         .returningAll()
-        .executeTakeFirstOrThrow();
+        .executeTakeFirstOrThrow()
+        .then((s) => ({ session: s, created: true }));
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict('You already have a live session', { patient_id: actor.id });
       throw err;
     }
   });
+  if (!created) return session;
   void ctx.bus.publish({
     type: 'session.status',
     sessionId: session.id,

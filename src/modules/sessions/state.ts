@@ -195,6 +195,21 @@ export function onDecline(s: SessionState, who: Party, now: Date): Transition {
   return ok({ status: 'waiting', ringing_since: null, patient_in_call: false, doctor_in_call: false });
 }
 
+/**
+ * A participant hangs up without saying how (the original app's one "end call" request serves
+ * hang-up, cancel and decline alike): a connected call ends (and is billed); a caller still
+ * ringing cancels (onLeave); a callee who has not joined declines a ringing call (onDecline); an
+ * instant call nobody is in ends; a booked call nobody is in stays waiting for a retry.
+ */
+export function onHangUp(s: SessionState, who: Party, now: Date): Transition {
+  if (s.kind !== 'call') return refuse('invalid_for_kind');
+  if (!isLive(s.status)) return none;
+  if (s.status === 'connected') return onEnd(s, now, `${who}_hung_up`);
+  if (s.status === 'ringing') return s[inCallKey(who)] ? onLeave(s, who, now) : onDecline(s, who, now);
+  if (s.source === 'INSTANT') return onEnd(s, now, 'caller_cancelled');
+  return none;
+}
+
 /** Whether a consultation actually happened (the appointment is completed, not missed). */
 export function consultationHappened(s: Pick<SessionState, 'activated_at' | 'connected_at'>): boolean {
   return s.activated_at !== null || s.connected_at !== null;
