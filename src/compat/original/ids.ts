@@ -50,8 +50,9 @@ async function readableSessionExists(ctx: AppContext, actor: Actor, kind: Sessio
 /**
  * Resolves the app's chat id by Laravel's rule (reference §0). Throws a 404 for ids that name
  * nothing (`NaN`, `undefined`, garbage); the core answers for unknown sessions and appointments.
+ * The actor is needed (and loaded) only for bare numbers.
  */
-export async function resolveChatTarget(ctx: AppContext, actor: Actor, raw: string): Promise<ChatTarget> {
+export async function resolveChatTarget(ctx: AppContext, actorOf: Actor | (() => Promise<Actor>), raw: string): Promise<ChatTarget> {
   const p = parseSessionContext(raw);
   if (p.type === 'direct') return { type: 'direct', core: raw };
   if (p.type === 'session' && p.kind === 'text') return { type: 'session', kind: 'text', id: p.id, core: p.context };
@@ -66,6 +67,7 @@ export async function resolveChatTarget(ctx: AppContext, actor: Actor, raw: stri
   if (id === null) {
     throw notFound('Conversation', { id: raw, reason: 'This conversation could not be found. Please go back and open it again.' });
   }
+  const actor = typeof actorOf === 'function' ? await actorOf() : actorOf;
   const a = await getAppointment(ctx.db, id);
   if (a && accessOf(actor, a) !== null) return { type: 'appointment', id, core: String(id) };
   if (await readableSessionExists(ctx, actor, fallback, id))
