@@ -21,6 +21,7 @@ import sessionsRoutes from './modules/sessions/routes.js';
 import chatRoutes from './modules/chat/routes.js';
 import billingRoutes from './modules/billing/routes.js';
 import opsRoutes from './modules/ops/routes.js';
+import mediaRoutes from './modules/media/routes.js';
 import realtimeGateway from './realtime/gateway.js';
 import originalContract from './compat/original/index.js';
 
@@ -123,6 +124,7 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
   await app.register(chatRoutes);
   await app.register(billingRoutes);
   await app.register(opsRoutes);
+  await app.register(mediaRoutes);
   await app.register(realtimeGateway);
   // The original client contract at /api (src/compat/original): a translation layer over the
   // same services. sessiongate's own routes above live under /api/v2.

@@ -32,6 +32,8 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** Requests per minute per caller on routes that create things (bookings, sessions, users). */
   rateLimitCreatePerMinute: number;
+  /** Origin of absolute media URLs (`https://api.example.org`); unset: `https://` + the request's Host. */
+  publicBaseUrl: string | null;
 }
 
 export class ConfigError extends Error {
@@ -142,6 +144,7 @@ export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?:
     payoutRateUsdMinor: r.int('PAYOUT_RATE_USD_MINOR', 300, 0, 1_000_000_000),
     shutdownTimeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10_000, 100, 120_000),
     rateLimitCreatePerMinute: r.int('RATE_LIMIT_CREATE_PER_MINUTE', 60, 1, 1_000_000),
+    publicBaseUrl: r.string('PUBLIC_BASE_URL', null),
   };
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return Object.freeze(config);
