@@ -112,6 +112,10 @@ describe('POST /api/upload/chat-image and /api/upload/voice-message', () => {
     expect(media.headers['content-type']).toBe('image/png');
     expect(media.headers['x-content-type-options']).toBe('nosniff');
     expect(media.rawPayload.equals(PNG)).toBe(true);
+    // The token is the permission: it never reaches the logs.
+    const token = (d.media_url as string).split('/').pop()!;
+    expect(JSON.stringify(t.logs)).not.toContain(token);
+    expect(JSON.stringify(t.logs)).toContain('/api/v2/media/[redacted]');
     const stored = await t.ctx.db.selectFrom('media_uploads').selectAll().where('session_id', '=', s.id).execute();
     expect(stored).toHaveLength(1);
     expect(stored[0]!.uploader_id).toBe(s.patient.id);
