@@ -210,13 +210,14 @@ export default async function chatRoutes(fastify: FastifyInstance) {
       // the sender); a bare number is disambiguated by the caller's participation.
       const target = await resolveChatTarget(ctx, () => loadUser(req), req.params.id);
       const replyRaw = b.reply_to?.messageId;
-      const replyTo = typeof replyRaw === 'number' ? replyRaw : typeof replyRaw === 'string' ? parsePositiveId(replyRaw) : null;
+      const replyTo =
+        typeof replyRaw === 'number' ? parsePositiveId(String(replyRaw)) : typeof replyRaw === 'string' ? parsePositiveId(replyRaw) : null;
       const clientId = b.temp_id ?? (b.id === undefined || b.id === null ? null : String(b.id));
       const r = await sendLegacy(
         ctx,
         { id: req.tokenSubject!, load: () => loadUser(req) },
         target.core,
-        replyTo !== null && replyTo <= Number.MAX_SAFE_INTEGER ? 'replyToMessage' : 'sendMessage',
+        replyTo !== null ? 'replyToMessage' : 'sendMessage',
         {
           clientMessageId: clientId,
           type: b.message_type ?? 'text',
