@@ -22,7 +22,7 @@ import { listConversation, readState, type ChatActor } from '../../modules/chat/
 import type { ChatMessageJson } from '../../modules/chat/schemas.js';
 import { START_EARLY_MINUTES, contextOf, freshSession, readableSession } from '../../modules/sessions/service.js';
 import { parsePositiveId } from '../../modules/sessions/context.js';
-import { getUser } from '../../modules/users/service.js';
+import { getUser, isValidTimezone } from '../../modules/users/service.js';
 import { humanErrors } from './human.js';
 import { resolveChatTarget, type ChatTarget } from './ids.js';
 import { Envelope, ORIGINAL, person } from './shapes.js';
@@ -134,7 +134,9 @@ const APPOINTMENT_STATUS_CODE: Record<string, number> = {
 };
 
 /** `YYYY-MM-DD` and `HH:mm:ss` of an instant on a wall clock. */
-function wallClock(at: Date, timeZone: string) {
+function wallClock(at: Date, zone: string) {
+  // A zone the runtime does not know (an imported row) falls back to UTC rather than failing.
+  const timeZone = isValidTimezone(zone) ? zone : 'UTC';
   const parts = Object.fromEntries(
     new Intl.DateTimeFormat('en-CA', {
       timeZone,
