@@ -24,6 +24,7 @@ import opsRoutes from './modules/ops/routes.js';
 import asyncApiRoute from './realtime/asyncapi.js';
 import realtimeGateway, { DEFAULTS as WS_LIMITS } from './realtime/gateway.js';
 import websocketSupport from './realtime/websocket.js';
+import mediaRoutes from './modules/media/routes.js';
 import originalContract from './compat/original/index.js';
 
 declare module 'fastify' {
@@ -143,6 +144,7 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
   // One WebSocket server for every socket route: `bearer` for /api/v2/ws, `no-compression` for the
   // original app's sockets (it offers that one sub-protocol and needs it echoed).
   await app.register(websocketSupport, { maxPayloadBytes: WS_LIMITS.maxPayloadBytes, protocols: ['bearer', 'no-compression'] });
+  await app.register(mediaRoutes);
   await app.register(realtimeGateway);
   // The original client contract at /api (src/compat/original): a translation layer over the
   // same services. sessiongate's own routes above live under /api/v2.

@@ -34,6 +34,8 @@ export interface Config {
   rateLimitCreatePerMinute: number;
   /** Refuse the original app's call sockets that carry no token (its store build sends none). */
   originalCallSocketRequireToken: boolean;
+  /** Origin of absolute media URLs (`https://api.example.org`); unset: `https://` + the request's Host. */
+  publicBaseUrl: string | null;
 }
 
 export class ConfigError extends Error {
@@ -145,6 +147,7 @@ export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?:
     shutdownTimeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10_000, 100, 120_000),
     rateLimitCreatePerMinute: r.int('RATE_LIMIT_CREATE_PER_MINUTE', 60, 1, 1_000_000),
     originalCallSocketRequireToken: r.bool('ORIGINAL_CALL_SOCKET_REQUIRE_TOKEN', false),
+    publicBaseUrl: r.string('PUBLIC_BASE_URL', null),
   };
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return Object.freeze(config);

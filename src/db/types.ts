@@ -220,6 +220,21 @@ export interface GuardEventsTable {
   created_at: CreatedAt;
 }
 
+export interface MediaUploadsTable {
+  id: Generated<number>;
+  token: string;
+  uploader_id: number;
+  session_id: number | null;
+  appointment_id: number | null;
+  kind: 'image' | 'voice';
+  content_type: string;
+  extension: string;
+  original_name: string | null;
+  size_bytes: number;
+  bytes: Buffer;
+  created_at: CreatedAt;
+}
+
 /** The view of every guard decision: `guard_events` plus the would-block legacy sends marked on their messages. */
 export type GuardEventLogView = Selectable<GuardEventsTable>;
 
@@ -265,6 +280,7 @@ export interface DB {
   guard_event_log: GuardEventLogView;
   notification_outbox: NotificationOutboxTable;
   notifications: NotificationsTable;
+  media_uploads: MediaUploadsTable;
 }
 
 /** The database or a transaction: what repository functions take. */

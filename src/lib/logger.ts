@@ -54,8 +54,12 @@ export function loggerOptions(level: string, role: string): LoggerOptions {
   };
 }
 
-/** Drops secrets from a URL before it is logged (the WebSocket accepts `?token=`, the original app's sockets `?authToken=`). */
+/**
+ * Drops secrets from a URL before it is logged (the WebSocket accepts `?token=`, the original app's
+ * sockets `?authToken=`; a media URL's path segment is its capability token).
+ */
 export function redactUrl(url: string | undefined): string | undefined {
+  if (url && url.startsWith('/api/v2/media/')) url = url.replace(/^\/api\/v2\/media\/[^/?#]+/, '/api/v2/media/[redacted]');
   if (!url || !url.includes('?')) return url;
   return url.replace(/([?&](?:token|access_token|jwt|authToken)=)[^&]*/gi, '$1[redacted]');
 }

@@ -15,7 +15,8 @@ let owner: { patient: Record<string, string>; doctor: Record<string, string> };
 let identities: Record<string, Record<string, string>>;
 
 /** Routes anyone may call, and admin-only routes (checked separately). */
-const PUBLIC = new Set(['GET /api/v2/plans']);
+// Media are read by capability token (the mobile app sends no auth header for media; docs/security.md).
+const PUBLIC = new Set(['GET /api/v2/plans', 'GET /api/v2/media/{token}']);
 
 const bodies: Record<string, unknown> = {
   'POST /api/v2/appointments': { doctor_id: 0, scheduled_at: new Date(Date.now() + 7 * 86_400_000).toISOString(), appointment_type: 'text' },

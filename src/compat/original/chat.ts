@@ -1,4 +1,424 @@
-/** Chat over REST (§4): messages, info, mark-read, local-storage. */
-import type { FastifyInstance } from 'fastify';
+/**
+ * Chat over REST (reference §4): messages, info, mark-read, local-storage.
+ *
+ * The app's `{id}` is resolved by Laravel's rule (ids.ts) to the core's legacy-chat name — an
+ * appointment id or a session context — and then every message operation goes through the
+ * core's guarded legacy chat (`resolveLegacyChat` / `sendLegacy`): an appointment-keyed call is
+ * allowed, served by its session (would-block) or refused exactly as on `/api/v2/chat/{id}/…`.
+ * Delivery and read state are derived from the core's read horizons, never stored here.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { AppContext } from '../../context.js';
+import { notFound, unauthenticated } from '../../lib/errors.js';
+import { Literals, errorResponses } from '../../lib/schemas.js';
+import { bearerToken, currentUser } from '../../plugins/auth.js';
+import { accessOf, type Actor } from '../../modules/access.js';
+import { pollAppointmentSession, readableAppointment } from '../../modules/appointments/service.js';
+import { legacyMarkRead, resolveLegacyChat, sendLegacy } from '../../modules/chat/legacy.js';
+import type { ChatScope } from '../../modules/chat/repository.js';
+import { listConversation, readState, type ChatActor } from '../../modules/chat/service.js';
+import type { ChatMessageJson } from '../../modules/chat/schemas.js';
+import { START_EARLY_MINUTES, contextOf, freshSession, readableSession } from '../../modules/sessions/service.js';
+import { parsePositiveId } from '../../modules/sessions/context.js';
+import { getUser, isValidTimezone } from '../../modules/users/service.js';
+import { humanErrors } from './human.js';
+import { resolveChatTarget, type ChatTarget } from './ids.js';
+import { Envelope, ORIGINAL, person } from './session-shapes.js';
 
-export default async function chatRoutes(_app: FastifyInstance) {}
+const open = { additionalProperties: true } as const;
+const Params = Type.Object({ id: Type.String({ maxLength: 64 }) });
+const NullableString = Type.Union([Type.String(), Type.Null()]);
+
+/** The message object of `types/chat.ts` (§4.1). */
+const Message = Type.Object(
+  {
+    id: Type.Integer(),
+    appointment_id: Type.Integer(),
+    session_id: Type.Union([Type.Integer(), Type.Null()]),
+    session_context: NullableString,
+    sender_id: Type.Integer(),
+    sender_name: Type.String(),
+    message: Type.String(),
+    message_type: Literals(['text', 'image', 'voice'] as const),
+    media_url: NullableString,
+    temp_id: NullableString,
+    reply_to_id: Type.Union([Type.Integer(), Type.Null()]),
+    created_at: Type.String(),
+    timestamp: Type.String(),
+    delivery_status: Literals(['sent', 'delivered', 'read'] as const),
+    read_by: Type.Array(Type.Object({ user_id: Type.Integer(), user_name: Type.String(), read_at: Type.String() })),
+  },
+  open,
+);
+
+/** The body of §4.3 (every sender of the app); `id`, `reply_to`, `message_id`… are tolerated (quirk 2). */
+const SendBody = Type.Object(
+  {
+    message: Type.String({ maxLength: 1000 }),
+    message_type: Type.Optional(Literals(['text', 'image', 'voice'] as const)),
+    media_url: Type.Optional(Type.Union([Type.String({ maxLength: 2048 }), Type.Null()])),
+    temp_id: Type.Optional(Type.Union([Type.String({ maxLength: 128 }), Type.Null()])),
+    id: Type.Optional(Type.Union([Type.String({ maxLength: 128 }), Type.Integer(), Type.Null()])),
+    reply_to: Type.Optional(
+      Type.Union([
+        Type.Object({ messageId: Type.Optional(Type.Union([Type.String({ maxLength: 128 }), Type.Integer(), Type.Null()])) }, open),
+        Type.Null(),
+      ]),
+    ),
+  },
+  open,
+);
+
+type Horizon = { user_id: number; last_read_message_id: number; read_at: Date };
+
+/** The room number the app keys its local history by: the appointment, or the text session. */
+const roomOf = (target: ChatTarget, scope: ChatScope): number =>
+  target.type === 'appointment' ? target.id : target.type === 'session' ? target.id : (scope.appointmentId ?? scope.sessionId ?? 0);
+
+/** §4.1 from the core's message, with delivery and read state from the read horizons. */
+function appMessage(m: ChatMessageJson, room: number, viewerId: number, horizons: Horizon[], names: Map<number, string>) {
+  const readers = horizons.filter((h) => h.user_id !== m.sender_id && h.last_read_message_id >= m.id);
+  return {
+    id: m.id,
+    appointment_id: room,
+    session_id: m.session_id,
+    session_context: m.session_context,
+    sender_id: m.sender_id,
+    sender_name: m.sender_name,
+    message: m.body,
+    message_type: m.type,
+    media_url: m.media_url,
+    temp_id: m.client_message_id,
+    reply_to_id: m.reply_to_message_id,
+    created_at: m.created_at,
+    timestamp: m.created_at,
+    delivery_status: readers.length > 0 ? ('read' as const) : m.sender_id === viewerId ? ('sent' as const) : ('delivered' as const),
+    read_by: readers.map((h) => ({ user_id: h.user_id, user_name: names.get(h.user_id) ?? '', read_at: h.read_at.toISOString() })),
+  };
+}
+
+async function participantNames(ctx: AppContext, scope: ChatScope): Promise<Map<number, string>> {
+  const [p, d] = await Promise.all([getUser(ctx.db, scope.patientId), getUser(ctx.db, scope.doctorId)]);
+  return new Map([
+    [scope.patientId, p?.name ?? ''],
+    [scope.doctorId, d?.name ?? ''],
+  ]);
+}
+
+/** The whole conversation, oldest first (the app's history is unpaginated, §4.2). */
+const PAGE = 500;
+const MAX_PAGES = 40;
+async function wholeConversation(ctx: AppContext, actor: ChatActor, scope: ChatScope): Promise<ChatMessageJson[]> {
+  const all: ChatMessageJson[] = [];
+  let after: number | undefined;
+  for (let i = 0; i < MAX_PAGES; i++) {
+    const { page } = await listConversation(ctx, actor, scope, { after, limit: PAGE });
+    all.push(...page.messages);
+    if (!page.has_more || page.messages.length === 0) break;
+    after = page.messages[page.messages.length - 1]!.id;
+  }
+  return all;
+}
+
+/** Appointment status as the app's integer (reference §0). */
+const APPOINTMENT_STATUS_CODE: Record<string, number> = {
+  pending: 0,
+  confirmed: 1,
+  cancelled: 2,
+  missed: 2,
+  expired: 2,
+  completed: 3,
+  in_progress: 7,
+};
+
+/** `YYYY-MM-DD` and `HH:mm:ss` of an instant on a wall clock. */
+function wallClock(at: Date, zone: string) {
+  // A zone the runtime does not know (an imported row) falls back to UTC rather than failing.
+  const timeZone = isValidTimezone(zone) ? zone : 'UTC';
+  const parts = Object.fromEntries(
+    new Intl.DateTimeFormat('en-CA', {
+      timeZone,
+      year: 'numeric',
+      month: '2-digit',
+      day: '2-digit',
+      hour: '2-digit',
+      minute: '2-digit',
+      second: '2-digit',
+      hourCycle: 'h23',
+    })
+      .formatToParts(at)
+      .map((p) => [p.type, p.value]),
+  );
+  return { date: `${parts['year']}-${parts['month']}-${parts['day']}`, time: `${parts['hour']}:${parts['minute']}:${parts['second']}` };
+}
+
+export default async function chatRoutes(fastify: FastifyInstance) {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const { ctx } = app;
+  const anyone = app.auth();
+  humanErrors(app);
+
+  const loadUser = async (req: FastifyRequest): Promise<ChatActor> => {
+    if (req.user) return req.user;
+    const user = await app.authenticateToken(bearerToken(req)!);
+    if (!user) throw unauthenticated('Invalid or expired token');
+    req.user = user;
+    return user;
+  };
+
+  app.get(
+    '/api/chat/:id/messages',
+    {
+      preHandler: anyone,
+      schema: {
+        ...ORIGINAL,
+        summary: 'The whole history of a chat (appointment id, text session id or text_session_N), oldest first',
+        params: Params,
+        querystring: Type.Object({ since: Type.Optional(Type.String({ maxLength: 64 })) }, open),
+        response: { 200: Envelope(Type.Array(Message)), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const actor = currentUser(req);
+      const target = await resolveChatTarget(ctx, actor, req.params.id);
+      const conv = await resolveLegacyChat(ctx, actor, target.core, 'getMessages');
+      const [messages, horizons, names] = await Promise.all([
+        wholeConversation(ctx, actor, conv.scope),
+        readState(ctx, actor, conv.scope),
+        participantNames(ctx, conv.scope),
+      ]);
+      const room = roomOf(target, conv.scope);
+      return { success: true as const, data: messages.map((m) => appMessage(m, room, actor.id, horizons, names)) };
+    },
+  );
+
+  app.post(
+    '/api/chat/:id/messages',
+    {
+      onRequest: app.authToken,
+      schema: {
+        ...ORIGINAL,
+        summary: 'Send a text, image or voice message (temp_id makes a retry return the stored message)',
+        params: Params,
+        body: SendBody,
+        response: { 200: Envelope(Message), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const b = req.body;
+      // Session-form ids need no user look-up before the send (the send's own statement loads
+      // the sender); a bare number is disambiguated by the caller's participation.
+      const target = await resolveChatTarget(ctx, () => loadUser(req), req.params.id);
+      const replyRaw = b.reply_to?.messageId;
+      const replyTo =
+        typeof replyRaw === 'number' ? parsePositiveId(String(replyRaw)) : typeof replyRaw === 'string' ? parsePositiveId(replyRaw) : null;
+      const clientId = b.temp_id ?? (b.id === undefined || b.id === null ? null : String(b.id));
+      const r = await sendLegacy(
+        ctx,
+        { id: req.tokenSubject!, load: () => loadUser(req) },
+        target.core,
+        replyTo !== null ? 'replyToMessage' : 'sendMessage',
+        {
+          clientMessageId: clientId,
+          type: b.message_type ?? 'text',
+          body: b.message,
+          mediaUrl: b.media_url ?? null,
+          replyTo,
+          unknownReplyTarget: 'ignore',
+        },
+      );
+      const names = new Map([[r.message.sender_id, r.message.sender_name]]);
+      return {
+        success: true as const,
+        message: 'Message sent',
+        data: appMessage(r.message, roomOf(target, r.scope), req.tokenSubject!, [], names),
+      };
+    },
+  );
+
+  app.post(
+    '/api/chat/:id/mark-read',
+    {
+      preHandler: anyone,
+      schema: {
+        ...ORIGINAL,
+        summary: "Mark the chat read (up to `timestamp`) for the caller (older build); `user_id` is ignored: it is the token's user",
+        params: Params,
+        body: Type.Union([
+          Type.Object(
+            {
+              timestamp: Type.Optional(Type.String({ maxLength: 64 })),
+              user_id: Type.Optional(Type.Union([Type.Integer(), Type.String()])),
+            },
+            open,
+          ),
+          Type.Null(),
+        ]),
+        response: {
+          200: Envelope(
+            Type.Object({ marked_count: Type.Integer(), last_read_message_id: Type.Union([Type.Integer(), Type.Null()]) }, open),
+          ),
+          ...errorResponses,
+        },
+      },
+    },
+    async (req) => {
+      const actor = currentUser(req);
+      const target = await resolveChatTarget(ctx, actor, req.params.id);
+      const conv = await resolveLegacyChat(ctx, actor, target.core, 'markAsRead');
+      const r = await legacyMarkRead(ctx, actor, conv.scope, req.body?.timestamp);
+      return {
+        success: true as const,
+        message: r.message,
+        data: { marked_count: r.marked_count, last_read_message_id: r.last_read_message_id },
+      };
+    },
+  );
+
+  app.get(
+    '/api/chat/:id/local-storage',
+    {
+      preHandler: anyone,
+      schema: {
+        ...ORIGINAL,
+        summary: "The older build's sync: the whole history with a sync stamp",
+        params: Params,
+        response: {
+          200: Envelope(
+            Type.Object(
+              { appointment_id: Type.Integer(), messages: Type.Array(Message), last_sync: Type.String(), message_count: Type.Integer() },
+              open,
+            ),
+          ),
+          ...errorResponses,
+        },
+      },
+    },
+    async (req) => {
+      const actor = currentUser(req);
+      const target = await resolveChatTarget(ctx, actor, req.params.id);
+      const conv = await resolveLegacyChat(ctx, actor, target.core, 'getMessages');
+      const [messages, horizons, names] = await Promise.all([
+        wholeConversation(ctx, actor, conv.scope),
+        readState(ctx, actor, conv.scope),
+        participantNames(ctx, conv.scope),
+      ]);
+      const room = roomOf(target, conv.scope);
+      return {
+        success: true as const,
+        data: {
+          appointment_id: room,
+          messages: messages.map((m) => appMessage(m, room, actor.id, horizons, names)),
+          last_sync: ctx.now().toISOString(),
+          message_count: messages.length,
+        },
+      };
+    },
+  );
+
+  app.get(
+    '/api/chat/:id/info',
+    {
+      preHandler: anyone,
+      schema: {
+        ...ORIGINAL,
+        summary: 'Chat header: who the other party is, the appointment type and status, the session (`NaN` is a 404)',
+        params: Params,
+        response: {
+          200: Envelope(
+            Type.Object(
+              {
+                appointment_id: Type.Integer(),
+                other_participant_name: Type.String(),
+                other_participant_profile_picture: Type.Null(),
+                other_participant_profile_picture_url: Type.Null(),
+                appointment_date: Type.String(),
+                appointment_time: Type.String(),
+                appointment_type: Type.String(),
+                status: Type.Union([Type.Integer(), Type.String()]),
+                doctor_id: Type.Integer(),
+                patient_id: Type.Integer(),
+                doctor_name: Type.String(),
+                patient_name: Type.String(),
+                session_id: Type.Union([Type.Integer(), Type.Null()]),
+                session_context: NullableString,
+                session_status: NullableString,
+                call_unlocked_at: NullableString,
+              },
+              open,
+            ),
+          ),
+          ...errorResponses,
+        },
+      },
+    },
+    async (req) => {
+      const actor = currentUser(req);
+      const target = await resolveChatTarget(ctx, actor, req.params.id);
+      if (target.type === 'direct') {
+        throw notFound('Call', { id: req.params.id });
+      }
+      const viewerTz = (await getUser(ctx.db, actor.id))?.timezone ?? 'UTC';
+      if (target.type === 'session') {
+        const s = await freshSession(ctx, await readableSession(ctx.db, actor, target.core));
+        const [patient, doctor] = await Promise.all([getUser(ctx.db, s.patient_id), getUser(ctx.db, s.doctor_id)]);
+        const p = person(patient);
+        const d = person(doctor);
+        const at = wallClock(s.created_at, viewerTz);
+        return {
+          success: true as const,
+          data: {
+            appointment_id: s.id,
+            other_participant_name: accessOf(actor, s) === 'doctor' ? p.display_name : d.display_name,
+            other_participant_profile_picture: null,
+            other_participant_profile_picture_url: null,
+            appointment_date: at.date,
+            appointment_time: at.time,
+            appointment_type: s.kind === 'text' ? 'text' : s.modality === 'voice' ? 'audio' : s.modality,
+            status: s.status,
+            doctor_id: s.doctor_id,
+            patient_id: s.patient_id,
+            doctor_name: d.display_name,
+            patient_name: p.display_name,
+            session_id: s.id,
+            session_context: contextOf(s),
+            session_status: s.status,
+            call_unlocked_at: s.kind === 'call' ? s.created_at.toISOString() : null,
+          },
+        };
+      }
+      const a = await readableAppointment(ctx.db, actor as Actor, target.id);
+      const { session } = await pollAppointmentSession(ctx.database, actor.id, a.id);
+      const [patient, doctor] = await Promise.all([getUser(ctx.db, a.patient_id), getUser(ctx.db, a.doctor_id)]);
+      const p = person(patient);
+      const d = person(doctor);
+      // The app shows the booking on the patient's wall clock (reference §0).
+      const at = wallClock(a.scheduled_at, a.patient_timezone ?? patient?.timezone ?? 'UTC');
+      const isCall = a.appointment_type !== 'text';
+      return {
+        success: true as const,
+        data: {
+          appointment_id: a.id,
+          other_participant_name: accessOf(actor, a) === 'doctor' ? p.display_name : d.display_name,
+          other_participant_profile_picture: null,
+          other_participant_profile_picture_url: null,
+          appointment_date: at.date,
+          appointment_time: at.time,
+          appointment_type: a.appointment_type,
+          status: APPOINTMENT_STATUS_CODE[a.status] ?? 0,
+          doctor_id: a.doctor_id,
+          patient_id: a.patient_id,
+          doctor_name: d.display_name,
+          patient_name: p.display_name,
+          session_id: session?.id ?? null,
+          session_context: session ? contextOf(session) : null,
+          session_status: session?.status ?? null,
+          // Calls can start from START_EARLY_MINUTES before the booked time (the core's rule).
+          call_unlocked_at: isCall ? new Date(a.scheduled_at.getTime() - START_EARLY_MINUTES * 60_000).toISOString() : null,
+        },
+      };
+    },
+  );
+}

@@ -5,7 +5,7 @@
  */
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
-import type { Executor } from '../../db/types.js';
+import type { Executor, Session } from '../../db/types.js';
 import { iso } from '../../lib/schemas.js';
 import { accessOf, type Actor } from '../access.js';
 import { contextOf, readableSession } from '../sessions/service.js';
@@ -13,7 +13,8 @@ import { formatSessionContext } from '../sessions/context.js';
 import { isLive } from '../sessions/state.js';
 import { billableStart, expectedUnits } from './hooks.js';
 import { payoutRates } from './ledger.js';
-import { payoutPerUnit } from './pricing.js';
+import { UNIT_SECONDS, payoutPerUnit } from './pricing.js';
+import { usableCredits } from './credits.js';
 
 /** Minor units as a decimal string with two places (both wallet currencies have 100 minor units). */
 export const formatMinor = (minor: number): string => {
@@ -177,4 +178,21 @@ export async function doctorEarnings(
     units += r.units;
   }
   return { total_minor: by_modality.text + by_modality.voice + by_modality.video, units, by_modality };
+}
+
+/**
+ * How much consultation time a session has left, as the server bills it: every started 10-minute
+ * unit must be paid at its end, so a live session runs until `(units billed + usable credits)`
+ * units after its billable start. Before the billable start the clock has not begun.
+ */
+export async function sessionAllowance(ctx: AppContext, s: Session) {
+  const start = billableStart(s);
+  const end = s.ended_at ?? ctx.now();
+  const elapsedMinutes = start ? Math.max(0, Math.floor((end.getTime() - start.getTime()) / 60_000)) : 0;
+  const credits = await usableCredits(ctx.db, s.patient_id, s.modality);
+  const unitMinutes = UNIT_SECONDS / 60;
+  let remainingMinutes = 0;
+  if (isLive(s.status))
+    remainingMinutes = start ? Math.max(0, (s.units_billed + credits) * unitMinutes - elapsedMinutes) : credits * unitMinutes;
+  return { credits, elapsed_minutes: elapsedMinutes, remaining_minutes: remainingMinutes, units_billed: s.units_billed };
 }

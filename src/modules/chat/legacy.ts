@@ -18,7 +18,7 @@
  */
 import type { AppContext } from '../../context.js';
 import type { Session } from '../../db/types.js';
-import { DomainError, notFound } from '../../lib/errors.js';
+import { DomainError, invalid, notFound } from '../../lib/errors.js';
 import { assertCanRead, assertParticipant } from '../access.js';
 import { getAppointment } from '../appointments/service.js';
 import { decideLegacyChat, type ChatOperation } from '../guard/decision.js';
@@ -27,9 +27,22 @@ import { recordGuardEvent, type GuardEvent } from '../guard/events.js';
 import { countGuardDecision, logGuardDecision } from '../guard/report.js';
 import { classifyChatPathParam, formatSessionContext } from '../sessions/context.js';
 import { freshSession, sessionByContext } from '../sessions/service.js';
+import * as repo from './repository.js';
 import type { ChatScope } from './repository.js';
 import type { ChatMessageJson, LegacyMessageJson } from './schemas.js';
-import { appointmentScope, sessionScope, type ChatActor } from './service.js';
+import {
+  appointmentScope,
+  fastResult,
+  markRead,
+  sendToAppointment,
+  sendToSessionLocked,
+  sessionScope,
+  validateMessage,
+  type ChatActor,
+  type MessageInput,
+  type SendResult,
+  type Sender,
+} from './service.js';
 
 /** The operations that only read; admins may do these (read-only), everything else is participants only. */
 const READ_OPERATIONS: ReadonlySet<ChatOperation> = new Set(['getMessages']);
@@ -152,4 +165,68 @@ export function legacyMessageJson(
     created_at: m.created_at,
     timestamp: m.created_at,
   };
+}
+
+/**
+ * Legacy send / reply addressed by a legacy chat `{id}`. With enforcement off, a send addressed
+ * by an appointment that has a live session first tries the one-statement path (session lock,
+ * insert and the would-block guard event in one statement); everything else resolves through the
+ * guard explicitly. Both doors of legacy chat (`/api/v2/chat/{id}/…` and the original client's
+ * `/api/chat/{id}/…`) send through here.
+ */
+export async function sendLegacy(ctx: AppContext, sender: Sender, rawId: string, operation: ChatOperation, input: MessageInput): Promise<SendResult> {
+  validateMessage(input);
+  const param = classifyChatPathParam(rawId);
+  if (param.type === 'appointment') {
+    const flags = await currentGuardFlags(ctx.flags);
+    if (!flags.ENFORCE_SESSION_GATED_CHAT) {
+      const row = await repo.fastInsertSessionMessage(ctx.database, {
+        target: { appointmentId: param.id, operation },
+        senderId: sender.id,
+        message: { ...input },
+      });
+      if (row) {
+        const event = { guard: 'chat' as const, operation, outcome: 'would_block' as const, enforced: false, appointmentId: param.id, sessionId: row.session_id, userId: row.sender_id };
+        logGuardDecision(ctx.log, event);
+        countGuardDecision(ctx.metrics, event);
+        return fastResult(ctx, row);
+      }
+    }
+  }
+  const actor = await sender.load();
+  for (let attempt = 0; ; attempt++) {
+    const target = await resolveLegacyChat(ctx, actor, rawId, operation);
+    if (target.mode === 'session') return sendToSessionLocked(ctx, actor, target.session.id, input);
+    const r = await sendToAppointment(ctx, actor, target.appointmentId, input);
+    // The session started between the guard's look and the appointment lock: decide again.
+    if ('rerouted' in r) {
+      if (attempt < 2) continue;
+      throw invalid('The conversation changed while sending; retry');
+    }
+    return r;
+  }
+}
+
+/** Legacy mark-read: everything up to `timestamp` (default: all) read for the actor, in a resolved conversation. */
+export async function legacyMarkRead(
+  ctx: AppContext,
+  actor: ChatActor,
+  scope: ChatScope,
+  timestamp: string | undefined,
+): Promise<{ success: true; message: string; marked_count: number; last_read_message_id: number | null }> {
+  let at: Date | undefined;
+  if (timestamp !== undefined) {
+    at = new Date(timestamp);
+    // Bounded to years 1..9999: JavaScript dates reach ±275,760, beyond what timestamptz stores.
+    if (Number.isNaN(at.getTime()) || at.getUTCFullYear() < 1 || at.getUTCFullYear() > 9999) {
+      throw invalid('timestamp must be an ISO-8601 date-time');
+    }
+  }
+  const upTo = await repo.latestMessageId(ctx.db, scope, at);
+  if (upTo === null) {
+    return { success: true, message: 'Nothing to mark', marked_count: 0, last_read_message_id: await repo.readHorizon(ctx.db, scope, actor.id) };
+  }
+  const r = await markRead(ctx, actor, scope, upTo);
+  const marked = r.moved ? await repo.countFromOthersBetween(ctx.db, scope, actor.id, r.previous, r.last_read_message_id) : 0;
+  return { success: true, message: 'Messages marked as read', marked_count: marked, last_read_message_id: r.last_read_message_id };
 }

@@ -336,3 +336,14 @@ export async function userName(db: Executor, id: number): Promise<string | null>
   const r = await db.selectFrom('users').select('name').where('id', '=', id).executeTakeFirst();
   return r?.name ?? null;
 }
+
+/** Every participant's read horizon in the scope (the furthest of its keys) and when it last moved. */
+export async function readHorizons(db: Executor, scope: ChatScope): Promise<{ user_id: number; last_read_message_id: number; read_at: Date }[]> {
+  const rows = await db
+    .selectFrom('read_horizons')
+    .select((eb) => ['user_id', eb.fn.max('last_read_message_id').as('h'), eb.fn.max('updated_at').as('at')])
+    .where('scope_key', 'in', horizonKeys(scope))
+    .groupBy('user_id')
+    .execute();
+  return rows.map((r) => ({ user_id: r.user_id, last_read_message_id: Number(r.h), read_at: new Date(r.at as Date) }));
+}

@@ -13,11 +13,8 @@ import { invalid, unauthenticated } from '../../lib/errors.js';
 import { Ok, problems, toId } from '../../lib/schemas.js';
 import { bearerToken, currentUser } from '../../plugins/auth.js';
 import type { ChatOperation } from '../guard/decision.js';
-import { currentGuardFlags } from '../guard/flags.js';
-import { countGuardDecision, logGuardDecision } from '../guard/report.js';
-import { classifyChatPathParam } from '../sessions/context.js';
 import { freshSession, readableSession, sessionByContext } from '../sessions/service.js';
-import { legacyMessageJson, resolveLegacyChat, type LegacyTarget } from './legacy.js';
+import { legacyMarkRead, legacyMessageJson, resolveLegacyChat, sendLegacy, type LegacyTarget } from './legacy.js';
 import * as repo from './repository.js';
 import {
   ChatMessageOut,
@@ -50,21 +47,17 @@ import {
   type LegacySendBody as LegacySendBodyT,
 } from './schemas.js';
 import {
-  fastResult,
   listConversation,
   markRead,
   parseContextOrThrow,
-  sendToAppointment,
   sendToSession,
-  sendToSessionLocked,
   sessionScope,
   setReaction,
   setTyping,
   typingUsers,
-  validateMessage,
   type ChatActor,
   type MessageInput,
-  type SendResult,
+  type Sender,
 } from './service.js';
 import { TypingRegistry } from './typing.js';
 
@@ -304,56 +297,7 @@ async function chatPlugin(fastify: FastifyInstance) {
 
   // ---- legacy appointment chat --------------------------------------------------------------
 
-  /**
-   * Legacy send / reply. With enforcement off, a send addressed by an appointment that has a
-   * live session first tries the one-statement path (session lock, insert and the would-block
-   * guard event in one statement); everything else resolves through the guard explicitly.
-   */
-  async function legacySend(
-    sender: { id: number; load: () => Promise<ChatActor> },
-    rawId: string,
-    operation: ChatOperation,
-    input: MessageInput,
-  ): Promise<SendResult> {
-    validateMessage(input);
-    const param = classifyChatPathParam(rawId);
-    if (param.type === 'appointment') {
-      const flags = await currentGuardFlags(ctx.flags);
-      if (!flags.ENFORCE_SESSION_GATED_CHAT) {
-        const row = await repo.fastInsertSessionMessage(ctx.database, {
-          target: { appointmentId: param.id, operation },
-          senderId: sender.id,
-          message: { ...input },
-        });
-        if (row) {
-          const event = {
-            guard: 'chat' as const,
-            operation,
-            outcome: 'would_block' as const,
-            enforced: false,
-            appointmentId: param.id,
-            sessionId: row.session_id,
-            userId: row.sender_id,
-          };
-          logGuardDecision(ctx.log, event);
-          countGuardDecision(ctx.metrics, event);
-          return fastResult(ctx, row);
-        }
-      }
-    }
-    const actor = await sender.load();
-    for (let attempt = 0; ; attempt++) {
-      const target = await resolveLegacyChat(ctx, actor, rawId, operation);
-      if (target.mode === 'session') return sendToSessionLocked(ctx, actor, target.session.id, input);
-      const r = await sendToAppointment(ctx, actor, target.appointmentId, input);
-      // The session started between the guard's look and the appointment lock: decide again.
-      if ('rerouted' in r) {
-        if (attempt < 2) continue;
-        throw invalid('The conversation changed while sending; retry');
-      }
-      return r;
-    }
-  }
+  const legacySend = (sender: Sender, rawId: string, operation: ChatOperation, input: MessageInput) => sendLegacy(ctx, sender, rawId, operation, input);
 
   app.get(
     '/api/v2/chat/:id/messages',
@@ -577,33 +521,7 @@ async function chatPlugin(fastify: FastifyInstance) {
     async (req) => {
       const actor = currentUser(req);
       const target = await resolveLegacyChat(ctx, actor, req.params.id, 'markAsRead');
-      const ts = req.body?.timestamp;
-      let at: Date | undefined;
-      if (ts !== undefined) {
-        at = new Date(ts);
-        // Bounded to years 1..9999: JavaScript dates reach ±275,760, beyond what timestamptz stores.
-        if (Number.isNaN(at.getTime()) || at.getUTCFullYear() < 1 || at.getUTCFullYear() > 9999) {
-          throw invalid('timestamp must be an ISO-8601 date-time');
-        }
-      }
-      const upTo = await repo.latestMessageId(ctx.db, target.scope, at);
-      if (upTo === null) {
-        return {
-          success: true as const,
-          data: {
-            success: true,
-            message: 'Nothing to mark',
-            marked_count: 0,
-            last_read_message_id: await repo.readHorizon(ctx.db, target.scope, actor.id),
-          },
-        };
-      }
-      const r = await markRead(ctx, actor, target.scope, upTo);
-      const marked = r.moved ? await repo.countFromOthersBetween(ctx.db, target.scope, actor.id, r.previous, r.last_read_message_id) : 0;
-      return {
-        success: true as const,
-        data: { success: true, message: 'Messages marked as read', marked_count: marked, last_read_message_id: r.last_read_message_id },
-      };
+      return { success: true as const, data: await legacyMarkRead(ctx, actor, target.scope, req.body?.timestamp) };
     },
   );
 }

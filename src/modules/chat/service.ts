@@ -10,7 +10,7 @@
  * of one session serialise on that lock. Events go out after commit.
  */
 import type { AppContext } from '../../context.js';
-import type { Appointment, Message, Session } from '../../db/types.js';
+import type { Appointment, Message, Session, Trx } from '../../db/types.js';
 import { DomainError, invalid, notFound } from '../../lib/errors.js';
 import { iso } from '../../lib/schemas.js';
 import type { AuthUser } from '../../plugins/auth.js';
@@ -57,6 +57,12 @@ export interface MessageInput {
   body: string;
   mediaUrl: string | null;
   replyTo: number | null;
+  /**
+   * What a reply target outside the conversation does: `reject` (404, the default) or `ignore`
+   * (the message is stored as a plain message). The original mobile client names reply targets
+   * by its local ids, which may be temporary ids the server never saw.
+   */
+  unknownReplyTarget?: 'reject' | 'ignore';
 }
 
 /**
@@ -114,6 +120,13 @@ export interface SendResult {
   /** False when a retry returned the stored message. */
   created: boolean;
   scope: ChatScope;
+}
+
+/** The reply target to store: `m.replyTo` when it is a message of the scope, else per `unknownReplyTarget`. */
+async function replyTarget(trx: Trx, scope: ChatScope, m: MessageInput, what: string, ids: Record<string, number | null>): Promise<number | null> {
+  if (m.replyTo === null || (await repo.messageInScope(trx, scope, m.replyTo))) return m.replyTo;
+  if (m.unknownReplyTarget === 'ignore') return null;
+  throw notFound(`Message to reply to (in this ${what})`, { reply_to_message_id: m.replyTo, ...ids });
 }
 
 function toNew(senderId: number, m: MessageInput): NewMessage {
@@ -192,15 +205,13 @@ export async function sendToSessionLocked(ctx: AppContext, actor: ChatActor, ses
       const existing = await repo.findByClientId(trx, scope, actor.id, input.clientMessageId);
       if (existing) return { kind: 'existing' as const, row: existing, before, after: before };
     }
-    if (input.replyTo !== null && !(await repo.messageInScope(trx, scope, input.replyTo))) {
-      throw notFound('Message to reply to (in this session)', { reply_to_message_id: input.replyTo, session_id: before.id });
-    }
+    const replyTo = await replyTarget(trx, scope, input, 'session', { session_id: before.id });
     let s = before;
     const tick = onTick(s, now, timing);
     if (tick.ok && Object.keys(tick.change).length > 0) s = await writeChange(trx, ctx, s, tick.change);
     const t = onMessage(s, party, now, timing);
     if (!t.ok) return { kind: 'refused' as const, before, after: s };
-    const row = await repo.insertMessage(trx, scope, toNew(actor.id, input));
+    const row = await repo.insertMessage(trx, scope, toNew(actor.id, { ...input, replyTo }));
     if (!row) {
       // A concurrent retry with the same client id won the insert.
       const existing = await repo.findByClientId(trx, scope, actor.id, input.clientMessageId!);
@@ -258,12 +269,10 @@ export async function sendToAppointment(ctx: AppContext, actor: ChatActor, appoi
         appointment_status: a.status,
       });
     }
-    if (input.replyTo !== null && !(await repo.messageInScope(trx, scope, input.replyTo))) {
-      throw notFound('Message to reply to (in this conversation)', { reply_to_message_id: input.replyTo, appointment_id: a.id });
-    }
+    const replyTo = await replyTarget(trx, scope, input, 'conversation', { appointment_id: a.id });
     const flag = party === 'patient' ? 'legacy_patient_active' : 'legacy_doctor_active';
     if (!a[flag]) await trx.updateTable('appointments').set({ [flag]: true }).where('id', '=', a.id).execute();
-    const row = await repo.insertMessage(trx, scope, toNew(actor.id, input));
+    const row = await repo.insertMessage(trx, scope, toNew(actor.id, { ...input, replyTo }));
     if (!row) return { kind: 'existing' as const, row: (await repo.findByClientId(trx, scope, actor.id, input.clientMessageId!))!, scope };
     return { kind: 'created' as const, row, scope };
   });
@@ -362,4 +371,14 @@ export async function markRead(
   const unread = await repo.unreadCount(ctx.db, scope, actor.id, horizon);
   if (moved) publishEvent(ctx.bus, 'read', { ...scopeIds(scope), user_id: actor.id, last_read_message_id: horizon }, eventRoute(scope));
   return { last_read_message_id: horizon, unread_count: unread, moved, previous };
+}
+
+/**
+ * Who has read what in a conversation: each participant's read horizon (a message is read by a
+ * participant when its id is at or below their horizon) and when it last moved.
+ */
+export async function readState(ctx: AppContext, actor: ChatActor, scope: ChatScope) {
+  assertCanRead(actor, { patient_id: scope.patientId, doctor_id: scope.doctorId });
+  const rows = await repo.readHorizons(ctx.db, scope);
+  return rows.filter((r) => r.user_id === scope.patientId || r.user_id === scope.doctorId);
 }
