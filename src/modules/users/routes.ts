@@ -7,8 +7,24 @@ import { PHASE_NAMES } from '../../config/flag-values.js';
 import { Ok, errorResponses, iso } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
 import { creditBalances } from '../billing/credits.js';
-import { CreateUserBody, CreditsOut, FlagsOut, GrantBody, NotificationOut, PlanOut, SubscriptionOut, UserOut } from './schemas.js';
-import { createUser, grantSubscription, listPlans, listSubscriptions } from './service.js';
+import { DomainError } from '../../lib/errors.js';
+import { IdParams, toId } from '../../lib/schemas.js';
+import { importPlans, importUsers } from './import.js';
+import {
+  CreateUserBody,
+  CreditsOut,
+  FlagsOut,
+  GrantBody,
+  ImportReportOut,
+  ImportUsersBody,
+  NotificationOut,
+  PlanOut,
+  SubscriptionOut,
+  UpsertUserBody,
+  UpsertUserOut,
+  UserOut,
+} from './schemas.js';
+import { createUser, getUser, grantSubscription, listPlans, listSubscriptions } from './service.js';
 
 export const userJson = (u: User) => ({
   id: u.id,
@@ -49,6 +65,52 @@ export default async function usersRoutes(fastify: FastifyInstance) {
     },
   );
 
+  // Bringing users over from the existing backend (docs/migration.md): the same import as
+  // `sessiongate users:import`, one user by id or a batch.
+  app.put(
+    '/api/v2/admin/users/:id',
+    {
+      preHandler: admin,
+      schema: {
+        tags: ['admin'],
+        description: 'Create or update a user with this id (an import from the existing backend); idempotent.',
+        params: IdParams,
+        body: UpsertUserBody,
+        response: { 200: Ok(UpsertUserOut), 201: Ok(UpsertUserOut), ...errorResponses },
+      },
+    },
+    async (req, reply) => {
+      const id = toId(req.params.id);
+      const report = await importUsers(db, [{ ...req.body, id }], { now: app.ctx.now() });
+      const row = report.rows[0]!;
+      if (row.status === 'failed') throw new DomainError(row.error!.error_code, row.error!.message, { id });
+      const user = (await getUser(db, id))!;
+      return reply
+        .code(row.status === 'created' ? 201 : 200)
+        .send({ success: true, data: { user: userJson(user), status: row.status, subscriptions: row.subscriptions } });
+    },
+  );
+
+  app.post(
+    '/api/v2/admin/users/import',
+    {
+      preHandler: admin,
+      schema: {
+        tags: ['admin'],
+        description:
+          'Import a batch of export records (docs/migration.md). 200 with a report per record; `failed` > 0 when any record was refused.',
+        body: ImportUsersBody,
+        response: { 200: Ok(ImportReportOut), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const dryRun = req.body.dry_run ?? false;
+      if (!dryRun) await importPlans(db, req.body.plans ?? []);
+      const report = await importUsers(db, req.body.users, { dryRun, now: app.ctx.now() });
+      return { success: true as const, data: report };
+    },
+  );
+
   app.get('/api/v2/plans', { schema: { tags: ['billing'], response: { 200: Ok(Type.Array(PlanOut)), ...errorResponses } } }, async () => ({
     success: true as const,
     data: (await listPlans(db)).map((p) => ({ ...p })),
@@ -76,10 +138,14 @@ export default async function usersRoutes(fastify: FastifyInstance) {
     },
   );
 
-  app.get('/api/v2/me', { preHandler: anyone, schema: { tags: ['me'], response: { 200: Ok(UserOut), ...errorResponses } } }, async (req) => {
-    const u = currentUser(req);
-    return { success: true as const, data: { id: u.id, role: u.role, name: u.name, country: u.country, timezone: u.timezone } };
-  });
+  app.get(
+    '/api/v2/me',
+    { preHandler: anyone, schema: { tags: ['me'], response: { 200: Ok(UserOut), ...errorResponses } } },
+    async (req) => {
+      const u = currentUser(req);
+      return { success: true as const, data: { id: u.id, role: u.role, name: u.name, country: u.country, timezone: u.timezone } };
+    },
+  );
 
   app.get(
     '/api/v2/me/credits',
