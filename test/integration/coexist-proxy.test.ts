@@ -107,7 +107,7 @@ describe.skipIf(!NGINX)('the documented reverse proxy, through a real nginx', { 
       if (Date.now() > deadline) throw new Error('nginx did not start');
       await new Promise((r) => setTimeout(r, 100));
     }
-  });
+  }, 180_000);
 
   afterAll(async () => {
     if (nginx && nginx.exitCode === null) {
@@ -130,7 +130,7 @@ describe.skipIf(!NGINX)('the documented reverse proxy, through a real nginx', { 
       await t.database.drop();
     }
     if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  }, 60_000);
 
   /** Sends one request through the proxy; says which upstream saw it. */
   async function route(method: string, path: string): Promise<'sessiongate' | 'existing'> {
