@@ -23,7 +23,7 @@ export interface TokenVerifier {
 
 const ROLES: readonly Role[] = ['patient', 'doctor', 'admin'];
 
-/** Clock skew allowed on `exp`, `nbf` and `iat` between the issuer's clock and ours. */
+/** Clock skew allowed on `nbf` and `iat` (an issuer's clock ahead of ours); `exp` is strict. */
 export const CLOCK_TOLERANCE_SECONDS = 30;
 
 /**
@@ -91,6 +91,7 @@ export function createVerifier(opts: VerifierOptions): TokenVerifier {
         const { payload } = await jwtVerify(token, key as Uint8Array, checks);
         // jose checks `iat` only against a maximum age; a token issued in the future is refused here.
         if (payload.iat !== undefined && payload.iat > Date.now() / 1000 + CLOCK_TOLERANCE_SECONDS) return null;
+        if (typeof payload.exp !== 'number' || payload.exp <= Date.now() / 1000) return null;
         const sub = parseSubject(payload.sub as unknown);
         const role = payload['role'];
         if (sub === null) return null;
