@@ -14,6 +14,10 @@ export interface Config {
   dataDir: string;
   jwtSecret: string | null;
   jwksUrl: string | null;
+  /** Accepted `iss` values (JWT_ISSUER, comma-separated); null: not checked. Required with JWKS_URL. */
+  jwtIssuer: string[] | null;
+  /** Accepted `aud` values (JWT_AUDIENCE, comma-separated); null: not checked. Required with JWKS_URL. */
+  jwtAudience: string[] | null;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Log bytes collected before a write (0: every line written at once); see `createLogger`. */
   logBufferBytes: number;
@@ -120,6 +124,20 @@ export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?:
   if (databaseUrl && !jwtSecret && !r.string('JWKS_URL', null)) {
     r.problems.push('JWT_SECRET (or JWKS_URL) is required when DATABASE_URL is set');
   }
+  const list = (name: string): string[] | null => {
+    const items = (r.string(name, null) ?? '')
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
+    return items.length > 0 ? items : null;
+  };
+  const jwtIssuer = list('JWT_ISSUER');
+  const jwtAudience = list('JWT_AUDIENCE');
+  // A JWKS is usually an identity provider that signs tokens for many applications: without an
+  // issuer and audience check, any token it ever issued for anything would be accepted here.
+  if (!jwtSecret && r.string('JWKS_URL', null) && (!jwtIssuer || !jwtAudience)) {
+    r.problems.push('JWT_ISSUER and JWT_AUDIENCE are required with JWKS_URL');
+  }
   // Flags are validated here too, so a bad value stops the process at boot with its name.
   for (const name of FLAG_NAMES) r.bool(name, false);
 
@@ -130,6 +148,8 @@ export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?:
     dataDir: r.string('DATA_DIR', './data'),
     jwtSecret,
     jwksUrl: r.string('JWKS_URL', null),
+    jwtIssuer,
+    jwtAudience,
     logLevel: r.oneOf('LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
     logBufferBytes: r.int('LOG_BUFFER_BYTES', 8192, 0, 1_048_576),
     runWorker: r.bool('RUN_WORKER', defaults.runWorker ?? false),

@@ -1,6 +1,8 @@
 /**
  * Authentication: `Authorization: Bearer <JWT>`. The user is loaded from the database on every
- * authenticated request, so a deleted user or a changed role takes effect at once.
+ * authenticated request, so a deleted user or a changed role takes effect at once. The token
+ * proves who the caller is; the stored role says what they may do (a token without a `role`
+ * claim, as the existing Laravel login issues, authenticates the same way).
  * `app.auth(roles?)` is the route-level gate: 401 without a valid token, 403 for a wrong role.
  */
 import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler, preHandlerAsyncHookHandler } from 'fastify';
@@ -49,7 +51,8 @@ export function bearerToken(req: FastifyRequest): string | null {
 
 export default fp(
   async function auth(app: FastifyInstance) {
-    const verifier = rememberingVerifier(createVerifier({ secret: app.ctx.jwtSecret, jwksUrl: app.ctx.config.jwksUrl }));
+    const { jwksUrl, jwtIssuer, jwtAudience } = app.ctx.config;
+    const verifier = rememberingVerifier(createVerifier({ secret: app.ctx.jwtSecret, jwksUrl, issuer: jwtIssuer, audience: jwtAudience }));
     app.decorate('verifier', verifier);
     app.decorateRequest('user', null);
     app.decorateRequest('tokenSubject', null);

@@ -7,8 +7,24 @@ import { PHASE_NAMES } from '../../config/flag-values.js';
 import { Ok, problems, iso } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
 import { creditBalances } from '../billing/credits.js';
-import { CreateUserBody, CreditsOut, FlagsOut, GrantBody, NotificationOut, PlanOut, SubscriptionOut, UserOut } from './schemas.js';
-import { createUser, grantSubscription, listPlans, listSubscriptions } from './service.js';
+import { DomainError } from '../../lib/errors.js';
+import { IdParams, toId } from '../../lib/schemas.js';
+import { importPlans, importUsers } from './import.js';
+import {
+  CreateUserBody,
+  CreditsOut,
+  FlagsOut,
+  GrantBody,
+  ImportReportOut,
+  ImportUsersBody,
+  NotificationOut,
+  PlanOut,
+  SubscriptionOut,
+  UpsertUserBody,
+  UpsertUserOut,
+  UserOut,
+} from './schemas.js';
+import { createUser, getUser, grantSubscription, listPlans, listSubscriptions } from './service.js';
 
 export const userJson = (u: User) => ({
   id: u.id,
@@ -51,6 +67,54 @@ export default async function usersRoutes(fastify: FastifyInstance) {
     async (req, reply) => {
       const user = await createUser(db, req.body);
       return reply.code(201).send({ success: true, data: userJson(user) });
+    },
+  );
+
+  // Bringing users over from the existing backend (docs/migration.md): the same import as
+  // `sessiongate users:import`, one user by id or a batch.
+  app.put(
+    '/api/v2/admin/users/:id',
+    {
+      preHandler: admin,
+      schema: {
+        summary: 'Create or update the user with this id, keeping the id (admin import)',
+        tags: ['admin'],
+        description: 'Create or update a user with this id (an import from the existing backend); idempotent.',
+        params: IdParams,
+        body: UpsertUserBody,
+        response: { 200: Ok(UpsertUserOut), 201: Ok(UpsertUserOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'CONFLICT', 'NOT_FOUND') },
+      },
+    },
+    async (req, reply) => {
+      const id = toId(req.params.id);
+      const report = await importUsers(db, [{ ...req.body, id }], { now: app.ctx.now() });
+      const row = report.rows[0]!;
+      if (row.status === 'failed') throw new DomainError(row.error!.error_code, row.error!.message, { id });
+      const user = (await getUser(db, id))!;
+      return reply
+        .code(row.status === 'created' ? 201 : 200)
+        .send({ success: true, data: { user: userJson(user), status: row.status, subscriptions: row.subscriptions } });
+    },
+  );
+
+  app.post(
+    '/api/v2/admin/users/import',
+    {
+      preHandler: admin,
+      schema: {
+        summary: 'Import a batch of users and subscriptions from the existing backend (admin)',
+        tags: ['admin'],
+        description:
+          'Import a batch of export records (docs/migration.md). 200 with a report per record; `failed` > 0 when any record was refused.',
+        body: ImportUsersBody,
+        response: { 200: Ok(ImportReportOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
+      },
+    },
+    async (req) => {
+      const dryRun = req.body.dry_run ?? false;
+      if (!dryRun) await importPlans(db, req.body.plans ?? []);
+      const report = await importUsers(db, req.body.users, { dryRun, now: app.ctx.now() });
+      return { success: true as const, data: report };
     },
   );
 

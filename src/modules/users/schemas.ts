@@ -78,3 +78,69 @@ export const FlagsOut = Type.Object({
   phase: Type.Integer({ minimum: 1, maximum: 3 }),
   phase_name: Type.String(),
 });
+
+/** One subscription of an imported user (docs/migration.md): the credits it has left. */
+export const ImportSubscriptionIn = Type.Object(
+  {
+    payment_reference: Type.String({ minLength: 1, maxLength: 200 }),
+    plan: Type.String({ minLength: 1, maxLength: 100, description: 'the name of a plan' }),
+    text_remaining: Type.Integer({ minimum: 0 }),
+    voice_remaining: Type.Integer({ minimum: 0 }),
+    video_remaining: Type.Integer({ minimum: 0 }),
+    starts_at: Type.Optional(Type.String({ maxLength: 64 })),
+    expires_at: Type.String({ maxLength: 64 }),
+  },
+  { additionalProperties: false },
+);
+
+export const UpsertUserBody = Type.Object(
+  {
+    role: RoleSchema,
+    name: Type.String({ minLength: 1, maxLength: 200 }),
+    country: Type.Optional(Type.Union([Type.String({ maxLength: 100 }), Type.Null()])),
+    timezone: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+    subscriptions: Type.Optional(Type.Array(ImportSubscriptionIn, { maxItems: 100 })),
+  },
+  { additionalProperties: false },
+);
+
+const SubscriptionImportStatus = Type.Object({
+  payment_reference: Type.String(),
+  status: Type.Union([Type.Literal('created'), Type.Literal('unchanged'), Type.Literal('skipped_expired')]),
+});
+
+export const UpsertUserOut = Type.Object({
+  user: UserOut,
+  status: Type.Union([Type.Literal('created'), Type.Literal('updated'), Type.Literal('unchanged')]),
+  subscriptions: Type.Array(SubscriptionImportStatus),
+});
+
+export const ImportUsersBody = Type.Object(
+  {
+    plans: Type.Optional(Type.Array(Type.Record(Type.String(), Type.Unknown()), { maxItems: 100 })),
+    users: Type.Array(Type.Record(Type.String(), Type.Unknown()), {
+      maxItems: 1000,
+      description: 'export records (docs/migration.md); fields not listed there are ignored',
+    }),
+    dry_run: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+
+export const ImportReportOut = Type.Object({
+  dry_run: Type.Boolean(),
+  total: Type.Integer(),
+  created: Type.Integer(),
+  updated: Type.Integer(),
+  unchanged: Type.Integer(),
+  failed: Type.Integer(),
+  rows: Type.Array(
+    Type.Object({
+      row: Type.Integer(),
+      id: Type.Union([Id, Type.Null()]),
+      status: Type.Union([Type.Literal('created'), Type.Literal('updated'), Type.Literal('unchanged'), Type.Literal('failed')]),
+      subscriptions: Type.Array(SubscriptionImportStatus),
+      error: Type.Optional(Type.Object({ error_code: Type.String(), message: Type.String() })),
+    }),
+  ),
+});

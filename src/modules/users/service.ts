@@ -1,6 +1,6 @@
 /** Users, plans and subscriptions: setup and administration. */
 import { sql } from 'kysely';
-import type { Db, Executor, Plan, Role, Subscription, User } from '../../db/types.js';
+import type { Db, Executor, Plan, Role, Subscription, Trx, User } from '../../db/types.js';
 import { conflict, invalid, notFound } from '../../lib/errors.js';
 
 export function isValidTimezone(tz: string): boolean {
@@ -87,9 +87,7 @@ export interface GrantInput {
 export async function grantSubscription(db: Db, input: GrantInput, now: Date): Promise<{ subscription: Subscription; created: boolean }> {
   const reference = input.payment_reference.trim();
   if (!reference) throw invalid('payment_reference must not be blank');
-  const user = await getUser(db, input.user_id);
-  if (!user) throw notFound('User', { user_id: input.user_id });
-  if (user.role !== 'patient') throw invalid('Subscriptions are granted to patients', { user_id: input.user_id });
+  const user = await grantee(db, input.user_id);
   const plan = await findPlan(db, input.plan_id);
   if (!plan) throw notFound('Plan', { plan_id: input.plan_id });
 
@@ -114,9 +112,110 @@ export async function grantSubscription(db: Db, input: GrantInput, now: Date): P
   if (inserted) return { subscription: inserted, created: true };
 
   const existing = await db.selectFrom('subscriptions').selectAll().where('payment_reference', '=', reference).executeTakeFirstOrThrow();
-  if (existing.patient_id !== user.id || existing.plan_id !== plan.id) {
-    throw conflict('payment_reference was already used for another grant', { payment_reference: reference });
+  assertSameGrant(existing, user.id, plan.id);
+  return { subscription: existing, created: false };
+}
+
+/** Who may hold a subscription: an existing patient. */
+async function grantee(db: Executor, userId: number): Promise<User> {
+  const user = await getUser(db, userId);
+  if (!user) throw notFound('User', { user_id: userId });
+  if (user.role !== 'patient') throw invalid('Subscriptions are granted to patients', { user_id: userId });
+  return user;
+}
+
+/** A payment reference names one grant: replaying it for another patient or plan is a 409. */
+function assertSameGrant(existing: Subscription, patientId: number, planId: number): void {
+  if (existing.patient_id !== patientId || existing.plan_id !== planId) {
+    throw conflict('payment_reference was already used for another grant', { payment_reference: existing.payment_reference });
   }
+}
+
+/**
+ * Users brought over from the existing backend keep their ids, so the tokens its login issues
+ * (`sub` = that id) name the same person here. Inserts the user with its id, or updates role,
+ * name, country and timezone when one of them changed; `unchanged` when nothing did (an import
+ * run twice writes nothing). Moves the id sequence past the id, so users created here later get
+ * fresh ids.
+ */
+export async function upsertUserKeepingId(
+  trx: Trx,
+  input: NewUserInput & { id: number },
+): Promise<{ user: User; outcome: 'created' | 'updated' | 'unchanged' }> {
+  const name = input.name.trim();
+  if (!name) throw invalid('name must not be blank');
+  const timezone = input.timezone ?? 'UTC';
+  if (!isValidTimezone(timezone)) throw invalid(`timezone "${timezone}" is not an IANA time zone`);
+  const country = input.country?.trim() || null;
+  const written = await sql<User & { inserted: boolean }>`
+    insert into users (id, role, name, country, timezone) overriding system value
+    values (${input.id}, ${input.role}, ${name}, ${country}, ${timezone})
+    on conflict (id) do update
+       set role = excluded.role, name = excluded.name, country = excluded.country, timezone = excluded.timezone
+     where (users.role, users.name, users.country, users.timezone)
+           is distinct from (excluded.role, excluded.name, excluded.country, excluded.timezone)
+    returning *, (xmax = 0) as inserted`.execute(trx);
+  const row = written.rows[0];
+  if (!row) return { user: (await getUser(trx, input.id))!, outcome: 'unchanged' };
+  // setval is not transactional: it only ever moves the sequence forward, never behind a value
+  // another transaction may already hold.
+  await sql`
+    select setval(s.seq, greatest(${input.id}::bigint, coalesce(pg_sequence_last_value(s.seq), 1)))
+      from (select pg_get_serial_sequence('users', 'id')::regclass as seq) s`.execute(trx);
+  const { inserted, ...user } = row;
+  return { user: { ...user, id: Number(user.id) }, outcome: inserted ? 'created' : 'updated' };
+}
+
+export interface ImportedSubscriptionInput {
+  user_id: number;
+  plan_id: number;
+  payment_reference: string;
+  remaining: { text: number; voice: number; video: number };
+  starts_at: Date;
+  expires_at: Date;
+}
+
+/**
+ * A subscription brought over from the existing backend with the credits it has left. Idempotent
+ * by payment reference like `grantSubscription`: a replay changes nothing (credits used here since
+ * the first import are not handed back). The credits granted are the credits remaining at export,
+ * so the ledger audit (remaining = granted − charged here) holds from the first day.
+ */
+export async function importSubscription(
+  db: Executor,
+  input: ImportedSubscriptionInput,
+): Promise<{ subscription: Subscription; created: boolean }> {
+  const reference = input.payment_reference.trim();
+  if (!reference) throw invalid('payment_reference must not be blank');
+  const { text, voice, video } = input.remaining;
+  for (const [k, v] of Object.entries(input.remaining)) {
+    if (!Number.isSafeInteger(v) || v < 0 || v > 1_000_000) throw invalid(`${k}_remaining must be a whole number from 0`);
+  }
+  if (!(input.expires_at > input.starts_at)) throw invalid('expires_at must be after starts_at', { payment_reference: reference });
+  const user = await grantee(db, input.user_id);
+  const plan = await findPlan(db, input.plan_id);
+  if (!plan) throw notFound('Plan', { plan_id: input.plan_id });
+  const inserted = await db
+    .insertInto('subscriptions')
+    .values({
+      patient_id: user.id,
+      plan_id: plan.id,
+      payment_reference: reference,
+      text_credits: text,
+      voice_credits: voice,
+      video_credits: video,
+      text_remaining: text,
+      voice_remaining: voice,
+      video_remaining: video,
+      starts_at: input.starts_at,
+      expires_at: input.expires_at,
+    })
+    .onConflict((oc) => oc.column('payment_reference').doNothing())
+    .returningAll()
+    .executeTakeFirst();
+  if (inserted) return { subscription: inserted, created: true };
+  const existing = await db.selectFrom('subscriptions').selectAll().where('payment_reference', '=', reference).executeTakeFirstOrThrow();
+  assertSameGrant(existing, user.id, plan.id);
   return { subscription: existing, created: false };
 }
 
