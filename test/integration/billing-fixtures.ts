@@ -89,6 +89,9 @@ export async function liveSession(
         .set({ status: 'active', activated_at: since, patient_first_message_at: since })
         .where('id', '=', id)
         .execute();
+      // A chat still going: the doctor's latest message at `at` (a quiet chat ends `inactive`).
+      await sql`insert into messages (session_id, sender_id, type, body, created_at)
+                values (${id}, ${doctor.id}, 'text', 'still here', ${opts.at ?? new Date()})`.execute(t.ctx.db);
     } else {
       await t.ctx.db
         .updateTable('sessions')

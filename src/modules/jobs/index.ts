@@ -8,6 +8,7 @@ import { notificationDeliveryJob } from './notification-delivery.js';
 import { processSessionsJob } from './legacy-process-sessions.js';
 import type { JobDefinition } from './scheduler.js';
 import { sessionExpiryJob } from './session-expiry.js';
+import { sessionLimitsJob } from './session-limits.js';
 
 export const JOBS: JobDefinition[] = [
   autoStartJob,
@@ -18,4 +19,5 @@ export const JOBS: JobDefinition[] = [
   processSessionsJob,
   jobRunsRetentionJob,
   billingTickJob,
+  sessionLimitsJob,
 ];

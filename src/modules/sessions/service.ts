@@ -304,6 +304,7 @@ export async function createInstantSession(
           patient_id: actor.id,
           doctor_id: doctor.id,
           status: initialStatus(kind),
+          allowed_minutes: ctx.config.instantSessionMaxMinutes,
           credits_at_start: sql<number>`(select coalesce(sum(${sql.ref(`${input.modality}_remaining`)}), 0)::int from subscriptions
             where patient_id = ${actor.id} and starts_at <= now() and expires_at > now())`,
         })

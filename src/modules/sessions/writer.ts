@@ -143,12 +143,12 @@ export function batchStatement(sel: Selection, opts: WriterOptions, mode: BatchM
   const fast = mode === 'fast';
   const source =
     'ids' in sel
-      ? sql`select a.id, a.status, a.session_id, a.appointment_type, a.patient_id, a.doctor_id
+      ? sql`select a.id, a.status, a.session_id, a.appointment_type, a.patient_id, a.doctor_id, a.duration_minutes
               from appointments a
              where a.id in (select value::bigint from jsonb_array_elements_text(${json(sel.ids)}::jsonb))
              order by a.id
                for update`
-      : sql`select a.id, a.status, a.session_id, a.appointment_type, a.patient_id, a.doctor_id
+      : sql`select a.id, a.status, a.session_id, a.appointment_type, a.patient_id, a.doctor_id, a.duration_minutes
               from appointments a
              where ${sel.claim.where}
              order by a.scheduled_at, a.id
@@ -157,7 +157,7 @@ export function batchStatement(sel: Selection, opts: WriterOptions, mode: BatchM
   return sql<OutcomeRow>`
     with src as (${source}),
     cls as (
-      select s.id, s.status, s.session_id, s.patient_id, s.doctor_id,
+      select s.id, s.status, s.session_id, s.patient_id, s.doctor_id, s.duration_minutes,
              case s.appointment_type when 'text' then 'text' when 'audio' then 'voice'
                                      when 'voice' then 'voice' when 'video' then 'video' end as modality,
              case when s.session_id is not null then 'session_id_already_set'
@@ -177,14 +177,16 @@ export function batchStatement(sel: Selection, opts: WriterOptions, mode: BatchM
     -- Eligible rows; a patient's second appointment in the batch waits for a later batch (one
     -- live session per patient), numbered here so the fast mode needs no ON CONFLICT.
     elig as (
-      select c.id, c.patient_id, c.doctor_id, c.modality, c.orphan_sid,
+      select c.id, c.patient_id, c.doctor_id, c.modality, c.orphan_sid, c.duration_minutes,
              row_number() over (partition by c.patient_id order by c.id) as nth
         from cls c
        where c.reason is null),
     ins as (
-      insert into sessions (kind, modality, source, appointment_id, patient_id, doctor_id, status, credits_at_start)
+      insert into sessions (kind, modality, source, appointment_id, patient_id, doctor_id, status, allowed_minutes, credits_at_start)
       select case when e.modality = 'text' then 'text' else 'call' end, e.modality, 'APPOINTMENT', e.id,
              e.patient_id, e.doctor_id, case when e.modality = 'text' then 'waiting_for_doctor' else 'waiting' end,
+             -- The booked duration is the time the session may be billed for (billing/pricing.ts cappedUnits).
+             e.duration_minutes,
              (select coalesce(sum(case e.modality when 'text' then u.text_remaining
                                                   when 'voice' then u.voice_remaining
                                                   else u.video_remaining end), 0)::int
