@@ -248,6 +248,7 @@ export async function startAppointmentSession(
   }
   const [outcome] = await convertAppointments(ctx, [a.id], { source: 'start_session', recordAttempts: false });
   if (!outcome) throw notFound('Appointment', { appointment_id: a.id });
+  if (outcome.result === 'deferred') throw conflict('The patient is already in another live session', { appointment_id: a.id });
   if (outcome.result === 'failed') {
     if (outcome.reason === 'createSession_conflict_existing_session') {
       throw conflict('The patient is already in another live session', { appointment_id: a.id });
