@@ -2,6 +2,7 @@
 import { billingTickJob } from '../billing/tick-job.js';
 import { activateBookedJob } from './legacy-activate-booked.js';
 import { autoStartJob } from './auto-start.js';
+import { appointmentsSettleJob } from './appointments-settle.js';
 import { dueGaugeJob } from './due-gauge.js';
 import { jobRunsRetentionJob } from './job-runs-retention.js';
 import { notificationDeliveryJob } from './notification-delivery.js';
@@ -20,4 +21,5 @@ export const JOBS: JobDefinition[] = [
   jobRunsRetentionJob,
   billingTickJob,
   sessionLimitsJob,
+  appointmentsSettleJob,
 ];
