@@ -29,5 +29,6 @@ export function outcomeLine(o: ConversionOutcome): string {
   const id = `appointment ${o.appointmentId}`;
   if (o.result === 'created') return `created  ${id} → ${j.session_context} (${o.modality})`;
   if (o.result === 'skipped') return `skipped  ${id}: ${o.reason}${j.session_context ? ` (${j.session_context})` : ''}`;
+  if (o.result === 'deferred') return `deferred ${id}: ${o.reason}`;
   return `failed   ${id}: ${o.reason}`;
 }

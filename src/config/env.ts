@@ -40,6 +40,18 @@ export interface Config {
   originalCallSocketRequireToken: boolean;
   /** Origin of absolute media URLs (`https://api.example.org`); unset: `https://` + the request's Host. */
   publicBaseUrl: string | null;
+  /** An active text session with no message for this long ends `inactive`. */
+  textSessionIdleMinutes: number;
+  /** A connected call with both participants off the WebSocket this long ends `disconnected`. */
+  callDisconnectGraceSeconds: number;
+  /** A booked session ends `time_limit` this long after its booked end. */
+  sessionOverrunMinutes: number;
+  /** An instant session ends `time_limit` this long after it was created (and bills at most this time). */
+  instantSessionMaxMinutes: number;
+  /** A confirmed appointment never converted becomes `missed` this many days after its time. */
+  staleAppointmentDays: number;
+  /** Guard events, conversion records, delivered outbox rows, idempotency keys and job runs are pruned after this many days. */
+  recordRetentionDays: number;
 }
 
 export class ConfigError extends Error {
@@ -168,6 +180,13 @@ export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?:
     rateLimitCreatePerMinute: r.int('RATE_LIMIT_CREATE_PER_MINUTE', 60, 1, 1_000_000),
     originalCallSocketRequireToken: r.bool('ORIGINAL_CALL_SOCKET_REQUIRE_TOKEN', false),
     publicBaseUrl: r.string('PUBLIC_BASE_URL', null),
+    textSessionIdleMinutes: r.int('TEXT_SESSION_IDLE_MINUTES', 15, 1, 1_440),
+    callDisconnectGraceSeconds: r.int('CALL_DISCONNECT_GRACE_SECONDS', 60, 5, 3_600),
+    sessionOverrunMinutes: r.int('SESSION_OVERRUN_MINUTES', 10, 0, 1_440),
+    instantSessionMaxMinutes: r.int('INSTANT_SESSION_MAX_MINUTES', 60, 1, 1_440),
+    staleAppointmentDays: r.int('STALE_APPOINTMENT_DAYS', 7, 1, 365),
+    // At least 8 days: rollout:status and the monitor read 24 h and 7 d windows, which must stay whole.
+    recordRetentionDays: r.int('RECORD_RETENTION_DAYS', 30, 8, 3_650),
   };
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return Object.freeze(config);

@@ -107,6 +107,11 @@ export interface SessionsTable {
   updated_at: UpdatedAt;
   /** The original app's `direct_session_<ms>` key of an instant call (unique per patient). */
   routing_key: string | null;
+  /** The time the session may be billed for (booking duration or the instant maximum); null: no cap (older rows). */
+  allowed_minutes: number | null;
+  /** When the participant's last WebSocket connection to the call went away; null while present or never seen. */
+  patient_away_since: Timestamp | null;
+  doctor_away_since: Timestamp | null;
 }
 
 export interface MessagesTable {
@@ -195,7 +200,7 @@ export interface JobRunsTable {
   pid: number | null;
 }
 
-export type ConversionResult = 'created' | 'skipped' | 'failed';
+export type ConversionResult = 'created' | 'skipped' | 'failed' | 'deferred' | 'missed' | 'expired';
 
 export interface AppointmentConversionsTable {
   id: Generated<number>;

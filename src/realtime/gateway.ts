@@ -25,6 +25,7 @@ import type { AuthUser } from '../plugins/auth.js';
 import { accessOf, assertParticipant } from '../modules/access.js';
 import { sessionScope, setTyping } from '../modules/chat/service.js';
 import { contextOf, freshSession, sessionByContext } from '../modules/sessions/service.js';
+import { recordCallPresence } from '../modules/sessions/limits.js';
 import { isLive } from '../modules/sessions/state.js';
 import type { BusEvent } from './bus.js';
 import { parseClientMessage, publishEvent, type ClientMessage } from './events.js';
@@ -57,6 +58,8 @@ interface Connection {
   user: AuthUser;
   subscriptions: Map<number, Subscription>;
   alive: boolean;
+  /** The last sign of life (a pong or a message): when a connection that missed heartbeats left. */
+  lastSeen: Date;
   window: { second: number; count: number };
   expiry: NodeJS.Timeout | null;
 }
@@ -168,6 +171,7 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
         c.subscriptions.set(s.id, { sessionId: s.id, context: contextOf(s) });
         add(bySession, s.id, c);
       }
+      if (s.kind === 'call' && access !== 'admin') await recordCallPresence(ctx.db, s.id, c.user.id, true, new Date());
       return { type: 'subscribed', session_context: contextOf(s), session_id: s.id, session_status: s.status, access };
     },
     async unsubscribe(c, m) {
@@ -257,7 +261,7 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     },
     (socket, req) => {
       const auth = req.wsAuth!;
-      const c: Connection = { socket, user: auth.user, subscriptions: new Map(), alive: true, window: { second: 0, count: 0 }, expiry: null };
+      const c: Connection = { socket, user: auth.user, subscriptions: new Map(), alive: true, lastSeen: new Date(), window: { second: 0, count: 0 }, expiry: null };
       all.add(c);
       add(byUser, c.user.id, c);
       ctx.metrics.realtime.connections.inc();
@@ -271,14 +275,24 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
       }
       socket.on('pong', () => {
         c.alive = true;
+        c.lastSeen = new Date();
       });
       socket.on('message', (data, isBinary) => {
+        c.lastSeen = new Date();
         void onMessage(c, data, isBinary);
       });
       socket.on('close', () => {
         all.delete(c);
         remove(byUser, c.user.id, c);
-        for (const id of c.subscriptions.keys()) remove(bySession, id, c);
+        // Call presence: a user left a call when their last connection subscribed to it closed
+        // (a connection that missed heartbeats left at its last sign of life).
+        const leftAt = c.alive ? new Date() : c.lastSeen;
+        for (const id of c.subscriptions.keys()) {
+          remove(bySession, id, c);
+          if (![...(bySession.get(id) ?? [])].some((o) => o.user.id === c.user.id)) {
+            recordCallPresence(ctx.db, id, c.user.id, false, leftAt).catch((err: unknown) => log.warn({ err, session_id: id }, 'could not record call presence'));
+          }
+        }
         c.subscriptions.clear();
         if (c.expiry) clearTimeout(c.expiry);
         ctx.metrics.realtime.connections.dec();

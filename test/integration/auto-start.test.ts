@@ -106,19 +106,41 @@ describe('what auto-start converts', () => {
     for (const b of bad) expect((await appointment(b.id)).conversion_attempts).toBe(1);
   });
 
-  it('a patient already in a live session: createSession_conflict_existing_session, retried later', async () => {
+  it('a patient already in a live session: deferred_patient_busy — no attempt, no failure, converted on the first run after that session ends', async () => {
     const first = await t.newAppointment({ scheduled_at: minutesAgo(20) });
     const second = await t.newAppointment({ patient: first.patient, scheduled_at: minutesAgo(19) });
-    await run();
+    const s1 = await run();
+    expect(s1.failed_count).toBe(0);
     expect((await appointment(first.id)).status).toBe('in_progress');
     expect(await appointment(second.id)).toMatchObject({
       status: 'confirmed',
-      conversion_attempts: 1,
-      last_conversion_error: 'createSession_conflict_existing_session',
+      conversion_attempts: 0,
+      next_conversion_at: null,
+      last_conversion_error: 'deferred_patient_busy',
     });
+    const recorded = await t.ctx.db.selectFrom('appointment_conversions').selectAll().where('appointment_id', '=', second.id).execute();
+    expect(recorded.map((r) => [r.result, r.failure_reason])).toEqual([['deferred', 'deferred_patient_busy']]);
+
+    // While the patient stays busy, runs leave it alone (no attempts, no rows) however many there are.
+    for (let i = 0; i < 7; i++) await run();
+    expect((await appointment(second.id)).conversion_attempts).toBe(0);
+    expect(
+      await t.ctx.db.selectFrom('appointment_conversions').select('id').where('appointment_id', '=', second.id).execute(),
+    ).toHaveLength(1);
+
+    // The blocking session ends: the very next run converts it.
+    const blocking = await sessionOf(first.id);
+    const end = await t.app.inject({
+      method: 'POST',
+      url: `/api/v2/sessions/text_session:${blocking!.id}/end`,
+      headers: await t.auth(first.patient),
+    });
+    expect(end.statusCode).toBe(200);
+    await run();
+    expect(await appointment(second.id)).toMatchObject({ status: 'in_progress', conversion_attempts: 0, last_conversion_error: null });
   });
 
-  it('a live session committed for a patient while the batch runs: that one fails, the batch goes on', async () => {
+  it('a live session committed for a patient while the batch runs: that one is deferred, the batch goes on', async () => {
     if (t.ctx.database.kind !== 'postgres') return; // needs a second connection
     await run();
     const a = await t.newAppointment({ scheduled_at: minutesAgo(4) });
@@ -144,7 +166,8 @@ describe('what auto-start converts', () => {
       t.logs.length = 0;
       await other.query('commit');
       const summary = await running;
-      expect(summary.failed_count).toBe(1);
+      expect(summary.failed_count).toBe(0);
+      expect(summary.deferred_count).toBe(1);
       // Retried as a batch tolerating the conflict, not one by one.
       expect(t.logs.filter((l) => l['msg'] === 'conversion batch failed; retrying one by one')).toEqual([]);
     } finally {
@@ -152,8 +175,8 @@ describe('what auto-start converts', () => {
     }
     expect(await appointment(a.id)).toMatchObject({
       status: 'confirmed',
-      last_conversion_error: 'createSession_conflict_existing_session',
-      conversion_attempts: 1,
+      last_conversion_error: 'deferred_patient_busy',
+      conversion_attempts: 0,
     });
     expect((await appointment(b.id)).status).toBe('in_progress');
   });

@@ -82,13 +82,17 @@ export async function liveSession(
   expect(res.statusCode, res.body).toBeLessThan(300);
   const id = res.json().data.id as number;
   if (opts.startedAgoMs !== undefined) {
-    const since = new Date((opts.at ?? new Date()).getTime() - opts.startedAgoMs);
+    const at = opts.at ?? new Date();
+    const since = new Date(at.getTime() - opts.startedAgoMs);
     if (opts.modality === 'text') {
       await t.ctx.db
         .updateTable('sessions')
         .set({ status: 'active', activated_at: since, patient_first_message_at: since })
         .where('id', '=', id)
         .execute();
+      // A chat still going: the doctor's latest message at `at` (a quiet chat ends `inactive`).
+      await sql`insert into messages (session_id, sender_id, type, body, created_at)
+                values (${id}, ${doctor.id}, 'text', 'still here', ${at})`.execute(t.ctx.db);
     } else {
       await t.ctx.db
         .updateTable('sessions')

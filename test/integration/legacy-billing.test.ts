@@ -35,14 +35,19 @@ const guardEvents = (appointmentId: number) =>
     .execute();
 
 /** An appointment started under the old flow (in progress, no session), `startedAgoMs` ago. */
-async function legacyAppointment(startedAgoMs: number, opts: { credits?: number; type?: string; duration?: number } = {}) {
+async function legacyAppointment(
+  startedAgoMs: number,
+  opts: { credits?: number; type?: string; duration?: number; patientActive?: boolean; doctorActive?: boolean } = {},
+) {
   const appt = await t.newAppointment({
     status: 'in_progress',
     appointment_type: opts.type ?? 'text',
     scheduled_at: new Date(Date.now() - startedAgoMs - 5 * MIN),
   });
   await sql`update appointments set legacy_started_at = now() - make_interval(secs => ${startedAgoMs / 1000}),
-                                    duration_minutes = ${opts.duration ?? 30} where id = ${appt.id}`.execute(t.ctx.db);
+                                    duration_minutes = ${opts.duration ?? 30},
+                                    legacy_patient_active = ${opts.patientActive ?? true},
+                                    legacy_doctor_active = ${opts.doctorActive ?? true} where id = ${appt.id}`.execute(t.ctx.db);
   const sub = await grant(t, appt.patient, {
     [opts.type === 'video' ? 'video' : opts.type === 'text' || !opts.type ? 'text' : 'voice']: opts.credits ?? 10,
   });
@@ -195,6 +200,30 @@ describe("the design document's billing flows", () => {
 });
 
 describe('a true legacy appointment (no session): billed through the same ledger, once', () => {
+  it('a consultation, not a clock: the doctor ending an appointment where only one side took part charges 0, pays nothing, marks it missed', async () => {
+    const appt = await legacyAppointment(20 * MIN, { patientActive: false, doctorActive: true });
+    const pay = await post(appt.doctor, `/api/v2/appointments/${appt.id}/process-payment`);
+    expect(pay.statusCode, pay.body).toBe(200);
+    expect(pay.json().data).toMatchObject({ units_charged: 0 });
+    const end = await post(appt.doctor, `/api/v2/appointments/${appt.id}/end-session`);
+    expect(end.statusCode, end.body).toBe(200);
+    expect(end.json().data).toMatchObject({ units_charged: 0, appointment_status: 'missed' });
+    expect(end.json().data.payment_processing).toMatchObject({ doctor_payment_amount_minor: 0 });
+    expect(await t.ctx.db.selectFrom('ledger_entries').select('id').where('appointment_id', '=', appt.id).execute()).toEqual([]);
+    expect((await t.ctx.db.selectFrom('appointments').select('status').where('id', '=', appt.id).executeTakeFirstOrThrow()).status).toBe(
+      'missed',
+    );
+  });
+
+  it('a message from each side counts as taking part', async () => {
+    const appt = await legacyAppointment(15 * MIN, { patientActive: false, doctorActive: false });
+    for (const u of [appt.patient, appt.doctor]) {
+      await sql`insert into messages (appointment_id, sender_id, type, body) values (${appt.id}, ${u.id}, 'text', 'hi')`.execute(t.ctx.db);
+    }
+    const end = await post(appt.doctor, `/api/v2/appointments/${appt.id}/end-session`);
+    expect(end.json().data).toMatchObject({ units_charged: 2, appointment_status: 'completed' });
+  });
+
   it('end-session charges the elapsed-time units once and completes the appointment; process-payment adds nothing', async () => {
     const appt = await legacyAppointment(25 * MIN);
     const res = await post(appt.patient, endSessionUrl(appt.id));

@@ -31,6 +31,7 @@ describe('expectedUnits: what an ended session costs in total', () => {
     activated_at: T0,
     connected_at: null,
     units_billed: 0,
+    allowed_minutes: null as number | null,
   };
   it.each([
     ['text ended after 25 min', { ...base, ended_at: at(25 * 60) }, 3],
@@ -40,6 +41,14 @@ describe('expectedUnits: what an ended session costs in total', () => {
     ['call 10:00', { ...base, kind: 'call' as const, activated_at: null, connected_at: T0, ended_at: at(600) }, 2],
     ['call missed', { ...base, kind: 'call' as const, status: 'missed' as const, activated_at: null, ended_at: at(90) }, 0],
     ['credits exhausted: what was billed', { ...base, end_reason: 'credits_exhausted', units_billed: 2, ended_at: at(20 * 60) }, 2],
+    ['30-min booking left open 5 h: capped at 3', { ...base, allowed_minutes: 30, ended_at: at(5 * 3600) }, 3],
+    ['30-min booking ended at 25 min: under the cap', { ...base, allowed_minutes: 30, ended_at: at(25 * 60) }, 3],
+    ['instant 60 min ended at its time limit: capped at 6', { ...base, allowed_minutes: 60, ended_at: at(3600) }, 6],
+    [
+      'ended at the time limit 40 min after a 30-min booking',
+      { ...base, end_reason: 'time_limit', allowed_minutes: 30, ended_at: at(40 * 60) },
+      3,
+    ],
   ])('%s → %i', (_label, s, units) => {
     expect(expectedUnits(s)).toBe(units);
   });

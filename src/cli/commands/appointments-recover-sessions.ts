@@ -189,6 +189,8 @@ const ACTION_TEXT: Record<RecoveryAudit['action'], string> = {
   would_create: 'would create',
   would_skip: 'would skip  ',
   would_fail: 'would FAIL  ',
+  deferred: 'deferred    ',
+  would_defer: 'would defer ',
 };
 
 function auditLine(e: RecoveryAudit): string {

@@ -61,6 +61,7 @@ import {
 } from '../../modules/chat/service.js';
 import { formatSessionContext, parsePositiveId, parseSessionContext, type SessionKind } from '../../modules/sessions/context.js';
 import { modalityForAppointmentType, sessionKindForModality } from '../../modules/sessions/modality.js';
+import { recordCallPresence } from '../../modules/sessions/limits.js';
 import { freshSession, sessionByContext, sessionByRoutingKey, sessionJson } from '../../modules/sessions/service.js';
 import { isLive } from '../../modules/sessions/state.js';
 import { getUser } from '../../modules/users/service.js';
@@ -653,7 +654,15 @@ export default async function signalingRoutes(app: FastifyInstance) {
           room.members.add(c);
           c.room = room;
         }
-        // Presence: an app socket joined its room here (participant `c.user.id` of `c.room`).
+        // A participant on the call's socket is present: the call continues (session limits).
+        const presence = (present: boolean) => {
+          const room = c.room;
+          if (p.kind !== 'call' || !room || room.sessionId === null || room.kind !== 'call') return;
+          recordCallPresence(ctx.db, room.sessionId, c.user.id, present, new Date()).catch((err: unknown) =>
+            log.warn({ err, session_id: room.sessionId }, 'could not record call presence'),
+          );
+        };
+        presence(true);
         if (h.exp !== null) {
           const ms = Math.max(0, h.exp * 1000 - Date.now());
           if (ms < 2 ** 31 - 1) {
@@ -669,11 +678,11 @@ export default async function signalingRoutes(app: FastifyInstance) {
         });
         socket.on('close', () => {
           all.delete(c);
+          presence(false);
           if (c.room) {
             c.room.members.delete(c);
             if (c.room.members.size === 0) rooms.delete(c.room.key);
           }
-          // Presence: the app socket left its room here.
           if (c.expiry) clearTimeout(c.expiry);
           ctx.metrics.realtime.connections.dec();
         });

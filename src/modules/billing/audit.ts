@@ -15,7 +15,8 @@
  * - appointment_units     a legacy appointment's ledger rows are exactly units 1..n;
  * - session_settlement    every ended/expired/missed session is settled (settled_at) and billed
  *                         exactly the units it costs (expectedUnits);
- * - session_overbilled    a running session is billed no more than its completed units;
+ * - session_overbilled    a running session is billed no more than its completed units, capped
+ *                         by its allowed time;
  * - ledger_parties        no doctor credit without its patient's debit: the row's patient owns
  *                         the subscription it spent, and the row's patient, doctor and
  *                         modality are the session's (or the appointment's);
@@ -25,7 +26,7 @@ import { sql } from 'kysely';
 import type { Executor, Session } from '../../db/types.js';
 import { isLive } from '../sessions/state.js';
 import { billableStart, expectedUnits } from './hooks.js';
-import { completedUnits } from './pricing.js';
+import { cappedUnits, completedUnits } from './pricing.js';
 
 export type AuditCheck =
   | 'wallet_balance'
@@ -211,7 +212,7 @@ export async function auditBilling(db: Executor): Promise<AuditReport> {
       const ids = { session_id: s.id, appointment_id: s.appointment_id };
       if (isLive(s.status)) {
         const start = billableStart(s);
-        const allowed = start === null ? 0 : completedUnits(start, new Date(now));
+        const allowed = start === null ? 0 : cappedUnits(completedUnits(start, new Date(now)), s.allowed_minutes);
         if (s.units_billed > allowed)
           add('session_overbilled', `session ${s.id} (${s.status}): ${s.units_billed} unit(s) billed but only ${allowed} completed`, ids);
         continue;

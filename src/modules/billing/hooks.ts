@@ -10,7 +10,7 @@ import { isLive } from '../sessions/state.js';
 import { usableCredits } from './credits.js';
 import { chargeUnits } from './ledger.js';
 import { enqueueNoCreditNotice } from './notices.js';
-import { unitBoundary, unitsAtEnd } from './pricing.js';
+import { cappedUnits, unitBoundary, unitsAtEnd } from './pricing.js';
 
 /** `end_reason` of a session the server ended because the patient's credits ran out. */
 export const CREDITS_EXHAUSTED = 'credits_exhausted';
@@ -21,14 +21,15 @@ export const billableStart = (s: Pick<Session, 'kind' | 'activated_at' | 'connec
 
 /**
  * Units an ended (or expired/missed) session costs in total. Expired and missed sessions never
- * became billable; a session ended for exhausted credits costs what was billed when it was cut.
+ * became billable; a session ended for exhausted credits costs what was billed when it was cut;
+ * never more than its allowed time covers (`cappedUnits`).
  */
 export function expectedUnits(
-  s: Pick<Session, 'kind' | 'status' | 'end_reason' | 'activated_at' | 'connected_at' | 'ended_at' | 'units_billed'>,
+  s: Pick<Session, 'kind' | 'status' | 'end_reason' | 'activated_at' | 'connected_at' | 'ended_at' | 'units_billed' | 'allowed_minutes'>,
 ): number {
   if (s.status !== 'ended' || s.ended_at === null) return 0;
   if (s.end_reason === CREDITS_EXHAUSTED) return s.units_billed;
-  return unitsAtEnd({ kind: s.kind, startedAt: billableStart(s), endedAt: s.ended_at });
+  return cappedUnits(unitsAtEnd({ kind: s.kind, startedAt: billableStart(s), endedAt: s.ended_at }), s.allowed_minutes);
 }
 
 /**

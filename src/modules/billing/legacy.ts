@@ -166,14 +166,24 @@ async function guardedSessionBilling(
     userId: actor.id,
   });
 
-  if (req.endpoint === 'end-session') await endSession(ctx, actor, sessionContext);
-  else await billSession(ctx, sessionId, { skipLocked: false });
+  // What THIS request charged, measured under the session's row lock (a concurrent request's
+  // units are its own): the sum over concurrent answers equals the ledger.
+  let charged: number;
+  let wasLive: boolean;
+  if (req.endpoint === 'end-session') {
+    const r = await endSession(ctx, actor, sessionContext);
+    charged = r.after.units_billed - r.before.units_billed;
+    wasLive = isLive(r.before.status);
+  } else {
+    const r = await billSession(ctx, sessionId, { skipLocked: false });
+    charged = r.result === 'skipped' || r.result === 'idle' ? 0 : r.charged;
+    wasLive = true;
+  }
 
   const after = await ctx.db.selectFrom('sessions').selectAll().where('id', '=', sessionId).executeTakeFirstOrThrow();
   const appointment = await getAppointmentOrThrow(ctx.db, a.id);
-  const charged = after.units_billed - before.units_billed;
   const payout = await doctorPayout(ctx, ctx.db, after.doctor_id);
-  const already = req.endpoint === 'end-session' ? !isLive(before.status) : charged === 0;
+  const already = req.endpoint === 'end-session' ? !wasLive : charged === 0;
   const data: LegacyBillingData = {
     ...ids,
     appointment_status: appointment.status,
@@ -268,6 +278,7 @@ async function billLegacyAppointment(ctx: AppContext, actor: Actor, req: LegacyB
 
     const { now } = (await sql<{ now: Date }>`select now() as now`.execute(trx)).rows[0]!;
     const billedSoFar = await appointmentUnitsBilled(trx, a.id);
+    const tookPart = legacyConsultationHappened(await legacyParticipation(trx, a));
     const endOp = await trx
       .selectFrom('legacy_billing_ops')
       .select('units')
@@ -275,18 +286,31 @@ async function billLegacyAppointment(ctx: AppContext, actor: Actor, req: LegacyB
       .where('operation', '=', 'end-session')
       .executeTakeFirst();
     // Once ended, the appointment's cost is frozen at what it was at the end.
+    // Nobody billed for a clock: without both participants there was no consultation (0 units).
     const dueNow =
       endOp?.units ??
-      legacyAppointmentUnits({ startedAt: a.legacy_started_at ?? a.scheduled_at, at: new Date(now), durationMinutes: a.duration_minutes });
+      (tookPart
+        ? legacyAppointmentUnits({
+            startedAt: a.legacy_started_at ?? a.scheduled_at,
+            at: new Date(now),
+            durationMinutes: a.duration_minutes,
+          })
+        : 0);
 
     let target: number;
     let appointmentStatus = a.status;
     if (req.endpoint === 'process-deduction') {
       target = Math.min(billedSoFar + req.deduction!.sessions_to_deduct, dueNow);
     } else {
+      if (req.endpoint === 'process-payment' && !tookPart && !endOp) {
+        // Nothing to pay yet; recorded nowhere, so a payment after both took part still bills.
+        const payout = await doctorPayout(ctx, trx, a.doctor_id);
+        return { kind: 'done', response: legacyResponse(req, a, appointmentStatus, false, 0, billedSoFar, processing(payout, 0, [])) };
+      }
       if (req.endpoint === 'end-session' && a.status === 'in_progress') {
-        await trx.updateTable('appointments').set({ status: 'completed' }).where('id', '=', a.id).execute();
-        appointmentStatus = 'completed';
+        // As the legacy process-sessions would: a consultation only when both took part.
+        appointmentStatus = tookPart ? 'completed' : 'missed';
+        await trx.updateTable('appointments').set({ status: appointmentStatus }).where('id', '=', a.id).execute();
       }
       const op = await trx
         .insertInto('legacy_billing_ops')
@@ -430,4 +454,31 @@ async function claimIdempotencyKey(
     throw conflict('This Idempotency-Key was already used for a different request', { idempotency_key: key });
   }
   return { status: prior.response_status, replayed: true, body: prior.response_body as LegacyBillingResponse['body'] };
+}
+
+/** Who took part in a legacy appointment: the legacy activity flags and who wrote in its chat. */
+export interface LegacyParticipation {
+  patientActive: boolean;
+  doctorActive: boolean;
+  patientMessaged: boolean;
+  doctorMessaged: boolean;
+}
+
+/**
+ * Whether a legacy appointment (no session) was a consultation: both participants took part —
+ * both activity flags set, or a message from each. Otherwise it is billed 0 and ends `missed`.
+ */
+export function legacyConsultationHappened(p: LegacyParticipation): boolean {
+  return (p.patientActive && p.doctorActive) || (p.patientMessaged && p.doctorMessaged);
+}
+
+async function legacyParticipation(
+  trx: Executor,
+  a: { id: number; patient_id: number; doctor_id: number; legacy_patient_active: boolean; legacy_doctor_active: boolean },
+): Promise<LegacyParticipation> {
+  const r = await sql<{ p: boolean; d: boolean }>`
+    select exists (select 1 from messages where appointment_id = ${a.id} and sender_id = ${a.patient_id}) as p,
+           exists (select 1 from messages where appointment_id = ${a.id} and sender_id = ${a.doctor_id}) as d`.execute(trx);
+  const row = r.rows[0]!;
+  return { patientActive: a.legacy_patient_active, doctorActive: a.legacy_doctor_active, patientMessaged: row.p, doctorMessaged: row.d };
 }

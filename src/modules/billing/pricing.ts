@@ -95,14 +95,34 @@ export function payoutPerUnit(doctorCountry: string | null, rates: PayoutRates =
 }
 
 /**
+ * The most units a consultation may cost: the units its allowed time covers,
+ * `ceil(allowed / 10 min)`, at least 1. The allowed time is the booking's duration for a booked
+ * session or a legacy appointment, INSTANT_SESSION_MAX_MINUTES for an instant session (fixed on
+ * the session when it is created: `sessions.allowed_minutes`); `null` (sessions created before
+ * the allowance existed) means no cap. The overrun a booked session may run past its booked end
+ * (SESSION_OVERRUN_MINUTES) is grace, never billed.
+ */
+export function unitCap(allowedMinutes: number | null): number {
+  if (allowedMinutes === null) return Number.POSITIVE_INFINITY;
+  return Math.max(1, Math.ceil((allowedMinutes * 60) / UNIT_SECONDS));
+}
+
+/**
+ * THE billing cap: `units` limited to what the allowed time covers. Session settlement, the
+ * periodic billing tick and the legacy billing endpoints all charge through this.
+ */
+export function cappedUnits(units: number, allowedMinutes: number | null): number {
+  return Math.min(units, unitCap(allowedMinutes));
+}
+
+/**
  * Units a legacy appointment (one that has no session) costs when billed through the legacy
  * endpoints: the same `floor(elapsed / 10 min) + 1` rule, with time running from when the legacy
- * flow started it (`legacy_started_at`, else `scheduled_at`), at least 1, and never more than
- * its booked duration covers (`ceil(duration / 10 min)`): an appointment left open for days must
- * not turn into hundreds of units.
+ * flow started it (`legacy_started_at`, else `scheduled_at`), at least 1, and capped by
+ * {@link cappedUnits} with the booked duration as the allowed time: an appointment left open for
+ * days must not turn into hundreds of units.
  */
 export function legacyAppointmentUnits(input: { startedAt: Date; at: Date; durationMinutes: number }): number {
-  const cap = Math.max(1, Math.ceil((input.durationMinutes * 60) / UNIT_SECONDS));
   const units = Math.floor(elapsedMs(input.startedAt, input.at) / UNIT_MS) + 1;
-  return Math.min(units, cap);
+  return cappedUnits(units, input.durationMinutes);
 }

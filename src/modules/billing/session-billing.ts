@@ -12,12 +12,13 @@ import type { AppContext } from '../../context.js';
 import type { Session } from '../../db/types.js';
 import { deliverPendingNotifications } from '../sessions/notifications.js';
 import { publishStatus, writeChange } from '../sessions/service.js';
-import { isLive } from '../sessions/state.js';
+import { applyLimitsLocked, limitsOf } from '../sessions/limits.js';
+import { billableUntil, isLive } from '../sessions/state.js';
 import { usableCredits } from './credits.js';
 import { CREDITS_EXHAUSTED, billableStart, settleEndedSession } from './hooks.js';
 import { chargeUnits } from './ledger.js';
 import { enqueueNoCreditNotice } from './notices.js';
-import { UNIT_SECONDS, completedUnits, unitBoundary } from './pricing.js';
+import { UNIT_SECONDS, cappedUnits, completedUnits, unitBoundary, unitsAtEnd } from './pricing.js';
 
 /** Whether the session's billable clock is running: text active, call connected. */
 export function billingRunning(s: Pick<Session, 'kind' | 'status' | 'activated_at' | 'connected_at'>): boolean {
@@ -32,7 +33,8 @@ export type BillOutcome =
   | { result: 'idle'; session: Session }
   | { result: 'charged'; session: Session; charged: number }
   | { result: 'settled'; session: Session; charged: number }
-  | { result: 'ended_no_credit'; before: Session; session: Session; charged: number };
+  | { result: 'ended_no_credit'; before: Session; session: Session; charged: number }
+  | { result: 'ended_by_limit'; before: Session; session: Session; charged: number };
 
 /**
  * Brings one session's billing up to date: a running session is charged its completed units
@@ -58,10 +60,24 @@ export async function billSession(ctx: AppContext, sessionId: number, opts: { sk
       const settled = await settleEndedSession(trx, ctx, s);
       return { result: 'settled', session: settled, charged: settled.units_billed - s.units_billed };
     }
+    // A limit reached (idle chat, both gone from the call, time limit) ends the session first:
+    // the tick never charges time the limit has cut off.
+    const limited = await applyLimitsLocked(trx, ctx, s, ctx.now());
+    if (limited.ended) {
+      return { result: 'ended_by_limit', before: s, session: limited.session, charged: limited.session.units_billed - s.units_billed };
+    }
     const start = billableStart(s);
     if (!billingRunning(s) || start === null) return { result: 'idle', session: s };
 
-    const charged = await chargeUnits(trx, ctx, s, completedUnits(start, new Date(db_now)), 'periodic');
+    // Completed units, but never more than the session would cost if it ended where it may yet
+    // end without a client (a quiet chat at its last message, a deserted call when the last one
+    // left), nor more than its allowed time covers.
+    const horizon = billableUntil(s, limited.facts, new Date(db_now), limitsOf(ctx));
+    const due = cappedUnits(
+      Math.min(completedUnits(start, new Date(db_now)), unitsAtEnd({ kind: s.kind, startedAt: start, endedAt: horizon })),
+      s.allowed_minutes,
+    );
+    const charged = await chargeUnits(trx, ctx, s, due, 'periodic');
     const cur = charged.session;
     const outOfCredit = charged.exhausted || (await usableCredits(trx, cur.patient_id, cur.modality)) < 1;
     if (!outOfCredit)
@@ -95,6 +111,10 @@ export async function billSession(ctx: AppContext, sessionId: number, opts: { sk
     publishStatus(ctx, outcome.before, outcome.session);
     deliverPendingNotifications(ctx).catch((err: unknown) => ctx.log.warn({ err }, 'notification delivery failed; the worker will retry'));
   }
+  if (outcome.result === 'ended_by_limit') {
+    ctx.metrics.sessions.endedByLimit.inc({ reason: outcome.session.end_reason ?? 'unknown' });
+    publishStatus(ctx, outcome.before, outcome.session);
+  }
   return outcome;
 }
 
@@ -127,6 +147,8 @@ export interface TickResult {
   charged_sessions: number;
   units_charged: number;
   ended_no_credit: number;
+  /** Sessions a limit (idle, disconnected, time limit) ended before the tick charged them. */
+  ended_by_limit: number;
   skipped: number;
   failed: number;
 }
@@ -134,7 +156,15 @@ export interface TickResult {
 /** One sweep over every running session that is due; one failure never stops the sweep. */
 export async function runBillingTick(ctx: AppContext, opts: { batchSize?: number; signal?: AbortSignal } = {}): Promise<TickResult> {
   const batchSize = opts.batchSize ?? 200;
-  const r: TickResult = { selected: 0, charged_sessions: 0, units_charged: 0, ended_no_credit: 0, skipped: 0, failed: 0 };
+  const r: TickResult = {
+    selected: 0,
+    charged_sessions: 0,
+    units_charged: 0,
+    ended_no_credit: 0,
+    ended_by_limit: 0,
+    skipped: 0,
+    failed: 0,
+  };
   let afterId = 0;
   for (;;) {
     const ids = await billingCandidates(ctx, afterId, batchSize);
@@ -144,11 +174,12 @@ export async function runBillingTick(ctx: AppContext, opts: { batchSize?: number
       try {
         const o = await billSession(ctx, id, { skipLocked: true });
         if (o.result === 'skipped') r.skipped++;
-        if (o.result === 'charged' || o.result === 'settled' || o.result === 'ended_no_credit') {
+        if (o.result === 'charged' || o.result === 'settled' || o.result === 'ended_no_credit' || o.result === 'ended_by_limit') {
           if (o.charged > 0) r.charged_sessions++;
           r.units_charged += o.charged;
         }
         if (o.result === 'ended_no_credit') r.ended_no_credit++;
+        if (o.result === 'ended_by_limit') r.ended_by_limit++;
       } catch (err) {
         r.failed++;
         ctx.log.error({ err, session_id: id }, 'billing tick failed for a session');

@@ -24,7 +24,7 @@ import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
 import type { Executor } from '../../db/types.js';
 import { deliverPendingNotifications } from '../sessions/notifications.js';
-import { convertAppointments, type Claim, type ConversionOutcome } from '../sessions/writer.js';
+import { DEFERRED_PATIENT_BUSY, convertAppointments, type Claim, type ConversionOutcome } from '../sessions/writer.js';
 import type { JobCounts, JobDefinition } from './scheduler.js';
 
 export const AUTO_START_JOB = 'appointments:auto-start-sessions';
@@ -52,6 +52,8 @@ export interface AutoStartSummary {
   created_count: number;
   skipped_count: number;
   failed_count: number;
+  /** Waiting for their patient's other live session to end (not failures). */
+  deferred_count: number;
   batches: number;
   runtime_ms: number;
   stopped_by: 'drained' | 'limit' | 'budget' | 'signal';
@@ -89,7 +91,12 @@ export function claimDue(w: Window, size: number): Claim {
                and a.scheduled_at <= now()
                and a.scheduled_at > now() - make_interval(mins => ${w.lateness})
                and (a.next_conversion_at is null or a.next_conversion_at <= now())
-               and a.conversion_attempts < ${w.maxAttempts}`,
+               and a.conversion_attempts < ${w.maxAttempts}
+               -- Deferred because the patient was busy: claimed again once that session is over.
+               and (a.last_conversion_error is distinct from ${DEFERRED_PATIENT_BUSY}
+                    or not exists (select 1 from sessions s
+                                    where s.patient_id = a.patient_id
+                                      and s.status in ('waiting_for_doctor', 'active', 'waiting', 'ringing', 'connected')))`,
     limit: size,
   };
 }
@@ -99,7 +106,7 @@ export async function runAutoStart(ctx: AppContext, opts: AutoStartOptions): Pro
   const w = windowOf(ctx);
   const batchSize = ctx.config.autoStartBatchSize;
   const due = await countDue(ctx.db, w);
-  const counts = { attempted: 0, created: 0, skipped: 0, failed: 0, batches: 0 };
+  const counts = { attempted: 0, created: 0, skipped: 0, failed: 0, deferred: 0, batches: 0 };
   let remaining = opts.limit ?? Number.POSITIVE_INFINITY;
   let stoppedBy: AutoStartSummary['stopped_by'] = 'drained';
   for (;;) {
@@ -136,6 +143,7 @@ export async function runAutoStart(ctx: AppContext, opts: AutoStartOptions): Pro
     created_count: counts.created,
     skipped_count: counts.skipped,
     failed_count: counts.failed,
+    deferred_count: counts.deferred,
     batches: counts.batches,
     runtime_ms: Math.round((performance.now() - started) * 100) / 100,
     stopped_by: stoppedBy,
@@ -167,6 +175,7 @@ export function autoStartCounts(s: AutoStartSummary): JobCounts {
     failed: s.failed_count,
     details: {
       due_count: s.due_count,
+      deferred: s.deferred_count,
       batches: s.batches,
       stopped_by: s.stopped_by,
       trigger: s.trigger,

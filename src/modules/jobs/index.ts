@@ -2,12 +2,14 @@
 import { billingTickJob } from '../billing/tick-job.js';
 import { activateBookedJob } from './legacy-activate-booked.js';
 import { autoStartJob } from './auto-start.js';
+import { appointmentsSettleJob } from './appointments-settle.js';
 import { dueGaugeJob } from './due-gauge.js';
 import { jobRunsRetentionJob } from './job-runs-retention.js';
 import { notificationDeliveryJob } from './notification-delivery.js';
 import { processSessionsJob } from './legacy-process-sessions.js';
 import type { JobDefinition } from './scheduler.js';
 import { sessionExpiryJob } from './session-expiry.js';
+import { sessionLimitsJob } from './session-limits.js';
 
 export const JOBS: JobDefinition[] = [
   autoStartJob,
@@ -18,4 +20,6 @@ export const JOBS: JobDefinition[] = [
   processSessionsJob,
   jobRunsRetentionJob,
   billingTickJob,
+  sessionLimitsJob,
+  appointmentsSettleJob,
 ];

@@ -33,7 +33,7 @@ export async function activateBooked(
   opts: { runId: string; signal?: AbortSignal; limit?: number; onBatch?: (o: ConversionOutcome[]) => void },
 ): Promise<JobCounts> {
   return legacyTrigger(ctx, ACTIVATE_BOOKED_JOB, opts.runId, async () => {
-    const counts = { created: 0, skipped: 0, failed: 0 };
+    const counts = { created: 0, skipped: 0, failed: 0, deferred: 0 };
     let attempted = 0;
     let withSession = 0;
     let remaining = opts.limit ?? Number.POSITIVE_INFINITY;

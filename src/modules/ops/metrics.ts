@@ -107,6 +107,17 @@ export function createMetrics() {
         labelNames: ['reason'] as const,
         registers: r,
       }),
+      deferred: new Counter({
+        name: 'appointment_session_conversion_deferred_total',
+        help: 'Due appointments that waited because their patient was in another live session (not failures)',
+        registers: r,
+      }),
+      settled: new Counter({
+        name: 'appointments_settled_total',
+        help: 'Appointments the worker settled: pending past their time (expired), confirmed never converted (missed)',
+        labelNames: ['status'] as const,
+        registers: r,
+      }),
       due: new Gauge({
         name: 'appointments_due_count',
         help: 'Confirmed appointments without a session whose time has come (from the database)',
@@ -138,6 +149,22 @@ export function createMetrics() {
       sessionsEndedNoCredit: new Counter({
         name: 'billing_sessions_ended_credits_exhausted_total',
         help: 'Sessions the server ended because the patient ran out of credits',
+        registers: r,
+      }),
+    },
+    sessions: {
+      endedByLimit: new Counter({
+        name: 'sessions_ended_by_limit_total',
+        help: 'Sessions the worker ended without a client, by end_reason (inactive, disconnected, time_limit)',
+        labelNames: ['reason'] as const,
+        registers: r,
+      }),
+    },
+    retention: {
+      pruned: new Counter({
+        name: 'records_pruned_total',
+        help: 'Record rows deleted by the retention job, by table',
+        labelNames: ['table'] as const,
         registers: r,
       }),
     },
@@ -181,4 +208,6 @@ function initialiseLabelSets(m: Metrics): void {
     for (const source of CONVERSION_SOURCES) m.conversions.created.inc({ modality, source }, 0);
   }
   for (const reason of CONVERSION_FAILURE_REASONS) m.conversions.failed.inc({ reason }, 0);
+  for (const reason of ['inactive', 'disconnected', 'time_limit']) m.sessions.endedByLimit.inc({ reason }, 0);
+  for (const status of ['expired', 'missed']) m.conversions.settled.inc({ status }, 0);
 }

@@ -25,7 +25,7 @@ import type { Modality } from '../../db/types.js';
 import { formatSessionContext } from './context.js';
 import { deliverPendingNotifications } from './notifications.js';
 import { kindOf } from './state.js';
-import { convertAppointments, eligibility, type ConversionOutcome } from './writer.js';
+import { DEFERRED_PATIENT_BUSY, convertAppointments, eligibility, type ConversionOutcome } from './writer.js';
 
 export const RECOVERY_JOB = 'appointments:recover-sessions';
 export const DEFAULT_RECOVERY_LIMIT = 100;
@@ -116,7 +116,7 @@ export async function selectRecoveryCandidates(ctx: AppContext, lookback: Lookba
   });
 }
 
-export type RecoveryAction = 'created' | 'skipped' | 'failed' | 'would_create' | 'would_skip' | 'would_fail';
+export type RecoveryAction = 'created' | 'skipped' | 'failed' | 'deferred' | 'would_create' | 'would_skip' | 'would_fail' | 'would_defer';
 
 /** One audit entry per appointment (the CLI prints it; --json emits it). */
 export interface RecoveryAudit {
@@ -164,7 +164,7 @@ export function predictRecovery(candidates: RecoveryCandidate[]): RecoveryAudit[
     }
     // One live session per patient: a live session now, or one this run would create first.
     if (c.patient_has_live_session || busy.has(c.patient_id)) {
-      return audit(c, 'would_fail', null, null, 'createSession_conflict_existing_session');
+      return audit(c, 'would_defer', null, null, DEFERRED_PATIENT_BUSY);
     }
     busy.add(c.patient_id);
     return audit(c, 'would_create', null, null, null);
@@ -208,7 +208,10 @@ export interface RecoveryCounts {
   failed: number;
 }
 
+/** A deferred appointment (its patient is busy) is not a failure: counted with the skips. */
 const RESULT_OF: Record<RecoveryAction, 'created' | 'skipped' | 'failed'> = {
+  deferred: 'skipped',
+  would_defer: 'skipped',
   created: 'created',
   would_create: 'created',
   skipped: 'skipped',

@@ -296,6 +296,7 @@ export async function startAppointmentSession(
   }
   const [outcome] = await convertAppointments(ctx, [a.id], { source: 'start_session', recordAttempts: false });
   if (!outcome) throw notFound('Appointment', { appointment_id: a.id });
+  if (outcome.result === 'deferred') throw conflict('The patient is already in another live session', { appointment_id: a.id });
   if (outcome.result === 'failed') {
     if (outcome.reason === 'createSession_conflict_existing_session') {
       throw conflict('The patient is already in another live session', { appointment_id: a.id });
@@ -365,6 +366,7 @@ export async function createInstantSession(
           doctor_id: doctor.id,
           status: initialStatus(kind),
           routing_key: routingKey,
+          allowed_minutes: ctx.config.instantSessionMaxMinutes,
           credits_at_start: sql<number>`(select coalesce(sum(${sql.ref(`${input.modality}_remaining`)}), 0)::int from subscriptions
             where patient_id = ${actor.id} and starts_at <= now() and expires_at > now())`,
         })
@@ -419,7 +421,9 @@ export async function listOwnSessions(
  * Doctors and whether each is free for an instant session now: busy means in a live session, the
  * same rule {@link createInstantSession} refuses on.
  */
-export async function doctorsAvailability(db: Executor): Promise<{ id: number; name: string; country: string | null; is_available_now: boolean }[]> {
+export async function doctorsAvailability(
+  db: Executor,
+): Promise<{ id: number; name: string; country: string | null; is_available_now: boolean }[]> {
   const rows = await db
     .selectFrom('users as u')
     .select((eb) => [

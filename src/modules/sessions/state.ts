@@ -48,7 +48,7 @@ export type SessionChange = Partial<
     | 'ringing_since'
     | 'patient_in_call'
     | 'doctor_in_call'
-  > & { end_reason: string | null }
+  > & { end_reason: string | null; patient_away_since: Date | null; doctor_away_since: Date | null }
 >;
 
 export type Transition = { ok: true; change: SessionChange } | { ok: false; reason: 'not_active' | 'invalid_for_kind' | 'invalid_state' };
@@ -213,4 +213,136 @@ export function onHangUp(s: SessionState, who: Party, now: Date): Transition {
 /** Whether a consultation actually happened (the appointment is completed, not missed). */
 export function consultationHappened(s: Pick<SessionState, 'activated_at' | 'connected_at'>): boolean {
   return s.activated_at !== null || s.connected_at !== null;
+}
+
+/**
+ * Ending without a client (SPEC §2.3): the limits the worker applies to running sessions.
+ *
+ * - `inactive`     an `active` text session with no message for `idleMinutes`: ended at its last
+ *                  message (billed up to it);
+ * - `disconnected` a `connected` call whose participants have both been away from the WebSocket
+ *                  for `disconnectGraceSeconds`: ended when the last one left;
+ * - `time_limit`   a booked session at `scheduled_at + allowed_minutes + overrunMinutes`, an
+ *                  instant one at `created_at + allowed_minutes`: ended at that instant.
+ * When several apply, the earliest end wins: a chat that went quiet at 10:05 ended at 10:05
+ * even if its booking also ran out at 10:40.
+ */
+export interface SessionLimits {
+  idleMinutes: number;
+  disconnectGraceSeconds: number;
+  overrunMinutes: number;
+}
+
+/** Facts about a running session that the limits read besides its row. */
+export interface LimitFacts {
+  source: SessionSource;
+  created_at: Date;
+  /** The appointment's time (booked sessions). */
+  scheduled_at: Date | null;
+  allowed_minutes: number | null;
+  /** The newest message of the session (text: activation is the doctor's first message). */
+  last_message_at: Date | null;
+  patient_away_since: Date | null;
+  doctor_away_since: Date | null;
+}
+
+/** A booked session may run this long before its time limit to be told it is ending. */
+export const TIME_LIMIT_NOTICE_SECONDS = 300;
+
+/** When the session reaches its time limit; null when it has none (sessions older than the allowance). */
+export function timeLimitAt(
+  f: Pick<LimitFacts, 'source' | 'created_at' | 'scheduled_at' | 'allowed_minutes'>,
+  l: Pick<SessionLimits, 'overrunMinutes'>,
+): Date | null {
+  if (f.allowed_minutes === null) return null;
+  if (f.source === 'APPOINTMENT') {
+    return f.scheduled_at === null ? null : addSeconds(f.scheduled_at, (f.allowed_minutes + l.overrunMinutes) * 60);
+  }
+  return addSeconds(f.created_at, f.allowed_minutes * 60);
+}
+
+/** When both participants were gone from the call: the later of the two departures; null while either is present. */
+export function bothAwaySince(f: Pick<LimitFacts, 'patient_away_since' | 'doctor_away_since'>): Date | null {
+  if (f.patient_away_since === null || f.doctor_away_since === null) return null;
+  return f.patient_away_since > f.doctor_away_since ? f.patient_away_since : f.doctor_away_since;
+}
+
+/** The end a limit imposes on a running session at `now`, or null when none has been reached. */
+export function limitEnd(
+  s: Pick<SessionState, 'kind' | 'status' | 'activated_at'>,
+  f: LimitFacts,
+  now: Date,
+  l: SessionLimits,
+): { at: Date; reason: 'inactive' | 'disconnected' | 'time_limit' } | null {
+  const candidates: { at: Date; reason: 'inactive' | 'disconnected' | 'time_limit' }[] = [];
+  if (s.kind === 'text' && s.status === 'active') {
+    const last = f.last_message_at ?? s.activated_at;
+    if (last !== null && now >= addSeconds(last, l.idleMinutes * 60)) candidates.push({ at: last, reason: 'inactive' });
+  }
+  if (s.kind === 'call' && s.status === 'connected') {
+    const away = bothAwaySince(f);
+    if (away !== null && now >= addSeconds(away, l.disconnectGraceSeconds)) candidates.push({ at: away, reason: 'disconnected' });
+  }
+  if ((s.kind === 'text' && s.status === 'active') || (s.kind === 'call' && s.status === 'connected')) {
+    const limit = timeLimitAt(f, l);
+    if (limit !== null && now >= limit) candidates.push({ at: limit, reason: 'time_limit' });
+  }
+  if (candidates.length === 0) return null;
+  return candidates.reduce((a, b) => (b.at < a.at ? b : a));
+}
+
+/** Time passes for a running session: ends it when a limit has been reached (see {@link limitEnd}). */
+export function onLimits(s: SessionState, f: LimitFacts, now: Date, l: SessionLimits): Transition {
+  const end = limitEnd(s, f, now, l);
+  if (end === null) return none;
+  // Never before billable time started: a limit that passed before activation ends it there.
+  const start = s.kind === 'text' ? s.activated_at : s.connected_at;
+  const at = start !== null && end.at < start ? start : end.at;
+  return ok({ status: 'ended', ended_at: at, end_reason: end.reason, patient_in_call: false, doctor_in_call: false, ringing_since: null });
+}
+
+/**
+ * The latest instant a running session is billable up to by `now`, for the periodic tick: a
+ * text session up to its last message (it may end `inactive` there), a call up to when both
+ * left (it may end `disconnected` there), and never past its time limit.
+ */
+export function billableUntil(s: Pick<SessionState, 'kind' | 'activated_at'>, f: LimitFacts, now: Date, l: SessionLimits): Date {
+  let until = now;
+  if (s.kind === 'text') {
+    const last = f.last_message_at ?? s.activated_at;
+    if (last !== null && last < until) until = last;
+  } else {
+    const away = bothAwaySince(f);
+    if (away !== null && away < until) until = away;
+  }
+  const limit = timeLimitAt(f, l);
+  if (limit !== null && limit < until) until = limit;
+  return until;
+}
+
+/** Whether the "session ending" notice is due: within {@link TIME_LIMIT_NOTICE_SECONDS} of the time limit. */
+export function timeLimitNoticeDue(f: LimitFacts, now: Date, l: SessionLimits): boolean {
+  const limit = timeLimitAt(f, l);
+  return limit !== null && now >= addSeconds(limit, -TIME_LIMIT_NOTICE_SECONDS) && now < limit;
+}
+
+/**
+ * A participant's WebSocket presence in a call changed. Present clears `away_since`; away sets
+ * it once (the first departure counts: a second connection closing later does not move it).
+ * Only calls track presence; ended calls are not changed.
+ */
+export function onPresence(
+  s: Pick<SessionState, 'kind' | 'status'> & Pick<LimitFacts, 'patient_away_since' | 'doctor_away_since'>,
+  who: Party,
+  present: boolean,
+  at: Date,
+):
+  | { ok: true; change: { patient_away_since?: Date | null; doctor_away_since?: Date | null } }
+  | { ok: false; reason: 'invalid_for_kind' | 'not_active' } {
+  if (s.kind !== 'call') return { ok: false, reason: 'invalid_for_kind' };
+  if (!isLive(s.status)) return { ok: false, reason: 'not_active' };
+  const key = who === 'patient' ? 'patient_away_since' : 'doctor_away_since';
+  const cur = s[key];
+  if (present) return { ok: true, change: cur === null ? {} : { [key]: null } };
+  return { ok: true, change: cur === null ? { [key]: at } : {} };
 }

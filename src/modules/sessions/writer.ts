@@ -39,12 +39,20 @@ export type FailureReason =
 
 export type SkipReason = 'session_id_already_set' | 'not_confirmed' | 'not_found';
 
+/**
+ * The patient is in another live session (one live session per patient): the appointment waits.
+ * Not a failure — no attempt is used, no backoff — and it is not claimed again until the blocking
+ * session is over, so it converts within one auto-start interval after that.
+ */
+export const DEFERRED_PATIENT_BUSY = 'deferred_patient_busy';
+export type DeferReason = typeof DEFERRED_PATIENT_BUSY;
+
 export interface ConversionOutcome {
   appointmentId: number;
-  result: 'created' | 'skipped' | 'failed';
+  result: 'created' | 'skipped' | 'failed' | 'deferred';
   sessionId: number | null;
   modality: Modality | null;
-  reason: FailureReason | SkipReason | null;
+  reason: FailureReason | SkipReason | DeferReason | null;
   /** Status of the appointment when it was looked at (skips explain themselves with it). */
   appointmentStatus: string | null;
 }
@@ -112,7 +120,7 @@ interface OutcomeRow {
   modality: Modality | null;
   result: ConversionOutcome['result'];
   sid: number | null;
-  reason: FailureReason | SkipReason | null;
+  reason: FailureReason | SkipReason | DeferReason | null;
 }
 
 const json = (v: unknown) => JSON.stringify(v);
@@ -143,12 +151,12 @@ export function batchStatement(sel: Selection, opts: WriterOptions, mode: BatchM
   const fast = mode === 'fast';
   const source =
     'ids' in sel
-      ? sql`select a.id, a.status, a.session_id, a.appointment_type, a.patient_id, a.doctor_id
+      ? sql`select a.id, a.status, a.session_id, a.appointment_type, a.patient_id, a.doctor_id, a.duration_minutes
               from appointments a
              where a.id in (select value::bigint from jsonb_array_elements_text(${json(sel.ids)}::jsonb))
              order by a.id
                for update`
-      : sql`select a.id, a.status, a.session_id, a.appointment_type, a.patient_id, a.doctor_id
+      : sql`select a.id, a.status, a.session_id, a.appointment_type, a.patient_id, a.doctor_id, a.duration_minutes
               from appointments a
              where ${sel.claim.where}
              order by a.scheduled_at, a.id
@@ -157,7 +165,7 @@ export function batchStatement(sel: Selection, opts: WriterOptions, mode: BatchM
   return sql<OutcomeRow>`
     with src as (${source}),
     cls as (
-      select s.id, s.status, s.session_id, s.patient_id, s.doctor_id,
+      select s.id, s.status, s.session_id, s.patient_id, s.doctor_id, s.duration_minutes,
              case s.appointment_type when 'text' then 'text' when 'audio' then 'voice'
                                      when 'voice' then 'voice' when 'video' then 'video' end as modality,
              case when s.session_id is not null then 'session_id_already_set'
@@ -177,14 +185,16 @@ export function batchStatement(sel: Selection, opts: WriterOptions, mode: BatchM
     -- Eligible rows; a patient's second appointment in the batch waits for a later batch (one
     -- live session per patient), numbered here so the fast mode needs no ON CONFLICT.
     elig as (
-      select c.id, c.patient_id, c.doctor_id, c.modality, c.orphan_sid,
+      select c.id, c.patient_id, c.doctor_id, c.modality, c.orphan_sid, c.duration_minutes,
              row_number() over (partition by c.patient_id order by c.id) as nth
         from cls c
        where c.reason is null),
     ins as (
-      insert into sessions (kind, modality, source, appointment_id, patient_id, doctor_id, status, credits_at_start)
+      insert into sessions (kind, modality, source, appointment_id, patient_id, doctor_id, status, allowed_minutes, credits_at_start)
       select case when e.modality = 'text' then 'text' else 'call' end, e.modality, 'APPOINTMENT', e.id,
              e.patient_id, e.doctor_id, case when e.modality = 'text' then 'waiting_for_doctor' else 'waiting' end,
+             -- The booked duration is the time the session may be billed for (billing/pricing.ts cappedUnits).
+             e.duration_minutes,
              (select coalesce(sum(case e.modality when 'text' then u.text_remaining
                                                   when 'voice' then u.voice_remaining
                                                   else u.video_remaining end), 0)::int
@@ -256,13 +266,20 @@ export function batchStatement(sel: Selection, opts: WriterOptions, mode: BatchM
              c.session_id, c.reason
         from cls c where c.reason is not null
       union all
-      select k.id, 'confirmed', k.modality, 'failed', null, 'createSession_conflict_existing_session' from conflicted k),
+      select k.id, 'confirmed', k.modality, 'deferred', null, ${DEFERRED_PATIENT_BUSY} from conflicted k),
     att as (
       update appointments a
          set conversion_attempts = conversion_attempts + 1, last_conversion_error = o.reason,
              next_conversion_at = now() + ${backoffSql}
         from outcome o
        where a.id = o.aid and o.result = 'failed' and ${opts.recordAttempts !== false}
+      returning a.id),
+    -- Deferred: no attempt, no backoff; the mark keeps it out of the claim while the patient is busy.
+    dfr as (
+      update appointments a
+         set last_conversion_error = o.reason, next_conversion_at = null
+        from outcome o
+       where a.id = o.aid and o.result = 'deferred'
       returning a.id),
     conv as (
       insert into appointment_conversions (appointment_id, source, result, session_id, failure_reason, job_run_id)
@@ -463,6 +480,7 @@ export function afterConversion(ctx: AppContext, outcomes: ConversionOutcome[], 
   for (const o of outcomes) {
     if (o.result === 'created') ctx.metrics.conversions.created.inc({ modality: o.modality ?? 'unknown', source: opts.source });
     if (o.result === 'failed') ctx.metrics.conversions.failed.inc({ reason: o.reason ?? 'unknown_error' });
+    if (o.result === 'deferred') ctx.metrics.conversions.deferred.inc();
     ctx.log.info(
       {
         event: 'appointment_session_conversion',
@@ -471,6 +489,7 @@ export function afterConversion(ctx: AppContext, outcomes: ConversionOutcome[], 
         session_id: o.sessionId,
         failure_reason: o.result === 'failed' ? o.reason : null,
         skip_reason: o.result === 'skipped' ? o.reason : null,
+        defer_reason: o.result === 'deferred' ? o.reason : null,
         source: opts.source,
         job_run_id: opts.jobRunId ?? null,
       },
