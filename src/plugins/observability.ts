@@ -1,10 +1,12 @@
 /**
  * Health, readiness and metrics. Readiness is 503 while the database is unreachable or the
  * process is draining, so a load balancer stops sending traffic before the socket closes.
+ * Registered by the API app and by the metrics listener of the worker (modules/ops/metrics-server).
  */
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Type } from '@sinclair/typebox';
+import { renderMetrics } from '../modules/ops/scrape.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -27,27 +29,19 @@ export default fp(
       metrics.http.duration.observe(labels, reply.elapsedTime / 1000);
     });
 
-    app.get(
-      '/health/live',
-      { schema: { hide: true, response: { 200: Health } }, logLevel: 'warn' },
-      async () => ({ status: 'ok' }),
-    );
+    app.get('/health/live', { schema: { hide: true, response: { 200: Health } }, logLevel: 'warn' }, async () => ({ status: 'ok' }));
 
-    app.get(
-      '/health/ready',
-      { schema: { hide: true, response: { 200: Health, 503: Health } }, logLevel: 'warn' },
-      async (_req, reply) => {
-        if (app.draining.value) return reply.code(503).send({ status: 'draining' });
-        const ok = await app.ctx.database.ping();
-        return ok
-          ? { status: 'ok', database: app.ctx.database.kind }
-          : reply.code(503).send({ status: 'unavailable', database: app.ctx.database.kind });
-      },
-    );
+    app.get('/health/ready', { schema: { hide: true, response: { 200: Health, 503: Health } }, logLevel: 'warn' }, async (_req, reply) => {
+      if (app.draining.value) return reply.code(503).send({ status: 'draining' });
+      const ok = await app.ctx.database.ping();
+      return ok
+        ? { status: 'ok', database: app.ctx.database.kind }
+        : reply.code(503).send({ status: 'unavailable', database: app.ctx.database.kind });
+    });
 
     app.get('/metrics', { schema: { hide: true }, logLevel: 'warn' }, async (_req, reply) => {
       reply.type(metrics.registry.contentType);
-      return metrics.registry.metrics();
+      return renderMetrics(app.ctx);
     });
   },
   { name: 'observability', dependencies: ['context'] },

@@ -6,7 +6,9 @@
  * Server → client events (`{type, data}`), delivered to the connections subscribed to the event's
  * session, or — when the publisher addressed users (`userIds`) — to those users' connections:
  *   message.created, reaction.added, reaction.removed, typing, read, session.status,
- *   call.signal, notification.
+ *   call.signal, notification; and `resync` ({reason, since}) to every connection when this
+ *   server may have missed events from other processes (its event-bus connection was lost and is
+ *   back): re-read what you show (`GET …/messages?after=<last id>`, notifications, session state).
  * Server → client control frames: `ready` (after the handshake), `subscribed`, `unsubscribed`,
  *   `ack` (typing / call.signal accepted), `pong`, `error` (`{error_code, message, ref}`).
  * Client → server messages: `subscribe`, `unsubscribe`, `typing`, `call.signal`, `ping`; each may
@@ -64,6 +66,12 @@ export interface NotificationEventData {
   payload: unknown;
 }
 
+export interface ResyncEventData {
+  reason: 'event_bus_reconnected';
+  /** When the bus lost its connection: events after this may have been missed. */
+  since: string;
+}
+
 /** Payload type of each server event. */
 export interface ServerEventMap {
   'message.created': ChatMessageJson;
@@ -74,6 +82,7 @@ export interface ServerEventMap {
   'session.status': SessionStatusEventData;
   'call.signal': CallSignalEventData;
   notification: NotificationEventData;
+  resync: ResyncEventData;
 }
 
 export type ServerEventType = keyof ServerEventMap;
@@ -86,6 +95,7 @@ export const SERVER_EVENT_TYPES: readonly ServerEventType[] = [
   'session.status',
   'call.signal',
   'notification',
+  'resync',
 ];
 
 /** A server event as sent on the socket. */
@@ -125,8 +135,14 @@ export type CallSignal = Static<typeof CallSignalSchema>;
 export const ClientMessageSchema = Type.Union([
   Type.Object({ type: Type.Literal('subscribe'), session_context: Context, ref: Ref }, { additionalProperties: false }),
   Type.Object({ type: Type.Literal('unsubscribe'), session_context: Context, ref: Ref }, { additionalProperties: false }),
-  Type.Object({ type: Type.Literal('typing'), session_context: Context, typing: Type.Boolean(), ref: Ref }, { additionalProperties: false }),
-  Type.Object({ type: Type.Literal('call.signal'), session_context: Context, signal: CallSignalSchema, ref: Ref }, { additionalProperties: false }),
+  Type.Object(
+    { type: Type.Literal('typing'), session_context: Context, typing: Type.Boolean(), ref: Ref },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    { type: Type.Literal('call.signal'), session_context: Context, signal: CallSignalSchema, ref: Ref },
+    { additionalProperties: false },
+  ),
   Type.Object({ type: Type.Literal('ping'), ref: Ref }, { additionalProperties: false }),
 ]);
 export type ClientMessage = Static<typeof ClientMessageSchema>;
@@ -146,5 +162,9 @@ export function parseClientMessage(text: string): { ok: true; message: ClientMes
   }
   if (clientMessageCheck.Check(value)) return { ok: true, message: value };
   const ref = value && typeof value === 'object' && 'ref' in value ? (value as { ref: unknown }).ref : undefined;
-  return typeof ref === 'string' && ref.length <= 64 ? { ok: false, ref } : Number.isSafeInteger(ref) ? { ok: false, ref: ref as number } : { ok: false };
+  return typeof ref === 'string' && ref.length <= 64
+    ? { ok: false, ref }
+    : Number.isSafeInteger(ref)
+      ? { ok: false, ref: ref as number }
+      : { ok: false };
 }
