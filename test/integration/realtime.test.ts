@@ -428,4 +428,62 @@ describe.skipIf(!isPostgres)('two API processes on one PostgreSQL', () => {
     await a.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages`, headers: await t.auth(s.patient), payload: { client_message_id: 'after-reconnect', type: 'text', body: 'still here' } });
     expect((await onB.next((f) => f.type === 'message.created')).data.body).toBe('still here');
   });
+
+  it('a killed LISTEN backend: connected clients get resync, and re-reading misses nothing', async () => {
+    const bus = b.ctx.bus as PgBus;
+    const s = await startSession(t);
+    const onB = await connect(b.app, s.doctor);
+    await onB.request({ type: 'subscribe', session_context: s.context });
+    const other = await connect(b.app, s.patient); // not subscribed to anything: resync reaches every connection
+    const headers = await t.auth(s.patient);
+    const post = (id: string, body: string) =>
+      a.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages`, headers, payload: { client_message_id: id, type: 'text', body } });
+    const first = await post('before-kill', 'seen live');
+    expect(first.statusCode).toBe(201);
+    const lastSeen = (await onB.next((f) => f.type === 'message.created')).data.id as number;
+
+    const { sql } = await import('kysely');
+    await sql`select pg_terminate_backend(pid) from pg_stat_activity
+               where datname = current_database() and application_name = 'sessiongate-api-b' and query ilike 'listen%'`.execute(a.ctx.db);
+    await expect.poll(() => bus.listening, { timeout: 5_000 }).toBe(false);
+    // Written while B may not be listening: B's clients may never see it live.
+    const during = await post('during-outage', 'maybe missed');
+    expect(during.statusCode).toBe(201);
+
+    const resync = await onB.next((f) => f.type === 'resync', 15_000);
+    expect(resync.data).toMatchObject({ reason: 'event_bus_reconnected', since: expect.any(String) });
+    expect((await other.next((f) => f.type === 'resync', 5_000)).data.reason).toBe('event_bus_reconnected');
+    // The client re-reads from where it was: the message written during the outage is there.
+    const reread = await b.app.inject({ method: 'GET', url: `/api/v2/sessions/${s.context}/messages?after=${lastSeen}`, headers: await t.auth(s.doctor) });
+    expect(reread.statusCode).toBe(200);
+    expect(reread.json().data.map((m: { body: string }) => m.body)).toContain('maybe missed');
+  });
+
+  it('a LISTEN connection that stops answering (a hung peer) is detected by the self-check and replaced, with a resync', async () => {
+    const { sql } = await import('kysely');
+    const config = loadConfig({ DATABASE_URL: t.database.databaseUrl!, JWT_SECRET: TEST_JWT_SECRET, DB_POOL_SIZE: '3' });
+    const ctx = await createContext(config, {
+      role: 'api-hung',
+      logger: pino({ level: 'silent' }),
+      flags: new FlagService(() => ({})),
+      migrate: false,
+      bus: (database, log) => PgBus.start(database.pool!, log, { selfCheckMs: 300, selfCheckTimeoutMs: 500 }),
+    });
+    const bus = ctx.bus as PgBus;
+    const events: string[] = [];
+    bus.subscribe((e) => events.push(e.type));
+    const backend = await sql<{ pid: number }>`select pid from pg_stat_activity
+        where datname = current_database() and application_name = 'sessiongate-api-hung' and query ilike 'listen%'`.execute(a.ctx.db);
+    const pid = backend.rows[0]!.pid;
+    try {
+      // A stopped backend keeps its socket open and answers nothing: no error, no FIN.
+      globalThis.process.kill(pid, 'SIGSTOP');
+      await expect.poll(() => bus.reconnects, { timeout: 10_000 }).toBe(1);
+      expect(bus.listening).toBe(true);
+      expect(events).toContain('resync');
+    } finally {
+      globalThis.process.kill(pid, 'SIGCONT');
+      await closeContext(ctx);
+    }
+  });
 });
