@@ -456,7 +456,7 @@ describe.skipIf(!isPostgres)('two API processes on one PostgreSQL', () => {
     // The client re-reads from where it was: the message written during the outage is there.
     const reread = await b.app.inject({ method: 'GET', url: `/api/v2/sessions/${s.context}/messages?after=${lastSeen}`, headers: await t.auth(s.doctor) });
     expect(reread.statusCode).toBe(200);
-    expect(reread.json().data.map((m: { body: string }) => m.body)).toContain('maybe missed');
+    expect(reread.json().data.messages.map((m: { body: string }) => m.body)).toContain('maybe missed');
   });
 
   it('a LISTEN connection that stops answering (a hung peer) is detected by the self-check and replaced, with a resync', async () => {
