@@ -212,6 +212,11 @@ export class PgBus implements EventBus {
     return this.listener !== null;
   }
 
+  /** The PostgreSQL backend pid of the LISTEN connection (pg_stat_activity.pid), null while down. */
+  get listenerPid(): number | null {
+    return (this.listener as { processID?: number } | null)?.processID ?? null;
+  }
+
   async publish(event: BusEvent): Promise<void> {
     this.deliver(event);
     if (this.closed) return;
