@@ -231,11 +231,26 @@ async function startPrometheus(scrapeConfigs: string[]) {
   let log = '';
   writeFileSync(
     join(dir, 'prometheus.yml'),
-    ['global:', '  scrape_interval: 1s', '  scrape_timeout: 1s', '  evaluation_interval: 1s', 'rule_files:', `  - ${JSON.stringify(RULES)}`, 'scrape_configs:', ...scrapeConfigs, ''].join('\n'),
+    [
+      'global:',
+      '  scrape_interval: 1s',
+      '  scrape_timeout: 1s',
+      '  evaluation_interval: 1s',
+      'rule_files:',
+      `  - ${JSON.stringify(RULES)}`,
+      'scrape_configs:',
+      ...scrapeConfigs,
+      '',
+    ].join('\n'),
   );
   const child = spawn(
     PROMETHEUS,
-    [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'],
+    [
+      `--config.file=${join(dir, 'prometheus.yml')}`,
+      `--storage.tsdb.path=${join(dir, 'data')}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+      '--log.level=warn',
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const keep = (b: Buffer) => {
@@ -243,7 +258,7 @@ async function startPrometheus(scrapeConfigs: string[]) {
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
-  const api = async <T,>(path: string): Promise<T> => {
+  const api = async <T>(path: string): Promise<T> => {
     const body = (await (await fetch(`${url}${path}`)).json()) as { status: string; data: T; error?: string };
     if (body.status !== 'success') throw new Error(`${path} failed: ${body.error}`);
     return body.data;
@@ -251,8 +266,13 @@ async function startPrometheus(scrapeConfigs: string[]) {
   const prom = {
     log: () => log,
     query: async (promql: string) =>
-      (await api<{ result: { metric: Record<string, string>; value: [number, string] }[] }>(`/api/v1/query?query=${encodeURIComponent(promql)}`)).result,
-    alerts: async () => (await api<{ alerts: { labels: Record<string, string>; state: string; value: string }[] }>('/api/v1/alerts')).alerts,
+      (
+        await api<{ result: { metric: Record<string, string>; value: [number, string] }[] }>(
+          `/api/v1/query?query=${encodeURIComponent(promql)}`,
+        )
+      ).result,
+    alerts: async () =>
+      (await api<{ alerts: { labels: Record<string, string>; state: string; value: string }[] }>('/api/v1/alerts')).alerts,
     async stop() {
       if (child.exitCode === null) {
         const exited = new Promise<void>((r) => child.once('exit', () => r()));
@@ -297,7 +317,10 @@ describe.skipIf(!hasPrometheus || !isPostgres)('Prometheus scrapes a split deplo
     workerUrl = `http://127.0.0.1:${metricsPort}`;
     procs.push(spawnCli(['serve'], { ...env, PORT: String(apiPort) }));
     procs.push(spawnCli(['worker'], { ...env, METRICS_PORT: String(metricsPort) }));
-    for (const [url, p] of [[serveUrl, procs[0]!], [workerUrl, procs[1]!]] as const) {
+    for (const [url, p] of [
+      [serveUrl, procs[0]!],
+      [workerUrl, procs[1]!],
+    ] as const) {
       if (!(await waitForStatus(`${url}/health/ready`, 200, 120_000))) throw new Error(`not ready: ${url}\n${p.stderr()}`);
     }
     prom = await startPrometheus([
@@ -320,13 +343,17 @@ describe.skipIf(!hasPrometheus || !isPostgres)('Prometheus scrapes a split deplo
 
   it('scrapes both processes; a worker-side alert (conversion errors) and the backlog turn pending, the backlog counted once', async () => {
     const p = prom!;
-    await waitFor('both targets to be up', 30_000, async () => ((await p.query('up{job="sessiongate"} == 1')).length === 2 ? true : undefined));
+    await waitFor('both targets to be up', 30_000, async () =>
+      (await p.query('up{job="sessiongate"} == 1')).length === 2 ? true : undefined,
+    );
     // The worker's listener answers like the API's: metrics, liveness, readiness.
     expect((await fetch(`${workerUrl}/health/live`)).status).toBe(200);
     expect(await (await fetch(`${workerUrl}/health/ready`)).json()).toEqual({ status: 'ok', database: 'postgres' });
     // A first sample of the worker's failure counter at 0 (the "before" of increase()).
     await waitFor('the worker failure counter', 20_000, async () =>
-      (await p.query('appointment_session_conversion_failed_total{role="worker",reason="invalid_appointment_state"}')).length > 0 ? true : undefined,
+      (await p.query('appointment_session_conversion_failed_total{role="worker",reason="invalid_appointment_state"}')).length > 0
+        ? true
+        : undefined,
     );
 
     // 12 due appointments the worker cannot convert (an unknown appointment type).

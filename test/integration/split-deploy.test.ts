@@ -7,7 +7,9 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { signToken } from '../../src/lib/auth.js';
-import { TEST_JWT_SECRET } from '../helpers/app.js';
+import { deliverPendingNotifications } from '../../src/modules/sessions/notifications.js';
+import type { BusEvent, EventBus } from '../../src/realtime/bus.js';
+import { TEST_JWT_SECRET, createHarness, type TestHarness } from '../helpers/app.js';
 import { cliDatabase, type CliDatabase } from '../helpers/cli-run.js';
 import { isPostgres } from '../helpers/db.js';
 import { freePort, spawnCli, waitForStatus, type Spawned } from '../helpers/process.js';
@@ -83,4 +85,50 @@ describe.skipIf(!isPostgres)('a CLI command and a separate serve process', () =>
       d.ws.terminate();
     }
   }, 120_000);
+});
+
+describe('the outbox marks a notification delivered only with its publication', () => {
+  let t: TestHarness;
+  beforeAll(async () => {
+    t = await createHarness();
+  });
+  afterAll(async () => t?.close());
+
+  it('a bus that cannot send leaves the row undelivered (retried later); a working bus delivers it once', async () => {
+    const patient = await t.newPatient();
+    const doctor = await t.newDoctor();
+    await sql`
+      insert into notification_outbox (dedupe_key, recipient_id, also_notify, kind, payload)
+      values ('test:outbox:1', ${patient.id}, array[${doctor.id}]::bigint[], 'session.started', '{"session_id": 1}'::jsonb)`.execute(
+      t.ctx.db,
+    );
+    const state = async () =>
+      (
+        await sql<{ delivered: boolean; notifications: number }>`
+          select (select delivered_at is not null from notification_outbox where dedupe_key = 'test:outbox:1') as delivered,
+                 (select count(*)::int from notifications) as notifications`.execute(t.ctx.db)
+      ).rows[0];
+
+    const broken: EventBus = {
+      publish: async () => {},
+      publishInTransaction: async () => {
+        throw new Error('NOTIFY failed');
+      },
+      subscribe: () => () => {},
+      close: async () => {},
+    };
+    await expect(deliverPendingNotifications({ ...t.ctx, bus: broken })).rejects.toThrow('NOTIFY failed');
+    expect(await state()).toEqual({ delivered: false, notifications: 0 });
+
+    const got: BusEvent[] = [];
+    const off = t.ctx.bus.subscribe((e) => got.push(e));
+    try {
+      expect(await deliverPendingNotifications(t.ctx)).toBe(2);
+      expect(await state()).toEqual({ delivered: true, notifications: 2 });
+      await expect.poll(() => got.filter((e) => e.type === 'notification').length).toBe(2);
+      expect(await deliverPendingNotifications(t.ctx)).toBe(0);
+    } finally {
+      off();
+    }
+  });
 });
