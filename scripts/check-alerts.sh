@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Validates the Prometheus alert rules and runs their unit tests (SPEC §3.5).
+# Validates the Prometheus alert rules and runs their unit tests (SPEC §3.5), and checks the
+# shipped scrape configuration (ops/prometheus/prometheus.yml).
 #
 #   scripts/check-alerts.sh
 #
@@ -58,5 +59,8 @@ promtool check rules "$rules"
 
 echo "==> promtool test rules ops/prometheus/$tests"
 (cd ops/prometheus && promtool test rules "$tests")
+
+echo "==> promtool check config ops/prometheus/prometheus.yml"
+(cd ops/prometheus && promtool check config prometheus.yml)
 
 echo "check-alerts: OK"

@@ -56,7 +56,7 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
         err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A path parameter is too long' : 'Malformed request URL',
       );
     },
-    maxParamLength: 200,
+    routerOptions: { maxParamLength: 200 },
     ajv: {
       customOptions: {
         // No coercion: "5" is not 5. Unknown fields are rejected by additionalProperties: false.

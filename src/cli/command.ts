@@ -8,6 +8,7 @@ import type { Readable, Writable } from 'node:stream';
 import pino from 'pino';
 import { effectiveEnv, loadConfig } from '../config/env.js';
 import { closeContext, createContext, type AppContext } from '../context.js';
+import { createBusFor } from '../realtime/create-bus.js';
 
 export interface CommandIO {
   stdout: Writable;
@@ -32,28 +33,81 @@ export interface Command {
   run(args: ParsedArgs, io: CommandIO): Promise<number>;
 }
 
-/** An error the user can fix: printed without a stack, exit code given. */
-export class UsageError extends Error {
+/**
+ * Exit codes shared by every command, so a script can tell "the check said warning" from "the
+ * check did not run". Commands document their own 1 and 2 (failure / warning, refused / critical).
+ */
+export const EXIT = {
+  ok: 0,
+  /** The command ran and something failed (or, for checks, a warning / "not ready"). */
+  failed: 1,
+  /** The command ran and refused (or, for checks, critical). */
+  refused: 2,
+  /** The command did not run: bad option, bad configuration, no database. */
+  didNotRun: 3,
+} as const;
+
+/** Printed at the end of every `--help`. */
+export const EXIT_CODES_HELP = 'Exit code 3 always means the command did not run (bad option, bad configuration, database unreachable).';
+
+/**
+ * An error the command reports without a stack: a stable `code` (printed in `--json` error
+ * objects) and the exit code.
+ */
+export class CommandError extends Error {
   constructor(
+    readonly code: string,
     message: string,
-    readonly exitCode = 1,
+    readonly exitCode: number,
   ) {
     super(message);
   }
 }
 
-/** Opens the application context (database migrated) for a command and always closes it. */
+/** A bad option or argument the user can fix: the command did not run (exit 3). */
+export class UsageError extends CommandError {
+  constructor(message: string, exitCode: number = EXIT.didNotRun) {
+    super('USAGE_ERROR', message, exitCode);
+  }
+}
+
+/** The database could not be opened: the command did not run (exit 3). */
+export class DatabaseUnavailableError extends CommandError {
+  constructor(message: string) {
+    super('DATABASE_UNAVAILABLE', message, EXIT.didNotRun);
+  }
+}
+
+/**
+ * Opens the application context (database migrated) for a command and always closes it. Events
+ * the command publishes travel on the same cross-process bus as the worker's (PostgreSQL
+ * LISTEN/NOTIFY), so they reach the clients connected to the API processes. A database that
+ * cannot be opened is a DatabaseUnavailableError (exit 3: the command did not run).
+ */
 export async function withContext<T>(fn: (ctx: AppContext) => Promise<T>, opts: { role?: string } = {}): Promise<T> {
   const config = loadConfig(effectiveEnv());
   // Commands print their own output on stdout; logs go to stderr, quiet unless LOG_LEVEL says.
   const level = process.env['LOG_LEVEL'] ?? 'warn';
   const logger = pino({ level, base: { role: opts.role ?? 'cli' } }, pino.destination(2));
-  const ctx = await createContext(config, { role: opts.role ?? 'cli', logger });
+  let ctx: AppContext;
+  try {
+    ctx = await createContext(config, { role: opts.role ?? 'cli', logger, bus: createBusFor });
+  } catch (err) {
+    throw new DatabaseUnavailableError(`cannot open the database: ${describeError(err)}`);
+  }
   try {
     return await fn(ctx);
   } finally {
     await closeContext(ctx);
   }
+}
+
+/** A one-line description of an error (an ECONNREFUSED AggregateError has an empty message). */
+export function describeError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const code = (err as { code?: unknown }).code;
+  const inner = err instanceof AggregateError ? err.errors.map((e) => describeError(e)).join('; ') : '';
+  return [err.message, inner, typeof code === 'string' && !err.message.includes(code) ? code : ''].filter(Boolean).join(' — ') || err.name;
 }
 
 export const print = (io: CommandIO, line = '') => io.stdout.write(`${line}\n`);

@@ -1,13 +1,16 @@
 /**
  * `sessiongate <command> [options]`. Commands are the files in ./commands; `--help` on any
- * command prints its usage. Exit codes: 0 ok, 1 failure or bad usage, 2 refused/critical
- * (as each command documents).
+ * command prints its usage. Exit codes, the same for every command:
+ *   0 ok; 1 failed (checks: warning / not ready); 2 refused (checks: critical);
+ *   3 did not run — unknown command or option, bad configuration, database unreachable.
+ * With `--json`, an error that stops the command is also printed on stdout as
+ * `{"error": {"code", "message", "exit_code"}}`, so a script reading stdout always gets JSON.
  */
 import { readdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/env.js';
 import { DomainError } from '../lib/errors.js';
-import { UsageError, type Command, type CommandIO } from './command.js';
+import { CommandError, EXIT, EXIT_CODES_HELP, describeError, printJson, type Command, type CommandIO } from './command.js';
 
 const commandsDir = new URL('./commands/', import.meta.url);
 
@@ -25,7 +28,7 @@ function helpFor(cmd: Command): string {
   const opts = Object.entries(cmd.options)
     .map(([name, o]) => `  --${name}${o.type === 'string' ? ' <value>' : ''}`)
     .join('\n');
-  return `sessiongate ${cmd.name} — ${cmd.summary}\n\n${cmd.usage.trim()}\n\nOptions:\n${opts || '  (none)'}\n  --help\n`;
+  return `sessiongate ${cmd.name} — ${cmd.summary}\n\n${cmd.usage.trim()}\n\nOptions:\n${opts || '  (none)'}\n  --help\n\n${EXIT_CODES_HELP}\n`;
 }
 
 export async function main(argv: string[], io?: CommandIO): Promise<number> {
@@ -43,39 +46,39 @@ export async function main(argv: string[], io?: CommandIO): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === 'help') {
     const list = [...commands.values()].map((c) => `  ${c.name.padEnd(36)} ${c.summary}`).join('\n');
-    out.stdout.write(`Usage: sessiongate <command> [options]\n\nCommands:\n${list}\n\nRun 'sessiongate <command> --help' for a command's options.\n`);
-    return exit(name ? 0 : 1);
+    out.stdout.write(
+      `Usage: sessiongate <command> [options]\n\nCommands:\n${list}\n\nRun 'sessiongate <command> --help' for a command's options.\n\n` +
+        `Exit codes: 0 ok; 1 failed (checks: warning / not ready); 2 refused (checks: critical);\n` +
+        `3 did not run (unknown command or option, bad configuration, database unreachable).\n`,
+    );
+    return exit(name ? EXIT.ok : EXIT.didNotRun);
   }
+  const json = rest.includes('--json');
+  /** Reports an error that stopped the command: stderr always, and a JSON object on stdout with --json. */
+  const fail = (commandName: string, code: string, message: string, exitCode: number, hint = '') => {
+    out.stderr.write(`${commandName}: ${message}\n${hint}`);
+    if (json) printJson(out, { error: { code, message, exit_code: exitCode } });
+    return exit(exitCode);
+  };
   const cmd = commands.get(name);
-  if (!cmd) {
-    out.stderr.write(`Unknown command "${name}". Run 'sessiongate --help' for the list.\n`);
-    return exit(1);
-  }
+  if (!cmd)
+    return fail('sessiongate', 'UNKNOWN_COMMAND', `unknown command "${name}"`, EXIT.didNotRun, `Run 'sessiongate --help' for the list.\n`);
   if (rest.includes('--help')) {
     out.stdout.write(helpFor(cmd));
-    return exit(0);
+    return exit(EXIT.ok);
   }
   try {
     const parsed = parseArgs({ args: rest, options: cmd.options, strict: true, allowPositionals: cmd.allowPositionals ?? false });
-    return exit(await cmd.run({ values: parsed.values as Record<string, string | boolean | undefined>, positionals: parsed.positionals }, out));
+    return exit(
+      await cmd.run({ values: parsed.values as Record<string, string | boolean | undefined>, positionals: parsed.positionals }, out),
+    );
   } catch (err) {
-    if (err instanceof UsageError) {
-      out.stderr.write(`${cmd.name}: ${err.message}\n`);
-      return exit(err.exitCode);
-    }
-    if (err instanceof ConfigError) {
-      out.stderr.write(`${err.message}\n`);
-      return exit(1);
-    }
+    if (err instanceof CommandError) return fail(cmd.name, err.code, err.message, err.exitCode);
+    if (err instanceof ConfigError) return fail(cmd.name, 'CONFIG_INVALID', err.message, EXIT.didNotRun);
     if (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS')) {
-      out.stderr.write(`${cmd.name}: ${err.message}\nRun 'sessiongate ${cmd.name} --help'.\n`);
-      return exit(1);
+      return fail(cmd.name, 'USAGE_ERROR', err.message, EXIT.didNotRun, `Run 'sessiongate ${cmd.name} --help'.\n`);
     }
-    if (err instanceof DomainError) {
-      out.stderr.write(`${cmd.name}: ${err.code}: ${err.message}\n`);
-      return exit(1);
-    }
-    out.stderr.write(`${cmd.name} failed: ${err instanceof Error ? err.message : String(err)}\n`);
-    return exit(1);
+    if (err instanceof DomainError) return fail(cmd.name, err.code, err.message, EXIT.failed);
+    return fail(cmd.name, 'FAILED', `failed: ${describeError(err)}`, EXIT.failed);
   }
 }

@@ -22,6 +22,9 @@ export interface Config {
   /** Log bytes collected before a write (0: every line written at once); see `createLogger`. */
   logBufferBytes: number;
   runWorker: boolean;
+  /** Port of the separate metrics/health listener (0: none). Default: 9464 for `worker`, 0 for `serve`. */
+  metricsPort: number;
+  metricsHost: string;
   dbPoolSize: number;
   textSessionResponseWindowSeconds: number;
   sessionJoinWindowMinutes: number;
@@ -123,7 +126,7 @@ class Reader {
  * Parses the configuration. `defaults.runWorker` differs by process role: `npm start` runs the
  * worker beside the API, `sessiongate serve` does not unless RUN_WORKER says so.
  */
-export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?: boolean } = {}): Config {
+export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?: boolean; metricsPort?: number } = {}): Config {
   const r = new Reader(src);
   const databaseUrl = r.string('DATABASE_URL', null);
   if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
@@ -165,6 +168,8 @@ export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?:
     logLevel: r.oneOf('LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
     logBufferBytes: r.int('LOG_BUFFER_BYTES', 8192, 0, 1_048_576),
     runWorker: r.bool('RUN_WORKER', defaults.runWorker ?? false),
+    metricsPort: r.int('METRICS_PORT', defaults.metricsPort ?? 0, 0, 65535),
+    metricsHost: r.string('METRICS_HOST', r.string('HOST', '127.0.0.1')),
     dbPoolSize: r.int('DB_POOL_SIZE', 10, 1, 200),
     textSessionResponseWindowSeconds: r.int('TEXT_SESSION_RESPONSE_WINDOW_SECONDS', 300, 10, 86_400),
     sessionJoinWindowMinutes: r.int('SESSION_JOIN_WINDOW_MINUTES', 60, 1, 10_080),

@@ -79,6 +79,11 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
       // hold a request forever.
       statement_timeout: 30_000,
       idleTimeoutMillis: 30_000,
+      // TCP keepalive: a connection whose peer vanished (no FIN: a dead host, a dropped NAT entry)
+      // is eventually reported as an error instead of waiting forever — the event bus's LISTEN
+      // connection above all, which otherwise only reads.
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
     });
     // An idle client losing its connection (server restart, pg_terminate_backend) emits here;
     // without a listener it would crash the process.

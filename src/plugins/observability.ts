@@ -1,10 +1,12 @@
 /**
  * Health, readiness and metrics. Readiness is 503 while the database is unreachable or the
  * process is draining, so a load balancer stops sending traffic before the socket closes.
+ * Registered by the API app and by the metrics listener of the worker (modules/ops/metrics-server).
  */
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Type } from '@sinclair/typebox';
+import { renderMetrics } from '../modules/ops/scrape.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -64,7 +66,7 @@ export default fp(
     };
     app.get('/metrics', { schema: metricsSchema, logLevel: 'warn' }, async (_req, reply) => {
       reply.type(metrics.registry.contentType);
-      return metrics.registry.metrics();
+      return renderMetrics(app.ctx);
     });
   },
   { name: 'observability', dependencies: ['context'] },

@@ -6,7 +6,9 @@
  * Server → client events (`{type, data}`), delivered to the connections subscribed to the event's
  * session, or — when the publisher addressed users (`userIds`) — to those users' connections:
  *   message.created, reaction.added, reaction.removed, typing, read, session.status,
- *   call.signal, notification.
+ *   call.signal, notification; and `resync` ({reason, since}) to every connection when this
+ *   server may have missed events from other processes (its event-bus connection was lost and is
+ *   back): re-read what you show (`GET …/messages?after=<last id>`, notifications, session state).
  * Server → client control frames: `ready` (after the handshake), `subscribed`, `unsubscribed`,
  *   `ack` (typing / call.signal accepted), `pong`, `error` (`{error_code, message, ref}`).
  * Client → server messages: `subscribe`, `unsubscribe`, `typing`, `call.signal`, `ping`; each may
@@ -84,6 +86,12 @@ export type CallSignalEventData = Static<typeof CallSignalEventSchema>;
 export const NotificationEventSchema = Type.Object({ id: Type.Integer(), kind: Type.String(), payload: Type.Unknown() });
 export type NotificationEventData = Static<typeof NotificationEventSchema>;
 
+export const ResyncEventSchema = Type.Object({
+  reason: Type.Literal('event_bus_reconnected'),
+  since: Type.String({ format: 'date-time', description: 'When the bus lost its connection: events after this may have been missed' }),
+});
+export type ResyncEventData = Static<typeof ResyncEventSchema>;
+
 /** The payload schema of each server event: the protocol's document is generated from these. */
 export const ServerEventSchemas = {
   'message.created': ChatMessageOut,
@@ -94,6 +102,7 @@ export const ServerEventSchemas = {
   'session.status': SessionStatusEventSchema,
   'call.signal': CallSignalEventSchema,
   notification: NotificationEventSchema,
+  resync: ResyncEventSchema,
 } as const;
 
 /** Payload type of each server event. */

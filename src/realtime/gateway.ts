@@ -16,6 +16,8 @@
  *   exceeds 1 MiB is a slow consumer and is terminated (it reconnects and catches up from
  *   `GET …/messages?after=`); heartbeat ping every 30 s, a connection that missed the previous
  *   pong is terminated. `websocket_connections` is the gauge of open connections.
+ * - `resync` goes to every connection when the process's event bus may have missed events (its
+ *   LISTEN connection was lost and is back): clients re-read what they show.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { decodeJwt } from 'jose';
@@ -124,7 +126,9 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
 
   const dispatch = (e: BusEvent): void => {
     let targets: Iterable<Connection> | undefined;
-    if (e.userIds !== undefined) {
+    // `resync` (the bus may have missed events): every connection re-reads what it shows.
+    if (e.broadcast) targets = all;
+    else if (e.userIds !== undefined) {
       const set = new Set<Connection>();
       for (const uid of e.userIds) for (const c of byUser.get(uid) ?? []) set.add(c);
       targets = set;
@@ -161,7 +165,9 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     unsubscribeBus();
   });
 
-  const handlers: { [K in ClientMessage['type']]: (c: Connection, m: Extract<ClientMessage, { type: K }>) => Promise<Record<string, unknown>> } = {
+  const handlers: {
+    [K in ClientMessage['type']]: (c: Connection, m: Extract<ClientMessage, { type: K }>) => Promise<Record<string, unknown>>;
+  } = {
     async subscribe(c, m) {
       const s = await sessionByContext(ctx.db, m.session_context);
       const access = accessOf(c.user, s);
@@ -189,9 +195,15 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
       const s = await sessionByContext(ctx.db, m.session_context);
       const party = assertParticipant(c.user, s);
       if (s.kind !== 'call') throw invalid('call.signal is only for call sessions', { session_context: contextOf(s) });
-      if (!isLive(s.status)) throw new DomainError('SESSION_NOT_ACTIVE', `The call is ${s.status}`, { session_context: contextOf(s), session_status: s.status });
+      if (!isLive(s.status))
+        throw new DomainError('SESSION_NOT_ACTIVE', `The call is ${s.status}`, { session_context: contextOf(s), session_status: s.status });
       const other = party === 'patient' ? s.doctor_id : s.patient_id;
-      publishEvent(ctx.bus, 'call.signal', { session_id: s.id, session_context: contextOf(s), from_user_id: c.user.id, signal: m.signal }, { userIds: [other] });
+      publishEvent(
+        ctx.bus,
+        'call.signal',
+        { session_id: s.id, session_context: contextOf(s), from_user_id: c.user.id, signal: m.signal },
+        { userIds: [other] },
+      );
       return { type: 'ack', of: 'call.signal', session_context: contextOf(s) };
     },
     async ping() {
@@ -208,10 +220,17 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
       return;
     }
     if (c.window.count > o.maxMessagesPerSecond) {
-      if (c.window.count === o.maxMessagesPerSecond + 1) reply(c, { type: 'error', error_code: 'RATE_LIMITED', message: 'Too many messages; slow down' });
+      if (c.window.count === o.maxMessagesPerSecond + 1)
+        reply(c, { type: 'error', error_code: 'RATE_LIMITED', message: 'Too many messages; slow down' });
       return;
     }
-    const text = isBinary ? null : Buffer.isBuffer(data) ? data.toString('utf8') : Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data).toString('utf8');
+    const text = isBinary
+      ? null
+      : Buffer.isBuffer(data)
+        ? data.toString('utf8')
+        : Array.isArray(data)
+          ? Buffer.concat(data).toString('utf8')
+          : Buffer.from(data).toString('utf8');
     const parsed = text === null ? { ok: false as const } : parseClientMessage(text);
     if (!parsed.ok) {
       reply(c, {
@@ -261,7 +280,15 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     },
     (socket, req) => {
       const auth = req.wsAuth!;
-      const c: Connection = { socket, user: auth.user, subscriptions: new Map(), alive: true, lastSeen: new Date(), window: { second: 0, count: 0 }, expiry: null };
+      const c: Connection = {
+        socket,
+        user: auth.user,
+        subscriptions: new Map(),
+        alive: true,
+        lastSeen: new Date(),
+        window: { second: 0, count: 0 },
+        expiry: null,
+      };
       all.add(c);
       add(byUser, c.user.id, c);
       ctx.metrics.realtime.connections.inc();
@@ -290,7 +317,9 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
         for (const id of c.subscriptions.keys()) {
           remove(bySession, id, c);
           if (![...(bySession.get(id) ?? [])].some((o) => o.user.id === c.user.id)) {
-            recordCallPresence(ctx.db, id, c.user.id, false, leftAt).catch((err: unknown) => log.warn({ err, session_id: id }, 'could not record call presence'));
+            recordCallPresence(ctx.db, id, c.user.id, false, leftAt).catch((err: unknown) =>
+              log.warn({ err, session_id: id }, 'could not record call presence'),
+            );
           }
         }
         c.subscriptions.clear();

@@ -14,9 +14,17 @@
  *   and reassembled by the receivers. Nothing is trimmed, no side table is needed.
  * - Listening uses one dedicated connection taken from the pool. If it breaks (server restart,
  *   `pg_terminate_backend`), it is replaced with backoff (100 ms → 5 s). Events published while
- *   no listener is connected are lost for this process; clients recover from the database
- *   (`GET …/messages?after=<last id>`), which is the source of truth — the bus only carries
- *   notifications of what is already committed.
+ *   no listener is connected are lost for this process, so once the listener is back the bus
+ *   hands its own subscribers a `resync` event (`broadcast`: the gateway sends it to every
+ *   connection) and clients re-read from the database (`GET …/messages?after=<last id>`), which
+ *   is the source of truth — the bus only carries notifications of what is already committed.
+ * - A half-open LISTEN connection (peer gone without a FIN) never errors by itself: the pool's
+ *   connections use TCP keepalive, and every SELF_CHECK_MS the listener runs `select 1` with a
+ *   timeout; no answer in time counts as a lost connection (detected within ~30 s).
+ * - `publishInTransaction` (the notification outbox) NOTIFYs inside the caller's transaction:
+ *   PostgreSQL delivers at commit and only if it commits, so the outbox row marked delivered in
+ *   that transaction was published. (Low volume: the global notify lock this takes through the
+ *   commit does not matter there, unlike for chat messages.)
  *
  * - Events of one flush are packed into as few notifications as fit (a JSON array of events per
  *   notification), so under load PostgreSQL handles one notification for many events.
@@ -24,9 +32,11 @@
  * Frame format (text): `<origin> <seq> <index> <count>|<slice of a JSON array of events>`.
  */
 import { randomBytes } from 'node:crypto';
+import { sql } from 'kysely';
 import type pg from 'pg';
+import type { Executor } from '../db/types.js';
 import type { Logger } from 'pino';
-import type { BusEvent, BusHandler, EventBus } from './bus.js';
+import { RESYNC_EVENT, type BusEvent, type BusHandler, type EventBus } from './bus.js';
 
 export const CHANNEL = 'sessiongate_events';
 /** Upper bound of one NOTIFY payload we send (PostgreSQL's limit is 8000 bytes). */
@@ -43,6 +53,9 @@ const FLUSH_WINDOW_MS = 10;
 const NOTIFY_SQL = 'select count(*) from (select pg_notify($1, f) from json_array_elements_text($2::json) as f) as sent';
 /** Frames per statement: bounds one statement's parameter size under a burst. */
 const MAX_FRAMES_PER_STATEMENT = 2_000;
+/** How often the LISTEN connection proves it is alive, and how long it has to answer. */
+const SELF_CHECK_MS = 15_000;
+const SELF_CHECK_TIMEOUT_MS = 10_000;
 /** Incomplete multi-frame events are dropped after this long (a sender died mid-statement — cannot happen in one transaction, but memory must stay bounded regardless). */
 const REASSEMBLY_TTL_MS = 30_000;
 
@@ -170,22 +183,38 @@ export class PgBus implements EventBus {
   private reconnectTimer: NodeJS.Timeout | null = null;
   private attempts = 0;
   private closed = false;
+  /** When the LISTEN connection was lost (null while listening): the resync says since when. */
+  private lostAt: Date | null = null;
+  private selfCheckTimer: NodeJS.Timeout | null = null;
+  /** How many times the listener came back (tests, logs). */
+  reconnects = 0;
 
   private constructor(
     private readonly pool: pg.Pool,
     private readonly log: Logger,
+    private readonly selfCheck: { everyMs: number; timeoutMs: number },
   ) {}
 
   /** Connects the listener (the first connection must succeed) and returns the bus. */
-  static async start(pool: pg.Pool, log: Logger): Promise<PgBus> {
-    const bus = new PgBus(pool, log);
+  static async start(pool: pg.Pool, log: Logger, opts: { selfCheckMs?: number; selfCheckTimeoutMs?: number } = {}): Promise<PgBus> {
+    const bus = new PgBus(pool, log, {
+      everyMs: opts.selfCheckMs ?? SELF_CHECK_MS,
+      timeoutMs: opts.selfCheckTimeoutMs ?? SELF_CHECK_TIMEOUT_MS,
+    });
     await bus.listen();
+    bus.selfCheckTimer = setInterval(() => void bus.checkListener(), bus.selfCheck.everyMs);
+    bus.selfCheckTimer.unref();
     return bus;
   }
 
   /** Whether the LISTEN connection is up (tests, health). */
   get listening(): boolean {
     return this.listener !== null;
+  }
+
+  /** The PostgreSQL backend pid of the LISTEN connection (pg_stat_activity.pid), null while down. */
+  get listenerPid(): number | null {
+    return (this.listener as { processID?: number } | null)?.processID ?? null;
   }
 
   async publish(event: BusEvent): Promise<void> {
@@ -202,6 +231,20 @@ export class PgBus implements EventBus {
     await done;
   }
 
+  async publishInTransaction(trx: Executor, events: BusEvent[]): Promise<() => void> {
+    if (events.length === 0) return () => {};
+    const frames = packEvents(events.map((e) => JSON.stringify(e))).flatMap((message) => encodeFrames(this.origin, ++this.seq, message));
+    for (let i = 0; i < frames.length; i += MAX_FRAMES_PER_STATEMENT) {
+      const batch = JSON.stringify(frames.slice(i, i + MAX_FRAMES_PER_STATEMENT));
+      await sql`select count(*) from (select pg_notify(${CHANNEL}, f) from json_array_elements_text(${batch}::json) as f) as sent`.execute(
+        trx,
+      );
+    }
+    return () => {
+      for (const e of events) this.deliver(e);
+    };
+  }
+
   subscribe(handler: BusHandler): () => void {
     this.handlers.add(handler);
     return () => this.handlers.delete(handler);
@@ -210,6 +253,7 @@ export class PgBus implements EventBus {
   async close(): Promise<void> {
     this.closed = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    if (this.selfCheckTimer) clearInterval(this.selfCheckTimer);
     await this.flushNow();
     const l = this.listener;
     this.listener = null;
@@ -292,11 +336,41 @@ export class PgBus implements EventBus {
     }
     this.listener = client;
     this.attempts = 0;
+    if (this.lostAt) {
+      // Whatever other processes published in between did not reach this process.
+      const since = this.lostAt;
+      this.lostAt = null;
+      this.reconnects += 1;
+      this.deliver({ type: RESYNC_EVENT, broadcast: true, payload: { reason: 'event_bus_reconnected', since: since.toISOString() } });
+    }
+  }
+
+  /** The periodic self-check: a listener that cannot answer `select 1` in time is treated as lost. */
+  private async checkListener(): Promise<void> {
+    const client = this.listener;
+    if (!client || this.closed) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        client.query('select 1'),
+        new Promise((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`LISTEN connection did not answer within ${this.selfCheck.timeoutMs} ms`)),
+            this.selfCheck.timeoutMs,
+          );
+        }),
+      ]);
+    } catch (err) {
+      this.lost(client, err as Error);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private lost(client: pg.PoolClient, err?: Error): void {
     if (this.listener !== client) return;
     this.listener = null;
+    this.lostAt ??= new Date();
     // Destroys the broken connection instead of returning it to the pool.
     try {
       client.release(err ?? new Error('listener connection ended'));

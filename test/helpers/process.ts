@@ -23,7 +23,8 @@ export interface Spawned {
 export function spawnCli(args: string[], env: Record<string, string | undefined>, opts: { cwd?: string } = {}): Spawned {
   const child = spawn(process.execPath, ['--import', TSX, ENTRY, ...args], {
     cwd: opts.cwd ?? ROOT,
-    env: { PATH: process.env['PATH'], HOME: process.env['HOME'], LOG_LEVEL: 'info', ...env },
+    // METRICS_PORT=0: workers of parallel tests must not all bind the default metrics port.
+    env: { PATH: process.env['PATH'], HOME: process.env['HOME'], LOG_LEVEL: 'info', METRICS_PORT: '0', ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let out = '';
@@ -35,7 +36,11 @@ export function spawnCli(args: string[], env: Record<string, string | undefined>
 }
 
 /** Runs a CLI command to completion (bounded), returning its exit code and output. */
-export async function runCli(args: string[], env: Record<string, string | undefined>, opts: { cwd?: string; timeoutMs?: number; input?: string } = {}) {
+export async function runCli(
+  args: string[],
+  env: Record<string, string | undefined>,
+  opts: { cwd?: string; timeoutMs?: number; input?: string } = {},
+) {
   const p = spawnCli(args, env, opts);
   if (opts.input !== undefined) p.child.stdin!.end(opts.input);
   else p.child.stdin!.end();

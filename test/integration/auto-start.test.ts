@@ -391,10 +391,10 @@ describe('sessiongate appointments:auto-start-sessions', () => {
     expect(out.appointments[0].session_context).toMatch(/^call_session:\d+$/);
   });
 
-  it('rejects a bad --limit with exit 1', async () => {
+  it('rejects a bad --limit with exit 3 (did not run)', async () => {
     for (const bad of ['0', '-1', 'ten', '1.5']) {
       const r = await cli.run(['appointments:auto-start-sessions', `--limit=${bad}`]);
-      expect(r.code, bad).toBe(1);
+      expect(r.code, bad).toBe(3);
       expect(r.err).toContain('--limit must be a positive whole number');
     }
   });

@@ -359,7 +359,7 @@ describe('sessiongate appointments:monitor-sessions', () => {
       expect(JSON.parse(r.out).backlog).toMatchObject({ level: 'critical', sustained_count: 52 });
 
       r = await run(['appointments:monitor-sessions', '--bogus']);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(3);
     } finally {
       await cli.close();
     }

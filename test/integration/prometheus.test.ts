@@ -15,7 +15,11 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHarness, type TestHarness } from '../helpers/app.js';
+import { sql } from 'kysely';
+import { openDatabase } from '../../src/db/index.js';
+import { TEST_JWT_SECRET, createHarness, type TestHarness } from '../helpers/app.js';
+import { cloneTestDatabase, isPostgres, type TestDatabase } from '../helpers/db.js';
+import { spawnCli, waitForStatus, type Spawned } from '../helpers/process.js';
 
 const PROMETHEUS = '/usr/bin/prometheus';
 const RULES = join(import.meta.dirname, '..', '..', 'ops', 'prometheus', 'alerts.yml');
@@ -125,7 +129,7 @@ describe.skipIf(!hasPrometheus)('Prometheus scrapes sessiongate and evaluates th
   }, 20_000);
 
   async function query(promql: string): Promise<{ metric: Record<string, string>; value: [number, string] }[]> {
-    const res = await fetch(`${promUrl}/api/v2/v1/query?query=${encodeURIComponent(promql)}`);
+    const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(promql)}`);
     const body = (await res.json()) as {
       status: string;
       data: { result: { metric: Record<string, string>; value: [number, string] }[] };
@@ -136,7 +140,7 @@ describe.skipIf(!hasPrometheus)('Prometheus scrapes sessiongate and evaluates th
   }
 
   const rulesHealth = async () => {
-    const res = await fetch(`${promUrl}/api/v2/v1/rules`);
+    const res = await fetch(`${promUrl}/api/v1/rules`);
     const body = (await res.json()) as {
       data: { groups: { rules: { name: string; health: string; lastError?: string; state?: string }[] }[] };
     };
@@ -203,7 +207,7 @@ describe.skipIf(!hasPrometheus)('Prometheus scrapes sessiongate and evaluates th
       'ChatBlockedRatioHigh to become pending',
       20_000,
       async () => {
-        const res = await fetch(`${promUrl}/api/v2/v1/alerts`);
+        const res = await fetch(`${promUrl}/api/v1/alerts`);
         const body = (await res.json()) as {
           data: { alerts: { labels: Record<string, string>; state: string; annotations: Record<string, string> }[] };
         };
@@ -217,4 +221,182 @@ describe.skipIf(!hasPrometheus)('Prometheus scrapes sessiongate and evaluates th
     expect(alert.labels).toMatchObject({ severity: 'critical', job: 'sessiongate' });
     expect(alert.annotations['runbook_url']).toBe('docs/runbooks/alerts.md#chatblockedratiohigh');
   }, 90_000);
+});
+
+/** A Prometheus of its own with the shipped rules and the given scrape jobs (YAML lines); stopped by `stop()`. */
+async function startPrometheus(scrapeConfigs: string[]) {
+  const dir = mkdtempSync(join(tmpdir(), 'sg-prometheus-'));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  let log = '';
+  writeFileSync(
+    join(dir, 'prometheus.yml'),
+    [
+      'global:',
+      '  scrape_interval: 1s',
+      '  scrape_timeout: 1s',
+      '  evaluation_interval: 1s',
+      'rule_files:',
+      `  - ${JSON.stringify(RULES)}`,
+      'scrape_configs:',
+      ...scrapeConfigs,
+      '',
+    ].join('\n'),
+  );
+  const child = spawn(
+    PROMETHEUS,
+    [
+      `--config.file=${join(dir, 'prometheus.yml')}`,
+      `--storage.tsdb.path=${join(dir, 'data')}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+      '--log.level=warn',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const keep = (b: Buffer) => {
+    log = (log + b.toString()).slice(-4000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const api = async <T>(path: string): Promise<T> => {
+    const body = (await (await fetch(`${url}${path}`)).json()) as { status: string; data: T; error?: string };
+    if (body.status !== 'success') throw new Error(`${path} failed: ${body.error}`);
+    return body.data;
+  };
+  const prom = {
+    log: () => log,
+    query: async (promql: string) =>
+      (
+        await api<{ result: { metric: Record<string, string>; value: [number, string] }[] }>(
+          `/api/v1/query?query=${encodeURIComponent(promql)}`,
+        )
+      ).result,
+    alerts: async () =>
+      (await api<{ alerts: { labels: Record<string, string>; state: string; value: string }[] }>('/api/v1/alerts')).alerts,
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise<void>((r) => child.once('exit', () => r()));
+        child.kill('SIGTERM');
+        if (await Promise.race([exited.then(() => false), sleep(5_000).then(() => true)])) child.kill('SIGKILL');
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    await waitFor('Prometheus to be ready', 30_000, async () => {
+      if (child.exitCode !== null) throw new Error(`prometheus exited with ${child.exitCode}: ${log}`);
+      return (await fetch(`${url}/-/ready`)).ok ? true : undefined;
+    });
+  } catch (err) {
+    await prom.stop();
+    throw err;
+  }
+  return prom;
+}
+
+/**
+ * The documented production shape: `sessiongate serve` and `sessiongate worker` as separate
+ * processes on one PostgreSQL, both scraped under one job with a `role` label (as
+ * ops/prometheus/prometheus.yml ships). Conversions fail in the worker only, so the conversion
+ * error-rate alert can only come from the worker's /metrics; the backlog is read from the
+ * database by both processes and must not be counted twice.
+ */
+describe.skipIf(!hasPrometheus || !isPostgres)('Prometheus scrapes a split deployment (serve + worker processes)', () => {
+  let db: TestDatabase;
+  let prom: Awaited<ReturnType<typeof startPrometheus>> | null = null;
+  const procs: Spawned[] = [];
+  let serveUrl = '';
+  let workerUrl = '';
+
+  beforeAll(async () => {
+    db = await cloneTestDatabase();
+    const env = { DATABASE_URL: db.databaseUrl!, JWT_SECRET: TEST_JWT_SECRET, LOG_LEVEL: 'warn', AUTO_START_INTERVAL_SECONDS: '1' };
+    const apiPort = await freePort();
+    const metricsPort = await freePort();
+    serveUrl = `http://127.0.0.1:${apiPort}`;
+    workerUrl = `http://127.0.0.1:${metricsPort}`;
+    procs.push(spawnCli(['serve'], { ...env, PORT: String(apiPort) }));
+    procs.push(spawnCli(['worker'], { ...env, METRICS_PORT: String(metricsPort) }));
+    for (const [url, p] of [
+      [serveUrl, procs[0]!],
+      [workerUrl, procs[1]!],
+    ] as const) {
+      if (!(await waitForStatus(`${url}/health/ready`, 200, 120_000))) throw new Error(`not ready: ${url}\n${p.stderr()}`);
+    }
+    prom = await startPrometheus([
+      '  - job_name: sessiongate',
+      '    metrics_path: /metrics',
+      '    static_configs:',
+      '      - labels: { role: api }',
+      `        targets: [${JSON.stringify(serveUrl.replace('http://', ''))}]`,
+      '      - labels: { role: worker }',
+      `        targets: [${JSON.stringify(workerUrl.replace('http://', ''))}]`,
+    ]);
+  }, 240_000);
+
+  afterAll(async () => {
+    await prom?.stop();
+    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGTERM');
+    await Promise.all(procs.map((p) => Promise.race([p.exited, sleep(15_000).then(() => p.child.kill('SIGKILL'))])));
+    await db?.drop();
+  }, 60_000);
+
+  it('scrapes both processes; a worker-side alert (conversion errors) and the backlog turn pending, the backlog counted once', async () => {
+    const p = prom!;
+    await waitFor('both targets to be up', 30_000, async () =>
+      (await p.query('up{job="sessiongate"} == 1')).length === 2 ? true : undefined,
+    );
+    // The worker's listener answers like the API's: metrics, liveness, readiness.
+    expect((await fetch(`${workerUrl}/health/live`)).status).toBe(200);
+    expect(await (await fetch(`${workerUrl}/health/ready`)).json()).toEqual({ status: 'ok', database: 'postgres' });
+    // A first sample of the worker's failure counter at 0 (the "before" of increase()).
+    await waitFor('the worker failure counter', 20_000, async () =>
+      (await p.query('appointment_session_conversion_failed_total{role="worker",reason="invalid_appointment_state"}')).length > 0
+        ? true
+        : undefined,
+    );
+
+    // 12 due appointments the worker cannot convert (an unknown appointment type).
+    const conn = await openDatabase({ databaseUrl: db.databaseUrl, dataDir: '' });
+    try {
+      await sql`
+        with p as (insert into users (role, name) values ('patient', 'P') returning id),
+             d as (insert into users (role, name) values ('doctor', 'D') returning id)
+        insert into appointments (patient_id, doctor_id, appointment_type, status, scheduled_at)
+        select p.id, d.id, 'telepathy', 'confirmed', now() - make_interval(mins => 10 + i)
+          from p, d, generate_series(1, 12) as i`.execute(conn.db);
+    } finally {
+      await conn.close();
+    }
+
+    const failed = await waitFor('the worker to record the failures', 60_000, async () => {
+      const r = await p.query('sum by (role) (appointment_session_conversion_failed_total{job="sessiongate"}) > 0');
+      return r.length > 0 ? r : undefined;
+    });
+    expect(failed.map((s) => s.metric['role'])).toEqual(['worker']);
+    // Both processes read the backlog from the database: 12 on each, 12 in the alert.
+    const due = await waitFor('the backlog on both processes', 30_000, async () => {
+      const r = await p.query('appointments_due_count{job="sessiongate"} == 12');
+      return r.length === 2 ? r : undefined;
+    });
+    expect(due.map((s) => s.metric['role']).sort()).toEqual(['api', 'worker']);
+    expect((await p.query('job_run_duration_seconds_count{role="worker",job_name="appointments:auto-start-sessions"}')).length).toBe(1);
+
+    const alerts = await waitFor(
+      'ConversionErrorRateCritical and AppointmentBacklogWarning to become pending',
+      60_000,
+      async () => {
+        const a = await p.alerts();
+        const names = new Set(a.filter((x) => x.state === 'pending' || x.state === 'firing').map((x) => x.labels['alertname']));
+        return names.has('ConversionErrorRateCritical') && names.has('AppointmentBacklogWarning') ? a : undefined;
+      },
+      async () => `prometheus log: ${p.log()}`,
+    );
+    const backlog = alerts.filter((a) => a.labels['alertname'] === 'AppointmentBacklogWarning');
+    expect(backlog).toHaveLength(1);
+    expect(Number(backlog[0]!.value)).toBe(12);
+    expect(backlog[0]!.labels).toMatchObject({ job: 'sessiongate', severity: 'warning' });
+    expect(backlog[0]!.labels['role']).toBeUndefined();
+    expect(alerts.filter((a) => a.labels['alertname'] === 'ConversionErrorRateCritical')).toHaveLength(1);
+  }, 240_000);
 });

@@ -114,14 +114,14 @@ describe('appointments:recover-sessions', () => {
     };
   });
 
-  it('refuses a bad --lookback with exit 1, naming the accepted forms, before touching anything', async () => {
+  it('refuses a bad --lookback with exit 3 (did not run), naming the accepted forms, before touching anything', async () => {
     for (const bad of ['24m', 'yesterday', '0', '-3']) {
       const r = await cli.run([RECOVER, `--lookback=${bad}`, '--execute', '--yes']);
-      expect(r.code, bad).toBe(1);
+      expect(r.code, bad).toBe(3);
       expect(r.err).toContain('24 (hours), 24h, 7d or all');
     }
     const r = await cli.run([RECOVER, '--limit=0']);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(3);
   });
 
   it('dry run (the default) prints what it would do and writes nothing', async () => {

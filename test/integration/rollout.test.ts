@@ -73,7 +73,7 @@ describe('rolloutStatus', () => {
       prescribed: ['ENFORCE_SESSION_GATED_CHAT', 'ENFORCE_SESSION_GATED_BILLING', 'DISABLE_LEGACY_APPOINTMENT_TRIGGERS'],
       skipped_steps: [],
       skips_step: false,
-      next_step: { flag: 'ENFORCE_SESSION_GATED_CHAT', set_to: true, verdict: 'ready' },
+      next_step: { flag: 'ENFORCE_SESSION_GATED_CHAT', set_to: true, verdict: 'ready', ready: true },
     });
     expect(flagOf(s, 'ENFORCE_SESSION_GATED_CHAT')).toMatchObject({ verdict: 'ready', ready: true, at_target: false, target: true });
     expect(flagOf(s, 'ENFORCE_SESSION_GATED_BILLING').verdict).toMatch(/^not ready: turn ENFORCE_SESSION_GATED_CHAT on first/);

@@ -16,7 +16,7 @@ appointments whose session_id is null. With DISABLE_LEGACY_APPOINTMENT_TRIGGERS=
 logs "${LEGACY_DISABLED_MESSAGE}", records a skipped run and exits 0 — auto-start starts every due
 appointment on its own.
 
-Exit codes: 0 ok (or disabled), 1 the run failed or some appointment failed.`,
+Exit codes: 0 ok (or disabled), 1 the run failed or some appointment failed, 3 did not run.`,
   options: JOB_RUN_OPTIONS,
   async run(args, io) {
     const { limit, verbose, json } = jobRunFlags(args);

@@ -18,7 +18,8 @@ while workers run: nothing is converted twice. The run is recorded in job_runs l
   --verbose    one line per appointment: created / skipped / failed, with the reason
   --json       print the run summary as JSON (with --verbose, also every appointment)
 
-Exit codes: 0 ok, 1 the run failed or some appointment failed (it is retried with backoff).`,
+Exit codes: 0 ok, 1 the run failed or some appointment failed (it is retried with backoff),
+3 did not run (bad option, bad configuration, database unreachable).`,
   options: JOB_RUN_OPTIONS,
   async run(args, io) {
     const { limit, verbose, json } = jobRunFlags(args);

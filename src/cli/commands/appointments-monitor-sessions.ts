@@ -14,7 +14,10 @@ so it is the same whichever process asks.
   error-rate level  failed / (created + failed): warning > 2 % over 10 min, critical > 10 % over 5 min
 
 --alert  exit with the worse level: 0 ok, 1 warning, 2 critical (for cron or a health check).
-         Without --alert the command exits 0 whatever the levels are.`,
+         Without --alert the command exits 0 whatever the levels are.
+
+Exit codes: 0 ok, 1 warning, 2 critical (with --alert), 3 the monitor did not run (bad option,
+bad configuration, database unreachable) — alert on 3 too: it means nothing was checked.`,
   options: { json: { type: 'boolean' }, alert: { type: 'boolean' } },
   async run(args, io) {
     const snap = await withContext(async (ctx) => monitorSnapshot(ctx.db, await ctx.flags.current(), ctx.config));

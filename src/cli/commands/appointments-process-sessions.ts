@@ -17,7 +17,7 @@ billing endpoints (end-session, process-payment, process-deduction), once per ap
 With DISABLE_LEGACY_APPOINTMENT_TRIGGERS=true it does nothing, logs "${LEGACY_DISABLED_MESSAGE}",
 records a skipped run and exits 0.
 
-Exit codes: 0 ok (or disabled), 1 the run failed.`,
+Exit codes: 0 ok (or disabled), 1 the run failed, 3 did not run.`,
   options: JOB_RUN_OPTIONS,
   async run(args, io) {
     const { limit, verbose, json } = jobRunFlags(args);

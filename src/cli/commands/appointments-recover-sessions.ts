@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
-import { UsageError, print, printJson, positiveInt, withContext, type CommandIO, type Command } from '../command.js';
+import { CommandError, EXIT, UsageError, print, printJson, positiveInt, withContext, type CommandIO, type Command } from '../command.js';
 import type { AppContext } from '../../context.js';
 import { runJobOnce } from '../../modules/jobs/scheduler.js';
 import {
@@ -38,8 +38,9 @@ writer. Without --execute it is a dry run: it prints what it would do and writes
 Idempotent: a second --execute creates nothing; the appointments an earlier recovery converted are
 reported as skipped (session_id_already_set).
 
-Exit codes: 0 ok (or cancelled at the prompt), 1 bad usage or an appointment failed,
-2 refused (--execute without a terminal and without --yes).`,
+Exit codes: 0 ok (or cancelled at the prompt), 1 an appointment failed, 2 refused (--execute
+without a terminal and without --yes; with --json the refusal is a JSON error object on stdout),
+3 did not run (bad option, bad configuration, database unreachable).`,
   options: {
     lookback: { type: 'string' },
     limit: { type: 'string' },
@@ -57,8 +58,7 @@ Exit codes: 0 ok (or cancelled at the prompt), 1 bad usage or an appointment fai
     const yes = Boolean(args.values['yes']);
     const json = Boolean(args.values['json']);
     if (execute && !yes && !io.isTTY) {
-      io.stderr.write('appointments:recover-sessions: refusing to --execute without a terminal to confirm on; add --yes to confirm.\n');
-      return 2;
+      throw new CommandError('REFUSED', 'refusing to --execute without a terminal to confirm on; add --yes to confirm.', EXIT.refused);
     }
     return withContext((ctx) =>
       execute ? runExecute(ctx, io, { lookback, limit, yes, json }) : runDry(ctx, io, { lookback, limit, json }),

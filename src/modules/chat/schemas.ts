@@ -14,9 +14,17 @@ export const MAX_PAGE = 100;
 export const DEFAULT_PAGE = 50;
 
 const Context = Type.String({ minLength: 1, maxLength: 64, description: 'text_session:{id} or call_session:{id}' });
-const ClientMessageId = Type.String({ minLength: 1, maxLength: 100, description: 'Client-chosen id; a retry with the same id returns the stored message' });
+const ClientMessageId = Type.String({
+  minLength: 1,
+  maxLength: 100,
+  description: 'Client-chosen id; a retry with the same id returns the stored message',
+});
 const Body = Type.String({ maxLength: MAX_BODY_CHARS, description: 'Up to 1000 characters; newlines kept; no HTML, scripts or links' });
-const MediaUrl = Type.String({ minLength: 1, maxLength: 2000, description: 'https:// URL or a same-origin path; required for image and voice' });
+const MediaUrl = Type.String({
+  minLength: 1,
+  maxLength: 2000,
+  description: 'https:// URL or a same-origin path; required for image and voice',
+});
 const Reaction = Type.String({ minLength: 1, maxLength: 40, description: 'One emoji (up to 10 characters)' });
 // Query strings are strings (no coercion): ids as strict digits, limit 1..100.
 const PageLimit = Type.String({ pattern: '^(100|[1-9][0-9]?)$', description: '1 to 100 (default 50)' });
@@ -122,20 +130,14 @@ export const LegacyParams = Type.Object(
   { id: Type.String({ minLength: 1, maxLength: 64, description: 'Appointment id, or a session context (text_session_12)' }) },
   { additionalProperties: false },
 );
-export const LegacyMessageParams = Type.Object(
-  { id: LegacyParams.properties.id, messageId: IdString },
-  { additionalProperties: false },
-);
+export const LegacyMessageParams = Type.Object({ id: LegacyParams.properties.id, messageId: IdString }, { additionalProperties: false });
 
-// Old clients send numbers or strings as temp ids (Date.now() or a uuid), or null.
-const TempId = Type.Unsafe<string | number | null>({
-  type: ['string', 'integer', 'null'],
-  minLength: 1,
-  maxLength: 100,
-  minimum: 0,
-  maximum: Number.MAX_SAFE_INTEGER,
-  description: 'The client id of the message (string or number): a retry with it returns the stored message',
-});
+// Old clients send numbers or strings as temp ids (Date.now() or a uuid), or null. Three types
+// are a union (anyOf) — Ajv's strict mode only accepts a type array for "T or null".
+const TempId = Type.Union(
+  [Type.String({ minLength: 1, maxLength: 100 }), Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }), Type.Null()],
+  { description: 'The client id of the message (string or number): a retry with it returns the stored message' },
+);
 
 export const LegacySendBody = Type.Object(
   {
@@ -163,7 +165,10 @@ export const LegacyListQuery = Type.Object(
 
 export const LegacyReactionBody = Type.Object({ reaction: Reaction }, { additionalProperties: false });
 export const LegacyReactionQuery = Type.Object({ reaction: Type.Optional(Reaction) }, { additionalProperties: false });
-export const LegacyOptionalReactionBody = Type.Union([Type.Object({ reaction: Type.Optional(Reaction) }, { additionalProperties: false }), Type.Null()]);
+export const LegacyOptionalReactionBody = Type.Union([
+  Type.Object({ reaction: Type.Optional(Reaction) }, { additionalProperties: false }),
+  Type.Null(),
+]);
 
 export const LegacyMarkReadBody = Type.Union([
   Type.Object(

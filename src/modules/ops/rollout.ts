@@ -88,7 +88,7 @@ export async function rolloutStatusIn(trx: Executor, flags: FlagSet): Promise<Ro
       prescribed: [...ROLLOUT_ORDER],
       skipped_steps: skipped,
       skips_step: skipped.length > 0,
-      next_step: next ? { flag: next.flag, set_to: next.target, verdict: next.verdict } : null,
+      next_step: next ? { flag: next.flag, set_to: next.target, verdict: next.verdict, ready: next.ready } : null,
     },
     flag_status: flagStatus,
   };

@@ -119,6 +119,7 @@ export const FlagRollout = Type.Object({
   at_target: Type.Boolean(),
   /** `ready`, `not ready: …` for a flag still to change; `done` once at its target. */
   verdict: Type.String(),
+  /** True when the flag is still to change and nothing speaks against changing it now. */
   ready: Type.Boolean(),
   reasons: Type.Array(Type.String()),
   notes: Type.Array(Type.String()),
@@ -144,7 +145,11 @@ export const RolloutStatus = Type.Object({
     prescribed: Type.Array(Literals(FLAG_NAMES)),
     skipped_steps: Type.Array(Literals(FLAG_NAMES)),
     skips_step: Type.Boolean(),
-    next_step: Type.Union([Type.Object({ flag: Literals(FLAG_NAMES), set_to: Type.Boolean(), verdict: Type.String() }), Type.Null()]),
+    /** The next flag to change in the prescribed order; `ready` is what `rollout:status --check` exits on. */
+    next_step: Type.Union([
+      Type.Object({ flag: Literals(FLAG_NAMES), set_to: Type.Boolean(), verdict: Type.String(), ready: Type.Boolean() }),
+      Type.Null(),
+    ]),
   }),
   flag_status: Type.Array(FlagRollout),
 });
