@@ -8,6 +8,7 @@ import type { Readable, Writable } from 'node:stream';
 import pino from 'pino';
 import { effectiveEnv, loadConfig } from '../config/env.js';
 import { closeContext, createContext, type AppContext } from '../context.js';
+import { createBusFor } from '../realtime/create-bus.js';
 
 export interface CommandIO {
   stdout: Writable;
@@ -43,12 +44,13 @@ export class UsageError extends Error {
 }
 
 /** Opens the application context (database migrated) for a command and always closes it. */
-export async function withContext<T>(fn: (ctx: AppContext) => Promise<T>, opts: { role?: string } = {}): Promise<T> {
+/** `bus: true` connects the cross-process event bus (PostgreSQL), for commands whose events API processes must see. */
+export async function withContext<T>(fn: (ctx: AppContext) => Promise<T>, opts: { role?: string; bus?: boolean } = {}): Promise<T> {
   const config = loadConfig(effectiveEnv());
   // Commands print their own output on stdout; logs go to stderr, quiet unless LOG_LEVEL says.
   const level = process.env['LOG_LEVEL'] ?? 'warn';
   const logger = pino({ level, base: { role: opts.role ?? 'cli' } }, pino.destination(2));
-  const ctx = await createContext(config, { role: opts.role ?? 'cli', logger });
+  const ctx = await createContext(config, { role: opts.role ?? 'cli', logger, ...(opts.bus ? { bus: createBusFor } : {}) });
   try {
     return await fn(ctx);
   } finally {

@@ -32,6 +32,21 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** Requests per minute per caller on routes that create things (bookings, sessions, users). */
   rateLimitCreatePerMinute: number;
+  /** Chat sends per user per window (session and legacy chat share it): a burst, and its window. */
+  rateLimitChatBurst: number;
+  rateLimitChatWindowSeconds: number;
+  /** Other writes per user per minute: reactions, read marks, typing, ending, joining, billing calls. */
+  rateLimitWritePerMinute: number;
+  /** WebSocket handshakes per user per minute, across processes. */
+  rateLimitWsConnectPerMinute: number;
+  /** Open WebSocket connections per user, per API process. */
+  wsMaxConnectionsPerUser: number;
+  /** How often every connected user is re-read (the backstop of the revocation signal). */
+  wsAccessRecheckSeconds: number;
+  /** Future pending bookings a patient may hold at once. */
+  maxPendingBookings: number;
+  /** How far ahead a booking may be made. */
+  bookingMaxDaysAhead: number;
 }
 
 export class ConfigError extends Error {
@@ -142,6 +157,14 @@ export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?:
     payoutRateUsdMinor: r.int('PAYOUT_RATE_USD_MINOR', 300, 0, 1_000_000_000),
     shutdownTimeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10_000, 100, 120_000),
     rateLimitCreatePerMinute: r.int('RATE_LIMIT_CREATE_PER_MINUTE', 60, 1, 1_000_000),
+    rateLimitChatBurst: r.int('RATE_LIMIT_CHAT_BURST', 20, 1, 1_000_000),
+    rateLimitChatWindowSeconds: r.int('RATE_LIMIT_CHAT_WINDOW_SECONDS', 20, 1, 3_600),
+    rateLimitWritePerMinute: r.int('RATE_LIMIT_WRITE_PER_MINUTE', 120, 1, 1_000_000),
+    rateLimitWsConnectPerMinute: r.int('RATE_LIMIT_WS_CONNECT_PER_MINUTE', 30, 1, 1_000_000),
+    wsMaxConnectionsPerUser: r.int('WS_MAX_CONNECTIONS_PER_USER', 10, 1, 10_000),
+    wsAccessRecheckSeconds: r.int('WS_ACCESS_RECHECK_SECONDS', 10, 1, 3_600),
+    maxPendingBookings: r.int('MAX_PENDING_BOOKINGS', 3, 1, 1_000),
+    bookingMaxDaysAhead: r.int('BOOKING_MAX_DAYS_AHEAD', 365, 1, 3_650),
   };
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return Object.freeze(config);

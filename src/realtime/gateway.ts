@@ -16,6 +16,9 @@
  *   exceeds 1 MiB is a slow consumer and is terminated (it reconnects and catches up from
  *   `GET …/messages?after=`); heartbeat ping every 30 s, a connection that missed the previous
  *   pong is terminated. `websocket_connections` is the gauge of open connections.
+ * - Access is not fixed at the handshake (`socket-access.ts`): at most WS_MAX_CONNECTIONS_PER_USER
+ *   sockets per user; every client message re-reads the user, every session event is checked
+ *   against the connection's current access, and a revoked user's sockets are closed (4003).
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
@@ -25,10 +28,11 @@ import { DomainError, forbidden, invalid, unauthenticated } from '../lib/errors.
 import type { AuthUser } from '../plugins/auth.js';
 import { accessOf, assertParticipant } from '../modules/access.js';
 import { sessionScope, setTyping } from '../modules/chat/service.js';
-import { contextOf, freshSession, sessionByContext } from '../modules/sessions/service.js';
+import { contextOf, freshSession, participantSession, sessionByContext } from '../modules/sessions/service.js';
 import { isLive } from '../modules/sessions/state.js';
 import type { BusEvent } from './bus.js';
 import { parseClientMessage, publishEvent, type ClientMessage } from './events.js';
+import { SocketAccess } from './socket-access.js';
 
 export interface GatewayOptions {
   heartbeatMs?: number;
@@ -49,6 +53,8 @@ const DEFAULTS = {
 interface Subscription {
   sessionId: number;
   context: string;
+  patient_id: number;
+  doctor_id: number;
 }
 
 interface Connection {
@@ -58,6 +64,7 @@ interface Connection {
   alive: boolean;
   window: { second: number; count: number };
   expiry: NodeJS.Timeout | null;
+  close(code: number, reason: string): void;
 }
 
 declare module 'fastify' {
@@ -85,6 +92,11 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
   const byUser = new Map<number, Set<Connection>>();
   const bySession = new Map<number, Set<Connection>>();
   const all = new Set<Connection>();
+  const access = new SocketAccess<Connection>(ctx.db, log, {
+    maxConnectionsPerUser: ctx.config.wsMaxConnectionsPerUser,
+    recheckMs: ctx.config.wsAccessRecheckSeconds * 1000,
+  });
+  access.start();
 
   await app.register(websocket, {
     options: {
@@ -125,6 +137,7 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
   const reply = (c: Connection, frame: Record<string, unknown>) => sendRaw(c, JSON.stringify(frame), String(frame['type']));
 
   const dispatch = (e: BusEvent): void => {
+    if (access.onBusEvent(e)) return;
     let targets: Iterable<Connection> | undefined;
     if (e.userIds !== undefined) {
       const set = new Set<Connection>();
@@ -136,6 +149,7 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     if (!targets) return;
     let frame: string | null = null;
     for (const c of targets) {
+      if (e.userIds === undefined ? !access.mayReceive(c, c.subscriptions.get(e.sessionId!)!) : access.isRevoked(c)) continue;
       frame ??= JSON.stringify({ type: e.type, data: e.payload });
       sendRaw(c, frame, e.type);
     }
@@ -160,17 +174,20 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
 
   app.addHook('onClose', async () => {
     clearInterval(heartbeat);
+    access.stop();
     unsubscribeBus();
   });
 
-  const handlers: { [K in ClientMessage['type']]: (c: Connection, m: Extract<ClientMessage, { type: K }>) => Promise<Record<string, unknown>> } = {
+  const handlers: {
+    [K in ClientMessage['type']]: (c: Connection, m: Extract<ClientMessage, { type: K }>) => Promise<Record<string, unknown>>;
+  } = {
     async subscribe(c, m) {
       const s = await sessionByContext(ctx.db, m.session_context);
       const access = accessOf(c.user, s);
       if (!access) throw forbidden('You are not a participant of this session');
       if (!c.subscriptions.has(s.id)) {
         if (c.subscriptions.size >= o.maxSubscriptions) throw invalid(`At most ${o.maxSubscriptions} subscriptions per connection`);
-        c.subscriptions.set(s.id, { sessionId: s.id, context: contextOf(s) });
+        c.subscriptions.set(s.id, { sessionId: s.id, context: contextOf(s), patient_id: s.patient_id, doctor_id: s.doctor_id });
         add(bySession, s.id, c);
       }
       return { type: 'subscribed', session_context: contextOf(s), session_id: s.id, session_status: s.status, access };
@@ -182,7 +199,9 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     },
     async typing(c, m) {
       ctx.metrics.guard.chatOperations.inc({ operation: m.typing ? 'startTyping' : 'stopTyping', path: 'session' });
-      const s = await freshSession(ctx, await sessionByContext(ctx.db, m.session_context));
+      // Authorize before freshSession, which may advance the session's timers: a stranger's
+      // refused request changes nothing.
+      const s = await freshSession(ctx, await participantSession(ctx.db, c.user, m.session_context));
       const r = setTyping(ctx, app.chatTyping, c.user, sessionScope(s), m.typing);
       return { type: 'ack', of: 'typing', session_context: contextOf(s), ...r };
     },
@@ -190,9 +209,15 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
       const s = await sessionByContext(ctx.db, m.session_context);
       const party = assertParticipant(c.user, s);
       if (s.kind !== 'call') throw invalid('call.signal is only for call sessions', { session_context: contextOf(s) });
-      if (!isLive(s.status)) throw new DomainError('SESSION_NOT_ACTIVE', `The call is ${s.status}`, { session_context: contextOf(s), session_status: s.status });
+      if (!isLive(s.status))
+        throw new DomainError('SESSION_NOT_ACTIVE', `The call is ${s.status}`, { session_context: contextOf(s), session_status: s.status });
       const other = party === 'patient' ? s.doctor_id : s.patient_id;
-      publishEvent(ctx.bus, 'call.signal', { session_id: s.id, session_context: contextOf(s), from_user_id: c.user.id, signal: m.signal }, { userIds: [other] });
+      publishEvent(
+        ctx.bus,
+        'call.signal',
+        { session_id: s.id, session_context: contextOf(s), from_user_id: c.user.id, signal: m.signal },
+        { userIds: [other] },
+      );
       return { type: 'ack', of: 'call.signal', session_context: contextOf(s) };
     },
     async ping() {
@@ -209,10 +234,17 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
       return;
     }
     if (c.window.count > o.maxMessagesPerSecond) {
-      if (c.window.count === o.maxMessagesPerSecond + 1) reply(c, { type: 'error', error_code: 'RATE_LIMITED', message: 'Too many messages; slow down' });
+      if (c.window.count === o.maxMessagesPerSecond + 1)
+        reply(c, { type: 'error', error_code: 'RATE_LIMITED', message: 'Too many messages; slow down' });
       return;
     }
-    const text = isBinary ? null : Buffer.isBuffer(data) ? data.toString('utf8') : Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data).toString('utf8');
+    const text = isBinary
+      ? null
+      : Buffer.isBuffer(data)
+        ? data.toString('utf8')
+        : Array.isArray(data)
+          ? Buffer.concat(data).toString('utf8')
+          : Buffer.from(data).toString('utf8');
     const parsed = text === null ? { ok: false as const } : parseClientMessage(text);
     if (!parsed.ok) {
       reply(c, {
@@ -226,6 +258,12 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     const m = parsed.message;
     const ref = m.ref === undefined ? {} : { ref: m.ref };
     try {
+      // Acts as the user is NOW (deactivated, deleted or demoted: the socket is closed instead).
+      if (m.type !== 'ping') {
+        const user = await access.current(c);
+        if (!user) return;
+        c.user = user;
+      }
       const handler = handlers[m.type] as (c: Connection, m: ClientMessage) => Promise<Record<string, unknown>>;
       reply(c, { ...(await handler(c, m)), ...ref });
     } catch (err) {
@@ -250,6 +288,9 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
         if (!token) throw unauthenticated('Missing token: send Sec-WebSocket-Protocol: bearer, <jwt> or ?token=<jwt>');
         const user = await app.authenticateToken(token);
         if (!user) throw unauthenticated('Invalid or expired token');
+        access.admit(user.id);
+        // The handshake rate limit (per user, across processes) keys on it.
+        req.user = user;
         let exp: number | null = null;
         try {
           const claims = decodeJwt(token);
@@ -262,8 +303,21 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     },
     (socket, req) => {
       const auth = req.wsAuth!;
-      const c: Connection = { socket, user: auth.user, subscriptions: new Map(), alive: true, window: { second: 0, count: 0 }, expiry: null };
+      const c: Connection = {
+        socket,
+        user: auth.user,
+        subscriptions: new Map(),
+        alive: true,
+        window: { second: 0, count: 0 },
+        expiry: null,
+        close: (code, reason) => {
+          socket.close(code, reason);
+          // A client that does not answer the close frame is cut off.
+          setTimeout(() => socket.terminate(), 1000).unref();
+        },
+      };
       all.add(c);
+      access.track(c);
       add(byUser, c.user.id, c);
       ctx.metrics.realtime.connections.inc();
       if (auth.exp !== null) {
@@ -282,6 +336,7 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
       });
       socket.on('close', () => {
         all.delete(c);
+        access.untrack(c);
         remove(byUser, c.user.id, c);
         for (const id of c.subscriptions.keys()) remove(bySession, id, c);
         c.subscriptions.clear();

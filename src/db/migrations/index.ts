@@ -2,10 +2,11 @@
 import * as initial from './20261126T1300_initial.js';
 import * as outboxFanout from './20261126T1500_outbox_fanout.js';
 import * as legacySendEvidence from './20261126T2340_legacy_send_evidence.js';
+import * as userDeactivation from './20261129T2100_user_deactivation.js';
 
 export interface Migration {
   name: string;
   up: string;
 }
 
-export const migrations: Migration[] = [initial, outboxFanout, legacySendEvidence];
+export const migrations: Migration[] = [initial, outboxFanout, legacySendEvidence, userDeactivation];

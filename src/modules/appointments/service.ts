@@ -39,8 +39,8 @@ function parseInstant(value: string, field: string): Date {
 }
 
 async function assertDoctor(db: Executor, doctorId: number): Promise<void> {
-  const doctor = await db.selectFrom('users').select(['id', 'role']).where('id', '=', doctorId).executeTakeFirst();
-  if (!doctor || doctor.role !== 'doctor') throw notFound('Doctor', { doctor_id: doctorId });
+  const doctor = await db.selectFrom('users').select(['id', 'role', 'deactivated_at']).where('id', '=', doctorId).executeTakeFirst();
+  if (!doctor || doctor.role !== 'doctor' || doctor.deactivated_at !== null) throw notFound('Doctor', { doctor_id: doctorId });
 }
 
 async function insertAppointment(db: Executor, values: Parameters<typeof baseInsert>[1]): Promise<Appointment> {
@@ -128,7 +128,7 @@ export async function importAppointment(db: Db, input: ImportInput) {
 /** pending → confirmed, by the appointment's doctor, before its time. */
 export async function confirmAppointment(db: Db, actor: Actor, id: number): Promise<Appointment> {
   const a = await getAppointmentOrThrow(db, id);
-  if (assertParticipant(actor, a) !== 'doctor') throw new DomainError('FORBIDDEN', 'Only the appointment\'s doctor confirms it');
+  if (assertParticipant(actor, a) !== 'doctor') throw new DomainError('FORBIDDEN', "Only the appointment's doctor confirms it");
   const updated = await db
     .updateTable('appointments')
     .set({ status: 'confirmed' })
@@ -141,7 +141,9 @@ export async function confirmAppointment(db: Db, actor: Actor, id: number): Prom
   const now = await getAppointmentOrThrow(db, id);
   if (now.status === 'confirmed') return now; // idempotent
   throw conflict(
-    now.status === 'pending' ? 'The appointment time has passed; it can no longer be confirmed' : `Cannot confirm a ${now.status} appointment`,
+    now.status === 'pending'
+      ? 'The appointment time has passed; it can no longer be confirmed'
+      : `Cannot confirm a ${now.status} appointment`,
     { appointment_id: id, appointment_status: now.status },
   );
 }
@@ -209,7 +211,7 @@ interface PollRow {
 
 // $1 the caller's user id, $2 the appointment id.
 const POLL: PreparedStatement = {
-  name: 'appointment_session_poll_v1',
+  name: 'appointment_session_poll_v2',
   text: `
     select u.role as actor_role,
            a.id, a.patient_id, a.doctor_id, a.status, a.appointment_type, a.scheduled_at, a.session_id,
@@ -217,7 +219,7 @@ const POLL: PreparedStatement = {
       from users u
       left join appointments a on a.id = $2::bigint
       left join sessions s on s.id = a.session_id
-     where u.id = $1::bigint`,
+     where u.id = $1::bigint and u.deactivated_at is null`,
 };
 
 /**
@@ -225,7 +227,11 @@ const POLL: PreparedStatement = {
  * the most frequent request of all: the caller's user row, the appointment and its session in
  * one prepared statement. 401 when the user is gone, 404 / 403 as for any appointment read.
  */
-export async function pollAppointmentSession(database: Pick<Database, 'kind' | 'pool' | 'db'>, userId: number, id: number): Promise<PolledAppointment> {
+export async function pollAppointmentSession(
+  database: Pick<Database, 'kind' | 'pool' | 'db'>,
+  userId: number,
+  id: number,
+): Promise<PolledAppointment> {
   const [row] = await runPrepared<PollRow>(database, POLL, [userId, id]);
   if (!row) throw unauthenticated('Invalid or expired token');
   if (row.id === null) throw notFound('Appointment', { appointment_id: id });

@@ -16,7 +16,7 @@ import type { ChatOperation } from '../guard/decision.js';
 import { currentGuardFlags } from '../guard/flags.js';
 import { countGuardDecision, logGuardDecision } from '../guard/report.js';
 import { classifyChatPathParam } from '../sessions/context.js';
-import { freshSession, readableSession, sessionByContext } from '../sessions/service.js';
+import { freshSession, participantSession, readableSession, sessionByContext } from '../sessions/service.js';
 import { legacyMessageJson, resolveLegacyChat, type LegacyTarget } from './legacy.js';
 import * as repo from './repository.js';
 import {
@@ -208,7 +208,9 @@ async function chatPlugin(fastify: FastifyInstance) {
       const s = await sessionByContext(ctx.db, req.params.context);
       const messageId = toId(req.params.messageId);
       const { changed } = await setReaction(ctx, actor, sessionScope(s), messageId, req.body.reaction, true);
-      return reply.code(changed ? 201 : 200).send({ success: true, data: { message_id: messageId, reaction: req.body.reaction, user_id: actor.id, changed } });
+      return reply
+        .code(changed ? 201 : 200)
+        .send({ success: true, data: { message_id: messageId, reaction: req.body.reaction, user_id: actor.id, changed } });
     },
   );
 
@@ -243,7 +245,8 @@ async function chatPlugin(fastify: FastifyInstance) {
     },
     async (req) => {
       const actor = currentUser(req);
-      const s = await freshSession(ctx, await sessionByContext(ctx.db, req.params.context));
+      // Participants only, checked before freshSession (which may advance the session's timers).
+      const s = await freshSession(ctx, await participantSession(ctx.db, actor, req.params.context));
       return { success: true as const, data: setTyping(ctx, typing, actor, sessionScope(s), req.body.typing) };
     },
   );
@@ -265,7 +268,10 @@ async function chatPlugin(fastify: FastifyInstance) {
       const actor = currentUser(req);
       const s = await sessionByContext(ctx.db, req.params.context);
       const r = await markRead(ctx, actor, sessionScope(s), req.body.message_id);
-      return { success: true as const, data: { last_read_message_id: r.last_read_message_id, unread_count: r.unread_count, moved: r.moved } };
+      return {
+        success: true as const,
+        data: { last_read_message_id: r.last_read_message_id, unread_count: r.unread_count, moved: r.moved },
+      };
     },
   );
 
@@ -276,7 +282,12 @@ async function chatPlugin(fastify: FastifyInstance) {
    * live session first tries the one-statement path (session lock, insert and the would-block
    * guard event in one statement); everything else resolves through the guard explicitly.
    */
-  async function legacySend(sender: { id: number; load: () => Promise<ChatActor> }, rawId: string, operation: ChatOperation, input: MessageInput): Promise<SendResult> {
+  async function legacySend(
+    sender: { id: number; load: () => Promise<ChatActor> },
+    rawId: string,
+    operation: ChatOperation,
+    input: MessageInput,
+  ): Promise<SendResult> {
     validateMessage(input);
     const param = classifyChatPathParam(rawId);
     if (param.type === 'appointment') {
@@ -288,7 +299,15 @@ async function chatPlugin(fastify: FastifyInstance) {
           message: { ...input },
         });
         if (row) {
-          const event = { guard: 'chat' as const, operation, outcome: 'would_block' as const, enforced: false, appointmentId: param.id, sessionId: row.session_id, userId: row.sender_id };
+          const event = {
+            guard: 'chat' as const,
+            operation,
+            outcome: 'would_block' as const,
+            enforced: false,
+            appointmentId: param.id,
+            sessionId: row.session_id,
+            userId: row.sender_id,
+          };
           logGuardDecision(ctx.log, event);
           countGuardDecision(ctx.metrics, event);
           return fastResult(ctx, row);
@@ -325,7 +344,10 @@ async function chatPlugin(fastify: FastifyInstance) {
     async (req) => {
       const actor = currentUser(req);
       const target = await resolveLegacyChat(ctx, actor, req.params.id, 'getMessages');
-      const { page, reactions } = await listConversation(ctx, actor, target.scope, { ...parsePage(req.query), limit: parsePage(req.query).limit ?? 100 });
+      const { page, reactions } = await listConversation(ctx, actor, target.scope, {
+        ...parsePage(req.query),
+        limit: parsePage(req.query).limit ?? 100,
+      });
       return { success: true as const, data: page.messages.map((m) => legacyMessageJson(m, reactions)) };
     },
   );
@@ -382,7 +404,13 @@ async function chatPlugin(fastify: FastifyInstance) {
     const operation = add ? 'addReaction' : 'removeReaction';
     const target: LegacyTarget = await resolveLegacyChat(ctx, actor, rawId, operation);
     const { changed } = await setReaction(ctx, actor, target.scope, toId(messageIdRaw), reaction, add);
-    const message = add ? (changed ? 'Reaction added' : 'Reaction already present') : changed ? 'Reaction removed' : 'Reaction was not present';
+    const message = add
+      ? changed
+        ? 'Reaction added'
+        : 'Reaction already present'
+      : changed
+        ? 'Reaction removed'
+        : 'Reaction was not present';
     return {
       success: true as const,
       data: {
@@ -398,7 +426,12 @@ async function chatPlugin(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       ...counted('legacy', 'addReaction'),
-      schema: { tags: ['legacy chat'], params: LegacyMessageParams, body: LegacyReactionBody, response: { 200: Ok(LegacyReactionResultOut), ...errorResponses } },
+      schema: {
+        tags: ['legacy chat'],
+        params: LegacyMessageParams,
+        body: LegacyReactionBody,
+        response: { 200: Ok(LegacyReactionResultOut), ...errorResponses },
+      },
     },
     async (req) => legacyReaction(currentUser(req), req.params.id, req.params.messageId, req.body.reaction, true),
   );
@@ -428,7 +461,12 @@ async function chatPlugin(fastify: FastifyInstance) {
       {
         preHandler: anyone,
         ...counted('legacy', operation),
-        schema: { tags: ['legacy chat'], params: LegacyParams, body: LegacyTypingBody, response: { 200: Ok(LegacyTypingOut), ...errorResponses } },
+        schema: {
+          tags: ['legacy chat'],
+          params: LegacyParams,
+          body: LegacyTypingBody,
+          response: { 200: Ok(LegacyTypingOut), ...errorResponses },
+        },
       },
       async (req) => {
         const actor = currentUser(req);
@@ -436,7 +474,11 @@ async function chatPlugin(fastify: FastifyInstance) {
         setTyping(ctx, typing, actor, target.scope, action === 'start');
         return {
           success: true as const,
-          data: { success: true, message: action === 'start' ? 'Typing started' : 'Typing stopped', typing_users: typingUsers(typing, target.scope) },
+          data: {
+            success: true,
+            message: action === 'start' ? 'Typing started' : 'Typing stopped',
+            typing_users: typingUsers(typing, target.scope),
+          },
         };
       },
     );
@@ -469,11 +511,22 @@ async function chatPlugin(fastify: FastifyInstance) {
       }
       const upTo = await repo.latestMessageId(ctx.db, target.scope, at);
       if (upTo === null) {
-        return { success: true as const, data: { success: true, message: 'Nothing to mark', marked_count: 0, last_read_message_id: await repo.readHorizon(ctx.db, target.scope, actor.id) } };
+        return {
+          success: true as const,
+          data: {
+            success: true,
+            message: 'Nothing to mark',
+            marked_count: 0,
+            last_read_message_id: await repo.readHorizon(ctx.db, target.scope, actor.id),
+          },
+        };
       }
       const r = await markRead(ctx, actor, target.scope, upTo);
       const marked = r.moved ? await repo.countFromOthersBetween(ctx.db, target.scope, actor.id, r.previous, r.last_read_message_id) : 0;
-      return { success: true as const, data: { success: true, message: 'Messages marked as read', marked_count: marked, last_read_message_id: r.last_read_message_id } };
+      return {
+        success: true as const,
+        data: { success: true, message: 'Messages marked as read', marked_count: marked, last_read_message_id: r.last_read_message_id },
+      };
     },
   );
 }

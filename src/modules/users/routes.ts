@@ -4,11 +4,11 @@ import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Subscription, User } from '../../db/types.js';
 import { PHASE_NAMES } from '../../config/flag-values.js';
-import { Ok, errorResponses, iso } from '../../lib/schemas.js';
+import { IdParams, Ok, errorResponses, iso, toId } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
 import { creditBalances } from '../billing/credits.js';
 import { CreateUserBody, CreditsOut, FlagsOut, GrantBody, NotificationOut, PlanOut, SubscriptionOut, UserOut } from './schemas.js';
-import { createUser, grantSubscription, listPlans, listSubscriptions } from './service.js';
+import { createUser, deactivateUser, grantSubscription, listPlans, listSubscriptions } from './service.js';
 
 export const userJson = (u: User) => ({
   id: u.id,
@@ -17,6 +17,7 @@ export const userJson = (u: User) => ({
   country: u.country,
   timezone: u.timezone,
   created_at: iso(u.created_at)!,
+  deactivated_at: iso(u.deactivated_at),
 });
 
 export const subscriptionJson = (s: Subscription) => ({
@@ -49,6 +50,23 @@ export default async function usersRoutes(fastify: FastifyInstance) {
     },
   );
 
+  app.post(
+    '/api/v2/admin/users/:id/deactivate',
+    {
+      preHandler: admin,
+      schema: {
+        tags: ['admin'],
+        summary: 'Deactivate a user: their tokens and sockets stop working at once; their records stay (idempotent)',
+        params: IdParams,
+        response: { 200: Ok(UserOut), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const user = await deactivateUser(db, app.ctx.bus, toId(req.params.id), app.ctx.now(), currentUser(req));
+      return { success: true as const, data: userJson(user) };
+    },
+  );
+
   app.get('/api/v2/plans', { schema: { tags: ['billing'], response: { 200: Ok(Type.Array(PlanOut)), ...errorResponses } } }, async () => ({
     success: true as const,
     data: (await listPlans(db)).map((p) => ({ ...p })),
@@ -76,10 +94,14 @@ export default async function usersRoutes(fastify: FastifyInstance) {
     },
   );
 
-  app.get('/api/v2/me', { preHandler: anyone, schema: { tags: ['me'], response: { 200: Ok(UserOut), ...errorResponses } } }, async (req) => {
-    const u = currentUser(req);
-    return { success: true as const, data: { id: u.id, role: u.role, name: u.name, country: u.country, timezone: u.timezone } };
-  });
+  app.get(
+    '/api/v2/me',
+    { preHandler: anyone, schema: { tags: ['me'], response: { 200: Ok(UserOut), ...errorResponses } } },
+    async (req) => {
+      const u = currentUser(req);
+      return { success: true as const, data: { id: u.id, role: u.role, name: u.name, country: u.country, timezone: u.timezone } };
+    },
+  );
 
   app.get(
     '/api/v2/me/credits',

@@ -10,6 +10,7 @@ export const UserOut = Type.Object({
   country: Type.Union([Type.String(), Type.Null()]),
   timezone: Type.String(),
   created_at: Type.Optional(IsoDateTime),
+  deactivated_at: Type.Optional(Type.Union([IsoDateTime, Type.Null()])),
 });
 
 export const CreateUserBody = Type.Object(

@@ -22,19 +22,45 @@ const DEMO = {
 } as const;
 
 export async function seedDemo(db: Db, now: Date): Promise<SeedResult> {
-  const existing = await db.selectFrom('users').selectAll().where('name', '=', DEMO.admin.name).where('role', '=', 'admin').executeTakeFirst();
+  const existing = await db
+    .selectFrom('users')
+    .selectAll()
+    .where('name', '=', DEMO.admin.name)
+    .where('role', '=', 'admin')
+    .executeTakeFirst();
   const users = {} as SeedResult['users'];
   if (existing) {
     for (const [key, spec] of Object.entries(DEMO) as [keyof typeof DEMO, (typeof DEMO)[keyof typeof DEMO]][]) {
-      users[key] = await db.selectFrom('users').selectAll().where('name', '=', spec.name).where('role', '=', spec.role).executeTakeFirstOrThrow();
+      users[key] = await db
+        .selectFrom('users')
+        .selectAll()
+        .where('name', '=', spec.name)
+        .where('role', '=', spec.role)
+        .executeTakeFirstOrThrow();
     }
     return { created: false, users, appointments: { dueNow: null, tomorrow: null } };
   }
   for (const [key, spec] of Object.entries(DEMO) as [keyof typeof DEMO, (typeof DEMO)[keyof typeof DEMO]][]) {
     users[key] = await createUser(db, { ...spec });
   }
-  const basic = await upsertPlan(db, { name: 'Basic', text_credits: 3, voice_credits: 1, video_credits: 1, validity_days: 30, price_minor: 1000, currency: 'USD' });
-  const plus = await upsertPlan(db, { name: 'Plus', text_credits: 10, voice_credits: 5, video_credits: 5, validity_days: 90, price_minor: 2500, currency: 'USD' });
+  const basic = await upsertPlan(db, {
+    name: 'Basic',
+    text_credits: 3,
+    voice_credits: 1,
+    video_credits: 1,
+    validity_days: 30,
+    price_minor: 1000,
+    currency: 'USD',
+  });
+  const plus = await upsertPlan(db, {
+    name: 'Plus',
+    text_credits: 10,
+    voice_credits: 5,
+    video_credits: 5,
+    validity_days: 90,
+    price_minor: 2500,
+    currency: 'USD',
+  });
   await grantSubscription(db, { user_id: users.patient.id, plan_id: basic.id, payment_reference: 'demo-basic-1' }, now);
   await grantSubscription(db, { user_id: users.patient.id, plan_id: plus.id, payment_reference: 'demo-plus-1' }, now);
   await grantSubscription(db, { user_id: users.patient2.id, plan_id: basic.id, payment_reference: 'demo-basic-2' }, now);

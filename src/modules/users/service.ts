@@ -2,6 +2,8 @@
 import { sql } from 'kysely';
 import type { Db, Executor, Plan, Role, Subscription, User } from '../../db/types.js';
 import { conflict, invalid, notFound } from '../../lib/errors.js';
+import type { EventBus } from '../../realtime/bus.js';
+import { publishUserRevoked } from '../../realtime/revocation.js';
 
 export function isValidTimezone(tz: string): boolean {
   try {
@@ -51,7 +53,11 @@ export interface NewPlanInput {
 
 /** Creates a plan, or returns the existing one of that name (seeding is re-runnable). */
 export async function upsertPlan(db: Executor, input: NewPlanInput): Promise<Plan> {
-  await db.insertInto('plans').values(input).onConflict((oc) => oc.column('name').doNothing()).execute();
+  await db
+    .insertInto('plans')
+    .values(input)
+    .onConflict((oc) => oc.column('name').doNothing())
+    .execute();
   return db.selectFrom('plans').selectAll().where('name', '=', input.name).executeTakeFirstOrThrow();
 }
 
@@ -73,11 +79,7 @@ export interface GrantInput {
  * a replay returns the original subscription (`created: false`), and a reference reused for a
  * different patient or plan is a 409.
  */
-export async function grantSubscription(
-  db: Db,
-  input: GrantInput,
-  now: Date,
-): Promise<{ subscription: Subscription; created: boolean }> {
+export async function grantSubscription(db: Db, input: GrantInput, now: Date): Promise<{ subscription: Subscription; created: boolean }> {
   const reference = input.payment_reference.trim();
   if (!reference) throw invalid('payment_reference must not be blank');
   const user = await getUser(db, input.user_id);
@@ -106,11 +108,7 @@ export async function grantSubscription(
     .executeTakeFirst();
   if (inserted) return { subscription: inserted, created: true };
 
-  const existing = await db
-    .selectFrom('subscriptions')
-    .selectAll()
-    .where('payment_reference', '=', reference)
-    .executeTakeFirstOrThrow();
+  const existing = await db.selectFrom('subscriptions').selectAll().where('payment_reference', '=', reference).executeTakeFirstOrThrow();
   if (existing.patient_id !== user.id || existing.plan_id !== plan.id) {
     throw conflict('payment_reference was already used for another grant', { payment_reference: reference });
   }
@@ -118,11 +116,38 @@ export async function grantSubscription(
 }
 
 export async function listSubscriptions(db: Executor, patientId: number): Promise<Subscription[]> {
+  return db.selectFrom('subscriptions').selectAll().where('patient_id', '=', patientId).orderBy('expires_at').orderBy('id').execute();
+}
+
+/** The active (not deactivated) user of an id, as authentication sees it. */
+export async function activeUser(
+  db: Executor,
+  id: number,
+): Promise<Pick<User, 'id' | 'role' | 'name' | 'country' | 'timezone'> | undefined> {
   return db
-    .selectFrom('subscriptions')
-    .selectAll()
-    .where('patient_id', '=', patientId)
-    .orderBy('expires_at')
-    .orderBy('id')
-    .execute();
+    .selectFrom('users')
+    .select(['id', 'role', 'name', 'country', 'timezone'])
+    .where('id', '=', id)
+    .where('deactivated_at', 'is', null)
+    .executeTakeFirst();
+}
+
+/**
+ * Deactivates a user: their records stay, their tokens stop authenticating (every door checks
+ * `deactivated_at`), and every API process closes their sockets (the revocation signal on the
+ * bus). Idempotent: deactivating again keeps the first time and signals again.
+ */
+export async function deactivateUser(db: Db, bus: EventBus, id: number, now: Date, by?: { id: number }): Promise<User> {
+  if (by && by.id === id) throw invalid('You cannot deactivate yourself', { user_id: id });
+  const user =
+    (await db
+      .updateTable('users')
+      .set({ deactivated_at: now })
+      .where('id', '=', id)
+      .where('deactivated_at', 'is', null)
+      .returningAll()
+      .executeTakeFirst()) ?? (await getUser(db, id));
+  if (!user) throw notFound('User', { user_id: id });
+  await publishUserRevoked(bus, id, 'deactivated');
+  return user;
 }
