@@ -280,6 +280,8 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     '/api/v2/ws',
     {
       websocket: true,
+      // Handshakes per user, across processes (the limiter keys on req.user, set below).
+      config: { rateLimit: { max: ctx.config.rateLimitWsConnectPerMinute, timeWindow: 60_000, groupId: 'ws-connect' } },
       // The URL may carry the token: keep request logs (which print URLs) off for this route.
       logLevel: 'warn',
       schema: { hide: true },

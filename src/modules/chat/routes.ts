@@ -67,6 +67,7 @@ import {
   type SendResult,
 } from './service.js';
 import { TypingRegistry } from './typing.js';
+import { chatSendLimit } from '../../plugins/rate-limit.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -148,6 +149,7 @@ async function chatPlugin(fastify: FastifyInstance) {
     '/api/v2/sessions/:context/messages',
     {
       onRequest: app.authToken,
+      config: { rateLimit: chatSendLimit(app) },
       ...counted('session', sendOrReply),
       schema: {
         tags: ['chat'],
@@ -356,6 +358,7 @@ async function chatPlugin(fastify: FastifyInstance) {
     '/api/v2/chat/:id/messages',
     {
       onRequest: app.authToken,
+      config: { rateLimit: chatSendLimit(app) },
       ...counted('legacy', 'sendMessage'),
       schema: {
         tags: ['legacy chat'],
@@ -375,6 +378,7 @@ async function chatPlugin(fastify: FastifyInstance) {
     '/api/v2/chat/:id/messages/:messageId/reply',
     {
       onRequest: app.authToken,
+      config: { rateLimit: chatSendLimit(app) },
       ...counted('legacy', 'replyToMessage'),
       schema: {
         tags: ['legacy chat'],
