@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../../src/db/index.js';
+import type { Role } from '../../src/db/types.js';
 import { signToken } from '../../src/lib/auth.js';
 import { TEST_JWT_SECRET } from '../helpers/app.js';
 import { cloneTestDatabase, isPostgres, type TestDatabase } from '../helpers/db.js';
@@ -46,8 +47,8 @@ describe.skipIf(!isPostgres)('revocation across API processes', () => {
     await tdb?.drop();
   });
 
-  const token = (u: { id: number; role: string }) => signToken(TEST_JWT_SECRET, { sub: u.id, role: u.role }, 3600);
-  const http = async (api: number, user: { id: number; role: string }, method: string, path: string, body?: unknown) => {
+  const token = (u: { id: number; role: Role }) => signToken(TEST_JWT_SECRET, { sub: u.id, role: u.role }, 3600);
+  const http = async (api: number, user: { id: number; role: Role }, method: string, path: string, body?: unknown) => {
     const res = await fetch(`http://127.0.0.1:${apis[api]!.port}${path}`, {
       method,
       headers: { authorization: `Bearer ${await token(user)}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
@@ -55,7 +56,7 @@ describe.skipIf(!isPostgres)('revocation across API processes', () => {
     });
     return { status: res.status, body: (await res.json()) as { data?: any } };
   };
-  const socketOnB = async (user: { id: number; role: string }) => {
+  const socketOnB = async (user: { id: number; role: Role }) => {
     const c = await WsClient.open(`ws://127.0.0.1:${apis[1]!.port}/api/v2/ws`, ['bearer', await token(user)]);
     clients.push(c);
     return c;
@@ -106,7 +107,7 @@ describe.skipIf(!isPostgres)('revocation across API processes', () => {
     expect(started.status).toBeLessThan(300);
     return { patient: patient!, doctor: doctor!, context: started.body.data.session_context as string };
   };
-  const sendVia = (api: number, user: { id: number; role: string }, context: string, body: string) =>
+  const sendVia = (api: number, user: { id: number; role: Role }, context: string, body: string) =>
     http(api, user, 'POST', `/api/v2/sessions/${context}/messages`, { client_message_id: `${body}-${Math.random()}`, type: 'text', body });
 
   it('deactivated through API A (HTTP): the socket on API B is closed within seconds and gets nothing more', async () => {
