@@ -220,3 +220,63 @@ describe('a refused request changes nothing', () => {
     expect(expired.status).toBe('expired');
   });
 });
+
+describe('no squatting a calendar', () => {
+  const book = async (patient: User, doctor: User, hoursAhead: number, type = 'text') =>
+    t.app.inject({
+      method: 'POST',
+      url: '/api/v2/appointments',
+      headers: await t.auth(patient),
+      payload: { doctor_id: doctor.id, scheduled_at: new Date(Date.now() + hoursAhead * 3_600_000).toISOString(), appointment_type: type },
+    });
+
+  it('booking needs a usable credit of the modality (402)', async () => {
+    const patient = await t.newPatient();
+    const doctor = await t.newDoctor();
+    const none = await book(patient, doctor, 24);
+    expect(none.statusCode).toBe(402);
+    expect(none.json().error_code).toBe('INSUFFICIENT_CREDITS');
+    await t.giveCredits(patient, { voice: 1 });
+    expect((await book(patient, doctor, 24, 'video')).statusCode).toBe(402);
+    expect((await book(patient, doctor, 24, 'audio')).statusCode).toBe(201);
+  });
+
+  it('at most MAX_PENDING_BOOKINGS (3) future pending bookings, even when all are sent at once', async () => {
+    const patient = await t.newPatient();
+    const doctor = await t.newDoctor();
+    await t.giveCredits(patient, { text: 1 });
+    const codes = (await Promise.all(Array.from({ length: 8 }, (_, i) => book(patient, doctor, 24 + i)))).map((r) => r.statusCode);
+    expect(codes.filter((c) => c === 201)).toHaveLength(3);
+    expect(codes.filter((c) => c === 409)).toHaveLength(5);
+    // A cancelled one frees its place.
+    const mine = await t.ctx.db.selectFrom('appointments').select('id').where('patient_id', '=', patient.id).executeTakeFirstOrThrow();
+    expect(
+      (await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${mine.id}/cancel`, headers: await t.auth(patient) })).statusCode,
+    ).toBe(200);
+    expect((await book(patient, doctor, 48)).statusCode).toBe(201);
+  });
+
+  it('refuses times too far ahead or outside RFC 3339 years (400, nothing stored)', async () => {
+    const patient = await t.newPatient();
+    const doctor = await t.newDoctor();
+    await t.giveCredits(patient, { text: 1 });
+    for (const at of ['9999-12-31T23:59:59-14:00', '2999-01-01T00:00:00Z', new Date(Date.now() + 400 * 86_400_000).toISOString()]) {
+      const r = await t.app.inject({
+        method: 'POST',
+        url: '/api/v2/appointments',
+        headers: await t.auth(patient),
+        payload: { doctor_id: doctor.id, scheduled_at: at, appointment_type: 'text' },
+      });
+      expect(r.statusCode, at).toBe(400);
+    }
+    const admin = await t.newAdmin();
+    const imported = await t.app.inject({
+      method: 'POST',
+      url: '/api/v2/admin/appointments',
+      headers: await t.auth(admin),
+      payload: { patient_id: patient.id, doctor_id: doctor.id, scheduled_at: '9999-12-31T23:59:59-14:00', appointment_type: 'text' },
+    });
+    expect(imported.statusCode).toBe(400);
+    expect(await t.ctx.db.selectFrom('appointments').select('id').where('patient_id', '=', patient.id).execute()).toEqual([]);
+  });
+});

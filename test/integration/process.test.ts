@@ -33,7 +33,11 @@ async function databaseEnv(): Promise<Record<string, string>> {
 
 describe('configuration at boot', () => {
   it('lists every invalid variable in one error and exits non-zero', async () => {
-    const res = await runCli(['serve'], { PORT: 'abc', ENFORCE_SESSION_GATED_CHAT: 'maybe', LOG_LEVEL: 'loud', LOG_BUFFER_BYTES: 'lots', DATA_DIR: tempDir() }, { cwd: tempDir() });
+    const res = await runCli(
+      ['serve'],
+      { PORT: 'abc', ENFORCE_SESSION_GATED_CHAT: 'maybe', LOG_LEVEL: 'loud', LOG_BUFFER_BYTES: 'lots', DATA_DIR: tempDir() },
+      { cwd: tempDir() },
+    );
     expect(res.code).toBe(1);
     expect(res.stderr).toContain('PORT');
     expect(res.stderr).toContain('ENFORCE_SESSION_GATED_CHAT');
@@ -67,9 +71,13 @@ describe('a running server', () => {
       await fetch(`http://127.0.0.1:${port}/api/v2/no-such-route-for-the-log`);
       await expect.poll(() => server.stdout(), { timeout: 3000 }).toContain('/api/v2/no-such-route-for-the-log');
       const flags = async () =>
-        ((await (await fetch(`http://127.0.0.1:${port}/api/v2/admin/flags`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
-          data: { phase: number; flags: Record<string, boolean> };
-        }).data;
+        (
+          (await (
+            await fetch(`http://127.0.0.1:${port}/api/v2/admin/flags`, { headers: { authorization: `Bearer ${token}` } })
+          ).json()) as {
+            data: { phase: number; flags: Record<string, boolean> };
+          }
+        ).data;
       expect((await flags()).flags['ENFORCE_SESSION_GATED_CHAT']).toBe(false);
 
       writeFileSync(join(cwd, '.env'), 'ENFORCE_SESSION_GATED_CHAT=yes\n');
@@ -102,7 +110,9 @@ describe.skipIf(!isPostgres)('migrations', () => {
     u.pathname = `/${name}`;
     try {
       const runs = await Promise.all(
-        Array.from({ length: 4 }, () => runCli(['db:migrate', '--json'], { DATABASE_URL: u.toString(), JWT_SECRET: TEST_JWT_SECRET }, { cwd: tempDir() })),
+        Array.from({ length: 4 }, () =>
+          runCli(['db:migrate', '--json'], { DATABASE_URL: u.toString(), JWT_SECRET: TEST_JWT_SECRET }, { cwd: tempDir() }),
+        ),
       );
       for (const r of runs) expect(r.code, r.stderr).toBe(0);
       const c = new pg.Client({ connectionString: u.toString() });

@@ -174,20 +174,40 @@ describe('subscriptions and events', () => {
     doctorWs = await connect(t.app, s.doctor);
     for (const c of [patientWs, doctorWs]) {
       const r = await c.request({ type: 'subscribe', session_context: s.context });
-      expect(r).toMatchObject({ type: 'subscribed', session_context: s.context, session_id: s.sessionId, session_status: 'waiting_for_doctor' });
+      expect(r).toMatchObject({
+        type: 'subscribed',
+        session_context: s.context,
+        session_id: s.sessionId,
+        session_status: 'waiting_for_doctor',
+      });
     }
   });
 
   it('only participants and (read-only) admins may subscribe', async () => {
     const stranger = await connect(t.app, await t.newPatient());
-    expect(await stranger.request({ type: 'subscribe', session_context: s.context })).toMatchObject({ type: 'error', error_code: 'FORBIDDEN' });
+    expect(await stranger.request({ type: 'subscribe', session_context: s.context })).toMatchObject({
+      type: 'error',
+      error_code: 'FORBIDDEN',
+    });
     const otherDoctor = await connect(t.app, await t.newDoctor());
-    expect(await otherDoctor.request({ type: 'subscribe', session_context: s.context })).toMatchObject({ type: 'error', error_code: 'FORBIDDEN' });
-    expect(await stranger.request({ type: 'subscribe', session_context: 'text_session:987654321' })).toMatchObject({ type: 'error', error_code: 'NOT_FOUND' });
-    expect(await stranger.request({ type: 'subscribe', session_context: String(s.sessionId) })).toMatchObject({ type: 'error', error_code: 'VALIDATION_FAILED' });
+    expect(await otherDoctor.request({ type: 'subscribe', session_context: s.context })).toMatchObject({
+      type: 'error',
+      error_code: 'FORBIDDEN',
+    });
+    expect(await stranger.request({ type: 'subscribe', session_context: 'text_session:987654321' })).toMatchObject({
+      type: 'error',
+      error_code: 'NOT_FOUND',
+    });
+    expect(await stranger.request({ type: 'subscribe', session_context: String(s.sessionId) })).toMatchObject({
+      type: 'error',
+      error_code: 'VALIDATION_FAILED',
+    });
     const admin = await connect(t.app, await t.newAdmin());
     expect(await admin.request({ type: 'subscribe', session_context: s.context })).toMatchObject({ type: 'subscribed', access: 'admin' });
-    expect(await admin.request({ type: 'typing', session_context: s.context, typing: true })).toMatchObject({ type: 'error', error_code: 'FORBIDDEN' });
+    expect(await admin.request({ type: 'typing', session_context: s.context, typing: true })).toMatchObject({
+      type: 'error',
+      error_code: 'FORBIDDEN',
+    });
 
     await sent(t, s.patient, s.context, { body: 'for subscribers only' });
     expect((await admin.next((f) => f.type === 'message.created')).data.body).toBe('for subscribers only');
@@ -198,7 +218,12 @@ describe('subscriptions and events', () => {
     const m = await sent(t, s.doctor, s.context, { body: 'Hello from the doctor\nline 2' });
     for (const c of [patientWs, doctorWs]) {
       const ev = await c.next((f) => f.type === 'message.created' && f.data.id === m.id);
-      expect(ev.data).toMatchObject({ session_context: s.context, sender_id: s.doctor.id, sender_role: 'doctor', body: 'Hello from the doctor\nline 2' });
+      expect(ev.data).toMatchObject({
+        session_context: s.context,
+        sender_id: s.doctor.id,
+        sender_role: 'doctor',
+        body: 'Hello from the doctor\nline 2',
+      });
       const st = await c.next((f) => f.type === 'session.status' && f.data.status === 'active');
       expect(st.data).toMatchObject({ session_id: s.sessionId, session_context: s.context, previous: 'waiting_for_doctor' });
     }
@@ -208,11 +233,21 @@ describe('subscriptions and events', () => {
     const m = await sent(t, s.patient, s.context, { body: 'react to me' });
     const url = `/api/v2/sessions/${s.context}/messages/${m.id}/reactions`;
     await t.app.inject({ method: 'POST', url, headers: await t.auth(s.doctor), payload: { reaction: '👍' } });
-    expect((await patientWs.next((f) => f.type === 'reaction.added')).data).toMatchObject({ message_id: m.id, user_id: s.doctor.id, reaction: '👍', session_context: s.context });
+    expect((await patientWs.next((f) => f.type === 'reaction.added')).data).toMatchObject({
+      message_id: m.id,
+      user_id: s.doctor.id,
+      reaction: '👍',
+      session_context: s.context,
+    });
     await t.app.inject({ method: 'DELETE', url: `${url}/${encodeURIComponent('👍')}`, headers: await t.auth(s.doctor) });
     expect((await patientWs.next((f) => f.type === 'reaction.removed')).data).toMatchObject({ message_id: m.id, reaction: '👍' });
 
-    await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/read`, headers: await t.auth(s.doctor), payload: { message_id: m.id } });
+    await t.app.inject({
+      method: 'POST',
+      url: `/api/v2/sessions/${s.context}/read`,
+      headers: await t.auth(s.doctor),
+      payload: { message_id: m.id },
+    });
     expect((await patientWs.next((f) => f.type === 'read')).data).toMatchObject({ user_id: s.doctor.id, last_read_message_id: m.id });
 
     // Typing over the socket itself: acked, relayed, throttled.
@@ -229,7 +264,10 @@ describe('subscriptions and events', () => {
   it('unsubscribe stops session events; ending the session is announced', async () => {
     const extra = await connect(t.app, s.patient);
     await extra.request({ type: 'subscribe', session_context: s.context });
-    expect(await extra.request({ type: 'unsubscribe', session_context: s.context })).toMatchObject({ type: 'unsubscribed', session_id: s.sessionId });
+    expect(await extra.request({ type: 'unsubscribe', session_context: s.context })).toMatchObject({
+      type: 'unsubscribed',
+      session_id: s.sessionId,
+    });
     await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/end`, headers: await t.auth(s.patient) });
     expect((await doctorWs.next((f) => f.type === 'session.status' && f.data.status === 'ended')).data.session_id).toBe(s.sessionId);
     expect(await extra.never((f) => f.type === 'session.status')).toBe(true);
@@ -263,23 +301,38 @@ describe('call signalling', () => {
     expect(await p2.never((f) => f.type === 'call.signal', 100)).toBe(true);
 
     await d.request({ type: 'call.signal', session_context: s.context, signal: { type: 'answer', sdp: 'v=0\r\n' } });
-    await d.request({ type: 'call.signal', session_context: s.context, signal: { type: 'ice', candidate: 'candidate:1 1 UDP 2122252543 192.168.1.2 54321 typ host', sdpMid: '0', sdpMLineIndex: 0 } });
+    await d.request({
+      type: 'call.signal',
+      session_context: s.context,
+      signal: { type: 'ice', candidate: 'candidate:1 1 UDP 2122252543 192.168.1.2 54321 typ host', sdpMid: '0', sdpMLineIndex: 0 },
+    });
     expect((await p.next((f) => f.type === 'call.signal' && f.data.signal.type === 'answer')).data.from_user_id).toBe(s.doctor.id);
     expect((await p.next((f) => f.type === 'call.signal' && f.data.signal.type === 'ice')).data.signal.sdpMLineIndex).toBe(0);
     // The second device of the patient receives the doctor's signals too (addressed to the user).
     expect((await p2.next((f) => f.type === 'call.signal' && f.data.signal.type === 'answer')).data.from_user_id).toBe(s.doctor.id);
 
     // No spoofing (unknown fields are refused), no strangers, no text sessions, no ended calls.
-    expect(await p.request({ type: 'call.signal', session_context: s.context, signal: offer, from_user_id: s.doctor.id })).toMatchObject({ type: 'error', error_code: 'VALIDATION_FAILED' });
+    expect(await p.request({ type: 'call.signal', session_context: s.context, signal: offer, from_user_id: s.doctor.id })).toMatchObject({
+      type: 'error',
+      error_code: 'VALIDATION_FAILED',
+    });
     const stranger = await connect(t.app, await t.newDoctor());
-    expect(await stranger.request({ type: 'call.signal', session_context: s.context, signal: offer })).toMatchObject({ error_code: 'FORBIDDEN' });
+    expect(await stranger.request({ type: 'call.signal', session_context: s.context, signal: offer })).toMatchObject({
+      error_code: 'FORBIDDEN',
+    });
     const admin = await connect(t.app, await t.newAdmin());
-    expect(await admin.request({ type: 'call.signal', session_context: s.context, signal: offer })).toMatchObject({ error_code: 'FORBIDDEN' });
+    expect(await admin.request({ type: 'call.signal', session_context: s.context, signal: offer })).toMatchObject({
+      error_code: 'FORBIDDEN',
+    });
     const text = await startSession(t);
     const tp = await connect(t.app, text.patient);
-    expect(await tp.request({ type: 'call.signal', session_context: text.context, signal: offer })).toMatchObject({ error_code: 'VALIDATION_FAILED' });
+    expect(await tp.request({ type: 'call.signal', session_context: text.context, signal: offer })).toMatchObject({
+      error_code: 'VALIDATION_FAILED',
+    });
     await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/end`, headers: await t.auth(s.doctor) });
-    expect(await p.request({ type: 'call.signal', session_context: s.context, signal: offer })).toMatchObject({ error_code: 'SESSION_NOT_ACTIVE' });
+    expect(await p.request({ type: 'call.signal', session_context: s.context, signal: offer })).toMatchObject({
+      error_code: 'SESSION_NOT_ACTIVE',
+    });
   });
 });
 
@@ -333,7 +386,7 @@ describe('limits (a gateway with short timings)', () => {
     raw.pause();
     const payload = { id: 1, kind: 'bulk', payload: 'x'.repeat(16 * 1024) };
     // Up to 64 MiB in total: far more than the socket buffers plus the 256 KiB limit.
-    for (let i = 0; i < 4000 && await openConnections() === open; i++) {
+    for (let i = 0; i < 4000 && (await openConnections()) === open; i++) {
       await t.ctx.bus.publish({ type: 'notification', userIds: [user.id], payload });
       if (i % 20 === 0) await new Promise((r) => setTimeout(r, 1));
     }
@@ -355,7 +408,13 @@ describe.skipIf(!isPostgres)('two API processes on one PostgreSQL', () => {
 
   const process = async (role: string) => {
     const config = loadConfig({ DATABASE_URL: t.database.databaseUrl!, JWT_SECRET: TEST_JWT_SECRET, DB_POOL_SIZE: '5' });
-    const ctx = await createContext(config, { role, logger: pino({ level: 'silent' }), flags: new FlagService(() => ({})), migrate: false, bus: createBusFor });
+    const ctx = await createContext(config, {
+      role,
+      logger: pino({ level: 'silent' }),
+      flags: new FlagService(() => ({})),
+      migrate: false,
+      bus: createBusFor,
+    });
     const app = await buildApp(ctx);
     await app.listen({ port: 0, host: '127.0.0.1' });
     return { ctx, app };
@@ -390,22 +449,39 @@ describe.skipIf(!isPostgres)('two API processes on one PostgreSQL', () => {
 
     const onA = await connect(a.app, s.patient);
     await onA.request({ type: 'subscribe', session_context: s.context });
-    await b.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages`, headers: await t.auth(s.doctor), payload: { client_message_id: 'y-proc', type: 'text', body: 'answer via B' } });
+    await b.app.inject({
+      method: 'POST',
+      url: `/api/v2/sessions/${s.context}/messages`,
+      headers: await t.auth(s.doctor),
+      payload: { client_message_id: 'y-proc', type: 'text', body: 'answer via B' },
+    });
     expect((await onA.next((f) => f.type === 'message.created')).data.body).toBe('answer via B');
     expect((await onA.next((f) => f.type === 'session.status')).data.status).toBe('active');
 
-    await a.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/typing`, headers: await t.auth(s.patient), payload: { typing: true } });
+    await a.app.inject({
+      method: 'POST',
+      url: `/api/v2/sessions/${s.context}/typing`,
+      headers: await t.auth(s.patient),
+      payload: { typing: true },
+    });
     expect((await onB.next((f) => f.type === 'typing')).data.user_id).toBe(s.patient.id);
     // B's typing view (legacy typing_users) knows about the typist on A.
     const legacy = await b.app.inject({ method: 'POST', url: `/api/v2/chat/${s.context}/typing/start`, headers: await t.auth(s.doctor) });
-    expect(legacy.json().data.typing_users.map((u: { user_id: number }) => u.user_id).sort()).toEqual([s.patient.id, s.doctor.id].sort());
+    expect(
+      legacy
+        .json()
+        .data.typing_users.map((u: { user_id: number }) => u.user_id)
+        .sort(),
+    ).toEqual([s.patient.id, s.doctor.id].sort());
   });
 
   it('events larger than one NOTIFY payload (a big SDP offer) arrive whole', async () => {
     const s = await startSession(t, { type: 'voice' });
     const onB = await connect(b.app, s.doctor);
     const onA = await connect(a.app, s.patient);
-    const sdp = Array.from({ length: 600 }, (_, i) => `a=candidate:${i} 1 UDP 2122252543 10.0.0.${i % 250} ${40000 + i} typ host — ✓`).join('\r\n').slice(0, 31_000);
+    const sdp = Array.from({ length: 600 }, (_, i) => `a=candidate:${i} 1 UDP 2122252543 10.0.0.${i % 250} ${40000 + i} typ host — ✓`)
+      .join('\r\n')
+      .slice(0, 31_000);
     expect(Buffer.byteLength(sdp)).toBeGreaterThan(20_000);
     await onA.request({ type: 'call.signal', session_context: s.context, signal: { type: 'offer', sdp } });
     const got = await onB.next((f) => f.type === 'call.signal');
@@ -425,7 +501,12 @@ describe.skipIf(!isPostgres)('two API processes on one PostgreSQL', () => {
     const s = await startSession(t);
     const onB = await connect(b.app, s.patient);
     await onB.request({ type: 'subscribe', session_context: s.context });
-    await a.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages`, headers: await t.auth(s.patient), payload: { client_message_id: 'after-reconnect', type: 'text', body: 'still here' } });
+    await a.app.inject({
+      method: 'POST',
+      url: `/api/v2/sessions/${s.context}/messages`,
+      headers: await t.auth(s.patient),
+      payload: { client_message_id: 'after-reconnect', type: 'text', body: 'still here' },
+    });
     expect((await onB.next((f) => f.type === 'message.created')).data.body).toBe('still here');
   });
 });

@@ -56,7 +56,10 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
       schema: { tags: ['appointments'], body: BookBody, response: { 201: Ok(AppointmentOut), ...errorResponses } },
     },
     async (req, reply) => {
-      const a = await bookAppointment(db, currentUser(req), req.body, app.ctx.now());
+      const a = await bookAppointment(db, currentUser(req), req.body, app.ctx.now(), {
+        maxPendingBookings: app.ctx.config.maxPendingBookings,
+        maxDaysAhead: app.ctx.config.bookingMaxDaysAhead,
+      });
       return reply.code(201).send({ success: true, data: appointmentJson(a) });
     },
   );
