@@ -32,6 +32,9 @@ declare module 'fastify' {
 
 export type App = FastifyInstance;
 
+/** A client's request id: up to 128 characters of letters, digits and `._:-`. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
 /** Upper bound for any JSON body; chat messages are ≤ 1000 characters. */
 export const BODY_LIMIT_BYTES = 64 * 1024;
 
@@ -39,9 +42,13 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
   const app = Fastify({
     loggerInstance: opts.logger ?? ctx.log,
     bodyLimit: BODY_LIMIT_BYTES,
-    // Clients may pass their own request id for tracing; otherwise one is generated.
-    requestIdHeader: 'x-request-id',
-    genReqId: () => randomUUID(),
+    // Clients may pass their own request id for tracing — taken only when it is short and plain
+    // (it is echoed and written into every log line); otherwise one is generated.
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const id = req.headers['x-request-id'];
+      return typeof id === 'string' && REQUEST_ID.test(id) ? id : randomUUID();
+    },
     trustProxy: false,
     // Router-level failures (a malformed or overlong URL) leave as problem documents too.
     frameworkErrors: (err, _req, reply) => {
