@@ -52,11 +52,9 @@ async function bill(t: TestHarness) {
   expect((await endVia(t, b.doctor, b.context)).statusCode).toBe(200);
   const appt = await t.newAppointment({ status: 'in_progress', appointment_type: 'voice', scheduled_at: new Date(Date.now() - 20 * MIN) });
   await grant(t, appt.patient, { voice: 4 });
-  const res = await t.app.inject({
-    method: 'POST',
-    url: `/api/v2/appointments/${appt.id}/end-session`,
-    headers: await t.auth(appt.patient),
-  });
+  // Both took part (the legacy activity flags): a consultation, so it is billed.
+  await t.ctx.db.updateTable('appointments').set({ legacy_patient_active: true, legacy_doctor_active: true }).where('id', '=', appt.id).execute();
+  const res = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/end-session`, headers: await t.auth(appt.patient) });
   expect(res.statusCode).toBe(200);
   return { a, b, appt };
 }

@@ -332,7 +332,7 @@ describe('sessiongate users:import (a real process)', { timeout: 300_000 }, () =
     expect(res.out).toContain('1 created, 0 updated, 0 unchanged, 1 failed');
     expect(await cli.db((db) => db.selectFrom('users').select('id').where('id', '=', 95_001).execute())).toEqual([{ id: 95_001 }]);
 
-    expect((await cli.run(['users:import', '--file', file, '--bogus'])).code).toBe(1);
+    expect((await cli.run(['users:import', '--file', file, '--bogus'])).code).toBe(3); // a bad option: the command did not run
     expect((await cli.run(['users:import'])).err).toContain('--file is required');
     expect((await cli.run(['users:import', '--file', join(dir, 'missing.json')])).err).toContain('cannot read');
     writeFileSync(join(dir, 'broken.json'), '{"users": [');

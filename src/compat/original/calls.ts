@@ -26,7 +26,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { AppContext } from '../../context.js';
 import type { Modality, Session } from '../../db/types.js';
 import { DomainError, invalid, notFound } from '../../lib/errors.js';
-import { Id, errorResponses, iso } from '../../lib/schemas.js';
+import { Id, iso, problems } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
 import { assertCanRead, assertParticipant, type Actor } from '../../modules/access.js';
 import { getAppointmentOrThrow } from '../../modules/appointments/service.js';
@@ -258,7 +258,18 @@ export default async function callsRoutes(fastify: FastifyInstance) {
         ...common,
         summary: 'Start a voice or video call: instant (direct_session_<ms> + doctor_id) or of a booked appointment',
         body: StartBody,
-        response: { 200: StartOut, ...errorResponses },
+        response: {
+          200: StartOut,
+          ...problems(
+            'UNAUTHENTICATED',
+            'FORBIDDEN',
+            'NOT_FOUND',
+            'CONFLICT',
+            'INSUFFICIENT_CREDITS',
+            'SESSION_NOT_ACTIVE',
+            'SESSION_CONTEXT_REQUIRED',
+          ),
+        },
       },
     },
     async (req) => {
@@ -279,7 +290,26 @@ export default async function callsRoutes(fastify: FastifyInstance) {
   const action = (path: string, act: CallAction, summary: string, message: string) =>
     app.post(
       path,
-      { preHandler: anyone, schema: { ...common, summary, body: KeyBody, response: { 200: ActionOut, ...errorResponses } } },
+      {
+        preHandler: anyone,
+        schema: {
+          ...common,
+          summary,
+          body: KeyBody,
+          response: {
+            200: ActionOut,
+            ...problems(
+              'UNAUTHENTICATED',
+              'FORBIDDEN',
+              'NOT_FOUND',
+              'CONFLICT',
+              'INSUFFICIENT_CREDITS',
+              'SESSION_NOT_ACTIVE',
+              'SESSION_CONTEXT_REQUIRED',
+            ),
+          },
+        },
+      },
       async (req) => {
         const actor = currentUser(req);
         const s = await callOrThrow(ctx, actor, String(req.body.appointment_id));
@@ -314,7 +344,18 @@ export default async function callsRoutes(fastify: FastifyInstance) {
         ...common,
         summary: 'Hang up, cancel or decline; the server bills the connected time by its own clock',
         body: KeyBody,
-        response: { 200: EndOut, ...errorResponses },
+        response: {
+          200: EndOut,
+          ...problems(
+            'UNAUTHENTICATED',
+            'FORBIDDEN',
+            'NOT_FOUND',
+            'CONFLICT',
+            'INSUFFICIENT_CREDITS',
+            'SESSION_NOT_ACTIVE',
+            'SESSION_CONTEXT_REQUIRED',
+          ),
+        },
       },
     },
     async (req) => hangUp(currentUser(req), String(req.body.appointment_id)),
@@ -328,7 +369,18 @@ export default async function callsRoutes(fastify: FastifyInstance) {
         ...common,
         summary: "Billing tick of the app: answers what the server's clock has charged (never a second charge)",
         body: KeyBody,
-        response: { 200: DeductionOut, ...errorResponses },
+        response: {
+          200: DeductionOut,
+          ...problems(
+            'UNAUTHENTICATED',
+            'FORBIDDEN',
+            'NOT_FOUND',
+            'CONFLICT',
+            'INSUFFICIENT_CREDITS',
+            'SESSION_NOT_ACTIVE',
+            'SESSION_CONTEXT_REQUIRED',
+          ),
+        },
       },
     },
     async (req, reply) => {
@@ -383,7 +435,7 @@ export default async function callsRoutes(fastify: FastifyInstance) {
         ...common,
         summary: 'The call named by a key, or data: null',
         params: KeyParams,
-        response: { 200: StatusOut, ...errorResponses },
+        response: { 200: StatusOut, ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED') },
       },
     },
     async (req) => status(currentUser(req), req.params.key),
@@ -397,7 +449,7 @@ export default async function callsRoutes(fastify: FastifyInstance) {
         ...common,
         summary: "The appointment's (or call key's) call session, or data: null",
         params: IdParams,
-        response: { 200: StatusOut, ...errorResponses },
+        response: { 200: StatusOut, ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
       },
     },
     async (req) => status(currentUser(req), req.params.id),
@@ -412,7 +464,19 @@ export default async function callsRoutes(fastify: FastifyInstance) {
         summary: 'End an appointment (legacy end-session behind the SessionContextGuard); a call key hangs that call up',
         params: IdParams,
         body: EndBody,
-        response: { 200: Type.Union([LegacyBillingOut, EndOut]), ...errorResponses },
+        response: {
+          200: Type.Union([LegacyBillingOut, EndOut]),
+          ...problems(
+            'UNAUTHENTICATED',
+            'FORBIDDEN',
+            'NOT_FOUND',
+            'CONFLICT',
+            'INSUFFICIENT_CREDITS',
+            'SESSION_NOT_ACTIVE',
+            'SESSION_CONTEXT_REQUIRED',
+            'SESSION_BILLING_REQUIRED',
+          ),
+        },
       },
     },
     async (req, reply) => {

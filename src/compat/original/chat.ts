@@ -12,7 +12,7 @@ import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { AppContext } from '../../context.js';
 import { notFound, unauthenticated } from '../../lib/errors.js';
-import { Literals, errorResponses } from '../../lib/schemas.js';
+import { Literals } from '../../lib/schemas.js';
 import { bearerToken, currentUser } from '../../plugins/auth.js';
 import { accessOf, type Actor } from '../../modules/access.js';
 import { pollAppointmentSession, readableAppointment } from '../../modules/appointments/service.js';
@@ -23,7 +23,7 @@ import type { ChatMessageJson } from '../../modules/chat/schemas.js';
 import { START_EARLY_MINUTES, contextOf, freshSession, readableSession } from '../../modules/sessions/service.js';
 import { parsePositiveId } from '../../modules/sessions/context.js';
 import { getUser, isValidTimezone } from '../../modules/users/service.js';
-import { humanErrors } from './human.js';
+import { humanErrors, originalProblems } from './human.js';
 import { resolveChatTarget, type ChatTarget } from './ids.js';
 import { Envelope, ORIGINAL, person } from './session-shapes.js';
 
@@ -177,7 +177,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
         summary: 'The whole history of a chat (appointment id, text session id or text_session_N), oldest first',
         params: Params,
         querystring: Type.Object({ since: Type.Optional(Type.String({ maxLength: 64 })) }, open),
-        response: { 200: Envelope(Type.Array(Message)), ...errorResponses },
+        response: { 200: Envelope(Type.Array(Message)), ...originalProblems },
       },
     },
     async (req) => {
@@ -203,7 +203,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
         summary: 'Send a text, image or voice message (temp_id makes a retry return the stored message)',
         params: Params,
         body: SendBody,
-        response: { 200: Envelope(Message), ...errorResponses },
+        response: { 200: Envelope(Message), ...originalProblems },
       },
     },
     async (req) => {
@@ -260,7 +260,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
           200: Envelope(
             Type.Object({ marked_count: Type.Integer(), last_read_message_id: Type.Union([Type.Integer(), Type.Null()]) }, open),
           ),
-          ...errorResponses,
+          ...originalProblems,
         },
       },
     },
@@ -292,7 +292,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
               open,
             ),
           ),
-          ...errorResponses,
+          ...originalProblems,
         },
       },
     },
@@ -350,7 +350,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
               open,
             ),
           ),
-          ...errorResponses,
+          ...originalProblems,
         },
       },
     },

@@ -6,6 +6,7 @@
  */
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { DomainError, type ErrorCode } from '../../lib/errors.js';
+import { problems } from '../../lib/schemas.js';
 
 const HUMAN: Partial<Record<ErrorCode, string>> = {
   SESSION_CONTEXT_REQUIRED:
@@ -34,3 +35,21 @@ export function humanErrors(app: FastifyInstance): void {
     throw humanize(err);
   });
 }
+
+/**
+ * The error responses of the session and chat doors of the original contract: the core's client
+ * errors, any of which a translated call may meet. The app shows `message` and never reads the
+ * code (reference §0), so these routes document the set rather than a list per route.
+ */
+export const originalProblems = problems(
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'NOT_FOUND',
+  'CONFLICT',
+  'INSUFFICIENT_CREDITS',
+  'CONTENT_BLOCKED',
+  'SESSION_CONTEXT_REQUIRED',
+  'SESSION_NOT_READY',
+  'SESSION_BILLING_REQUIRED',
+  'SESSION_NOT_ACTIVE',
+);

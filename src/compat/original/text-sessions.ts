@@ -11,7 +11,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { DomainError, invalid } from '../../lib/errors.js';
-import { Id, IdString, errorResponses, iso } from '../../lib/schemas.js';
+import { Id, IdString, iso } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
 import { assertParticipant } from '../../modules/access.js';
 import { readableAppointment } from '../../modules/appointments/service.js';
@@ -28,7 +28,7 @@ import {
   startAppointmentSession,
 } from '../../modules/sessions/service.js';
 import { isLive } from '../../modules/sessions/state.js';
-import { humanErrors } from './human.js';
+import { humanErrors, originalProblems } from './human.js';
 import { textSessionContext } from './ids.js';
 import { Envelope, ORIGINAL, Person, TextSession, person, textSessionJson } from './session-shapes.js';
 
@@ -59,7 +59,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
         ...ORIGINAL,
         summary: 'Start an instant text session with a doctor ("Talk Now")',
         body: Type.Object({ doctor_id: LooseId, reason: Type.Optional(Type.String({ maxLength: 1000 })) }, open),
-        response: { 201: Envelope(Obj), ...errorResponses },
+        response: { 201: Envelope(Obj), ...originalProblems },
       },
     },
     async (req, reply) => {
@@ -99,7 +99,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
       schema: {
         ...ORIGINAL,
         summary: "The caller's live text sessions (waiting_for_doctor or active)",
-        response: { 200: Envelope(Type.Array(TextSession)), ...errorResponses },
+        response: { 200: Envelope(Type.Array(TextSession)), ...originalProblems },
       },
     },
     async (req) => {
@@ -138,7 +138,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
               open,
             ),
           ),
-          ...errorResponses,
+          ...originalProblems,
         },
       },
     },
@@ -180,7 +180,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
           200: Envelope(
             Type.Array(Type.Object({ ...Person.properties, specialization: Type.Null(), is_available_now: Type.Boolean() }, open)),
           ),
-          ...errorResponses,
+          ...originalProblems,
         },
       },
     },
@@ -206,7 +206,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
         ...ORIGINAL,
         summary: "Give a confirmed appointment whose time has come its session (the converter's fallback)",
         body: Type.Object({ appointment_id: LooseId }, open),
-        response: { 200: Envelope(TextSession), 201: Envelope(TextSession), ...errorResponses },
+        response: { 200: Envelope(TextSession), 201: Envelope(TextSession), ...originalProblems },
       },
     },
     async (req, reply) => {
@@ -229,7 +229,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
         ...ORIGINAL,
         summary: 'A text session (id as 12, text_session_12 or text_session:12)',
         params: Params,
-        response: { 200: Envelope(TextSession), ...errorResponses },
+        response: { 200: Envelope(TextSession), ...originalProblems },
       },
     },
     async (req) => {
@@ -261,7 +261,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
             },
             open,
           ),
-          ...errorResponses,
+          ...originalProblems,
         },
       },
     },
@@ -300,7 +300,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
         summary: 'The app reports a status; the server decides (only "ended" changes anything: it ends the session)',
         params: Params,
         body: Type.Object({ status: Type.String({ maxLength: 32 }) }, open),
-        response: { 200: Envelope(TextSession), ...errorResponses },
+        response: { 200: Envelope(TextSession), ...originalProblems },
       },
     },
     async (req) => {
@@ -342,7 +342,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
               open,
             ),
           ),
-          ...errorResponses,
+          ...originalProblems,
         },
       },
     },
@@ -389,7 +389,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
               open,
             ),
           ),
-          ...errorResponses,
+          ...originalProblems,
         },
       },
     },
@@ -419,7 +419,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
   // ---- §3 text appointments ------------------------------------------------------------------
 
   const AppointmentBody = Type.Object({ appointment_id: LooseId }, open);
-  const legacyOut = { 200: Envelope(Obj), ...errorResponses };
+  const legacyOut = { 200: Envelope(Obj), ...originalProblems };
   const sendLegacy = (reply: FastifyReply, r: LegacyBillingResponse) => reply.code(r.status).send(r.body);
 
   app.post(
@@ -430,7 +430,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
         ...ORIGINAL,
         summary: "A text appointment's session (created when its time has come; idempotent)",
         body: AppointmentBody,
-        response: { 200: Envelope(Obj), ...errorResponses },
+        response: { 200: Envelope(Obj), ...originalProblems },
       },
     },
     async (req) => {

@@ -12,10 +12,9 @@ import multipart from '@fastify/multipart';
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { DomainError, invalid } from '../../lib/errors.js';
-import { errorResponses } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
 import { MEDIA_RULES, mediaUrl, storeMedia, tooLarge, type MediaKind } from '../../modules/media/service.js';
-import { humanErrors } from './human.js';
+import { humanErrors, originalProblems } from './human.js';
 import { resolveChatTarget } from './ids.js';
 import { Envelope, ORIGINAL } from './session-shapes.js';
 
@@ -86,7 +85,7 @@ export default async function uploadsRoutes(fastify: FastifyInstance) {
               ? 'Upload a chat image (multipart file + appointment_id; JPEG/PNG/GIF/WebP ≤ 4 MB, checked on the content)'
               : 'Upload a voice note (multipart file + appointment_id; M4A/MP3/WAV/AAC/MP4/WebM ≤ 10 MB, checked on the content)',
           consumes: ['multipart/form-data'],
-          response: { 201: Envelope(Uploaded), ...errorResponses },
+          response: { 201: Envelope(Uploaded), ...originalProblems },
         },
       },
       async (req, reply) => {

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { notFound } from '../../lib/errors.js';
-import { errorResponses } from '../../lib/schemas.js';
+import { problems } from '../../lib/schemas.js';
 import { mediaByToken } from './service.js';
 
 export default async function mediaRoutes(fastify: FastifyInstance) {
@@ -18,7 +18,7 @@ export default async function mediaRoutes(fastify: FastifyInstance) {
           'A chat image or voice note; the unguessable token in the URL is the permission (media URLs are rendered without auth headers)',
         security: [],
         params: Type.Object({ token: Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' }) }, { additionalProperties: false }),
-        response: { 200: Type.Unsafe<Buffer>({ type: 'string', format: 'binary' }), ...errorResponses },
+        response: { 200: Type.Unsafe<Buffer>({ type: 'string', format: 'binary' }), ...problems('NOT_FOUND') },
       },
     },
     async (req, reply) => {
