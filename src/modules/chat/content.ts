@@ -80,6 +80,8 @@ const WORD_TLDS = new Set([
 function hasLink(body: string): boolean {
   if (SCHEME_URL.test(body) || WEB_SCHEME.test(body) || MAILTO.test(body) || IP_URL.test(body)) return true;
   const text = body.normalize('NFKC').replace(/[\u3002\uff0e\uff61]/g, '.');
+  // `www.` followed by a name is an address even before its TLD is typed (linkify wants one).
+  if (/\bwww\.[\p{L}\p{N}-]/iu.test(text)) return true;
   for (const m of linkify.match(text) ?? []) {
     // A scheme (`https:`, `//`, `mailto:`) or an e-mail address: always a link.
     if (m.schema !== '' || m.url.startsWith('mailto:')) return true;
