@@ -2,11 +2,10 @@
  * The HTTP application as one Fastify instance: infrastructure plugins first, then the feature
  * modules. Tests build it with `buildApp(ctx)` and drive it with `inject` — no listening socket.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import fp from 'fastify-plugin';
 import helmet from '@fastify/helmet';
-import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -15,6 +14,7 @@ import { Problem } from './lib/schemas.js';
 import authPlugin from './plugins/auth.js';
 import errorsPlugin, { sendProblem } from './plugins/errors.js';
 import observabilityPlugin from './plugins/observability.js';
+import rateLimitsPlugin from './plugins/rate-limit.js';
 import usersRoutes from './modules/users/routes.js';
 import appointmentsRoutes from './modules/appointments/routes.js';
 import sessionsRoutes from './modules/sessions/routes.js';
@@ -36,6 +36,8 @@ declare module 'fastify' {
 export type App = FastifyInstance;
 
 const SUCCESS_DESCRIPTIONS: Record<string, string> = { '200': 'OK', '201': 'Created' };
+/** A client's request id: up to 128 characters of letters, digits and `._:-`. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Upper bound for any JSON body; chat messages are ≤ 1000 characters. */
 export const BODY_LIMIT_BYTES = 64 * 1024;
@@ -44,9 +46,13 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
   const app = Fastify({
     loggerInstance: opts.logger ?? ctx.log,
     bodyLimit: BODY_LIMIT_BYTES,
-    // Clients may pass their own request id for tracing; otherwise one is generated.
-    requestIdHeader: 'x-request-id',
-    genReqId: () => randomUUID(),
+    // Clients may pass their own request id for tracing — taken only when it is short and plain
+    // (it is echoed and written into every log line); otherwise one is generated.
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const id = req.headers['x-request-id'];
+      return typeof id === 'string' && REQUEST_ID.test(id) ? id : randomUUID();
+    },
     trustProxy: false,
     // Router-level failures (a malformed or overlong URL) leave as problem documents too.
     frameworkErrors: (err, _req, reply) => {
@@ -93,15 +99,7 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
     contentSecurityPolicy: false,
     crossOriginEmbedderPolicy: false,
   });
-  await app.register(rateLimit, {
-    global: false,
-    // Per caller: the bearer token when there is one (many users share a NAT), else the address.
-    // Counters are per process; see docs/security.md.
-    keyGenerator: (req) => {
-      const auth = req.headers.authorization;
-      return auth ? createHash('sha256').update(auth).digest('base64url') : req.ip;
-    },
-  });
+  await app.register(rateLimitsPlugin);
   await app.register(errorsPlugin);
   await app.register(swagger, {
     openapi: {

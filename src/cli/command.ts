@@ -84,7 +84,8 @@ export class DatabaseUnavailableError extends CommandError {
  * LISTEN/NOTIFY), so they reach the clients connected to the API processes. A database that
  * cannot be opened is a DatabaseUnavailableError (exit 3: the command did not run).
  */
-export async function withContext<T>(fn: (ctx: AppContext) => Promise<T>, opts: { role?: string } = {}): Promise<T> {
+/** (`bus` is accepted for the commands that ask for it; every command now publishes on the shared bus.) */
+export async function withContext<T>(fn: (ctx: AppContext) => Promise<T>, opts: { role?: string; bus?: boolean } = {}): Promise<T> {
   const config = loadConfig(effectiveEnv());
   // Commands print their own output on stdout; logs go to stderr, quiet unless LOG_LEVEL says.
   const level = process.env['LOG_LEVEL'] ?? 'warn';

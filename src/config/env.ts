@@ -55,6 +55,21 @@ export interface Config {
   staleAppointmentDays: number;
   /** Guard events, conversion records, delivered outbox rows, idempotency keys and job runs are pruned after this many days. */
   recordRetentionDays: number;
+  /** Chat sends per user per window (session and legacy chat share it): a burst, and its window. */
+  rateLimitChatBurst: number;
+  rateLimitChatWindowSeconds: number;
+  /** Other writes per user per minute: reactions, read marks, typing, ending, joining, billing calls. */
+  rateLimitWritePerMinute: number;
+  /** WebSocket handshakes per user per minute, across processes. */
+  rateLimitWsConnectPerMinute: number;
+  /** Open WebSocket connections per user, per API process. */
+  wsMaxConnectionsPerUser: number;
+  /** How often every connected user is re-read (the backstop of the revocation signal). */
+  wsAccessRecheckSeconds: number;
+  /** Future pending bookings a patient may hold at once. */
+  maxPendingBookings: number;
+  /** How far ahead a booking may be made. */
+  bookingMaxDaysAhead: number;
 }
 
 export class ConfigError extends Error {
@@ -192,6 +207,14 @@ export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?:
     staleAppointmentDays: r.int('STALE_APPOINTMENT_DAYS', 7, 1, 365),
     // At least 8 days: rollout:status and the monitor read 24 h and 7 d windows, which must stay whole.
     recordRetentionDays: r.int('RECORD_RETENTION_DAYS', 30, 8, 3_650),
+    rateLimitChatBurst: r.int('RATE_LIMIT_CHAT_BURST', 20, 1, 1_000_000),
+    rateLimitChatWindowSeconds: r.int('RATE_LIMIT_CHAT_WINDOW_SECONDS', 20, 1, 3_600),
+    rateLimitWritePerMinute: r.int('RATE_LIMIT_WRITE_PER_MINUTE', 120, 1, 1_000_000),
+    rateLimitWsConnectPerMinute: r.int('RATE_LIMIT_WS_CONNECT_PER_MINUTE', 30, 1, 1_000_000),
+    wsMaxConnectionsPerUser: r.int('WS_MAX_CONNECTIONS_PER_USER', 10, 1, 10_000),
+    wsAccessRecheckSeconds: r.int('WS_ACCESS_RECHECK_SECONDS', 10, 1, 3_600),
+    maxPendingBookings: r.int('MAX_PENDING_BOOKINGS', 3, 1, 1_000),
+    bookingMaxDaysAhead: r.int('BOOKING_MAX_DAYS_AHEAD', 365, 1, 3_650),
   };
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return Object.freeze(config);

@@ -31,6 +31,8 @@ export interface UsersTable {
   country: string | null;
   timezone: ColumnType<string, string | undefined, string>;
   created_at: CreatedAt;
+  /** Set when an admin deactivates the user: tokens and sockets stop working; records stay. */
+  deactivated_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
 }
 
 export interface PlansTable {
@@ -286,6 +288,14 @@ export interface DB {
   notification_outbox: NotificationOutboxTable;
   notifications: NotificationsTable;
   media_uploads: MediaUploadsTable;
+  rate_limit_hits: RateLimitHitsTable;
+}
+
+/** Request counters of the rate limiter (src/plugins/rate-limit.ts), shared by API processes. */
+export interface RateLimitHitsTable {
+  key: string;
+  hits: number;
+  expires_at: Date;
 }
 
 /** The database or a transaction: what repository functions take. */

@@ -2,8 +2,20 @@
  * Shared TypeBox schemas. Validation does not coerce types (a JSON body with "5" where a number
  * belongs is a 400), so path and query ids are declared as strict digit strings and converted.
  */
-import { Type, type Static, type TLiteral, type TSchema, type TUnion } from '@sinclair/typebox';
+import { Type, type Static, type StringOptions, type TLiteral, type TSchema, type TUnion } from '@sinclair/typebox';
 import { STATUS_BY_CODE, type ErrorCode } from './errors.js';
+
+/**
+ * Text a client sends. Control characters are refused — NUL above all, which PostgreSQL cannot
+ * store in text (it answered 500s) — and so are lone UTF-16 surrogates (not text; they would be
+ * stored as U+FFFD). Ajv compiles patterns with the `u` flag, so a surrogate PAIR (an emoji) is
+ * one code point and passes. Every text field of a request uses `Text` or `MultilineText`.
+ */
+export const NO_CONTROL_PATTERN = '^[^\\u0000-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]*$';
+/** As above, but newline, carriage return and tab are kept (chat bodies, reasons). */
+export const NO_CONTROL_MULTILINE_PATTERN = '^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]*$';
+export const Text = (opts: StringOptions = {}) => Type.String({ pattern: NO_CONTROL_PATTERN, ...opts });
+export const MultilineText = (opts: StringOptions = {}) => Type.String({ pattern: NO_CONTROL_MULTILINE_PATTERN, ...opts });
 
 export const IdString = Type.String({ pattern: '^[1-9][0-9]{0,15}$', description: 'A positive integer id' });
 export const Id = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER });

@@ -33,7 +33,7 @@ declare module 'fastify' {
     /**
      * The first half of authentication, as an `onRequest` hook: 401 without a valid token, before
      * the body is read; sets `req.tokenSubject`. For the hottest routes, whose one statement
-     * loads the user row together with the data (401 when it is gone).
+     * loads the user row together with the data (401 when it is gone or deactivated).
      */
     authToken: onRequestAsyncHookHandler;
     verifier: TokenVerifier;
@@ -72,6 +72,7 @@ export default fp(
         .selectFrom('users')
         .select(['id', 'role', 'name', 'country', 'timezone'])
         .where('id', '=', claims.sub)
+        .where('deactivated_at', 'is', null)
         .executeTakeFirst();
       return user ?? null;
     });

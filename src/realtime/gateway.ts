@@ -18,6 +18,9 @@
  *   pong is terminated. `websocket_connections` is the gauge of open connections.
  * - `resync` goes to every connection when the process's event bus may have missed events (its
  *   LISTEN connection was lost and is back): clients re-read what they show.
+ * - Access is not fixed at the handshake (`socket-access.ts`): at most WS_MAX_CONNECTIONS_PER_USER
+ *   sockets per user; every client message re-reads the user, every session event is checked
+ *   against the connection's current access, and a revoked user's sockets are closed (4003).
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { decodeJwt } from 'jose';
@@ -26,12 +29,13 @@ import { DomainError, forbidden, invalid, unauthenticated } from '../lib/errors.
 import type { AuthUser } from '../plugins/auth.js';
 import { accessOf, assertParticipant } from '../modules/access.js';
 import { sessionScope, setTyping } from '../modules/chat/service.js';
-import { contextOf, freshSession, sessionByContext } from '../modules/sessions/service.js';
+import { contextOf, freshSession, participantSession, sessionByContext } from '../modules/sessions/service.js';
 import { recordCallPresence } from '../modules/sessions/limits.js';
 import { isLive } from '../modules/sessions/state.js';
 import type { BusEvent } from './bus.js';
 import { parseClientMessage, publishEvent, type ClientMessage } from './events.js';
 import websocketSupport from './websocket.js';
+import { SocketAccess } from './socket-access.js';
 
 export interface GatewayOptions {
   heartbeatMs?: number;
@@ -53,6 +57,8 @@ export const DEFAULTS = {
 interface Subscription {
   sessionId: number;
   context: string;
+  patient_id: number;
+  doctor_id: number;
 }
 
 interface Connection {
@@ -64,6 +70,7 @@ interface Connection {
   lastSeen: Date;
   window: { second: number; count: number };
   expiry: NodeJS.Timeout | null;
+  close(code: number, reason: string): void;
 }
 
 declare module 'fastify' {
@@ -91,6 +98,11 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
   const byUser = new Map<number, Set<Connection>>();
   const bySession = new Map<number, Set<Connection>>();
   const all = new Set<Connection>();
+  const access = new SocketAccess<Connection>(ctx.db, log, {
+    maxConnectionsPerUser: ctx.config.wsMaxConnectionsPerUser,
+    recheckMs: ctx.config.wsAccessRecheckSeconds * 1000,
+  });
+  access.start();
 
   // The app registers WebSocket support once at its root (app.ts); a gateway built alone brings its
   // own. `bearer` is selected when offered; the JWT (the other offered value) is never echoed.
@@ -125,6 +137,7 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
   const reply = (c: Connection, frame: Record<string, unknown>) => sendRaw(c, JSON.stringify(frame), String(frame['type']));
 
   const dispatch = (e: BusEvent): void => {
+    if (access.onBusEvent(e)) return;
     let targets: Iterable<Connection> | undefined;
     // `resync` (the bus may have missed events): every connection re-reads what it shows.
     if (e.broadcast) targets = all;
@@ -138,6 +151,7 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     if (!targets) return;
     let frame: string | null = null;
     for (const c of targets) {
+      if (e.userIds === undefined ? !access.mayReceive(c, c.subscriptions.get(e.sessionId!)!) : access.isRevoked(c)) continue;
       frame ??= JSON.stringify({ type: e.type, data: e.payload });
       sendRaw(c, frame, e.type);
     }
@@ -162,6 +176,7 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
 
   app.addHook('onClose', async () => {
     clearInterval(heartbeat);
+    access.stop();
     unsubscribeBus();
   });
 
@@ -174,7 +189,7 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
       if (!access) throw forbidden('You are not a participant of this session');
       if (!c.subscriptions.has(s.id)) {
         if (c.subscriptions.size >= o.maxSubscriptions) throw invalid(`At most ${o.maxSubscriptions} subscriptions per connection`);
-        c.subscriptions.set(s.id, { sessionId: s.id, context: contextOf(s) });
+        c.subscriptions.set(s.id, { sessionId: s.id, context: contextOf(s), patient_id: s.patient_id, doctor_id: s.doctor_id });
         add(bySession, s.id, c);
       }
       if (s.kind === 'call' && access !== 'admin') await recordCallPresence(ctx.db, s.id, c.user.id, true, new Date());
@@ -187,7 +202,9 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     },
     async typing(c, m) {
       ctx.metrics.guard.chatOperations.inc({ operation: m.typing ? 'startTyping' : 'stopTyping', path: 'session' });
-      const s = await freshSession(ctx, await sessionByContext(ctx.db, m.session_context));
+      // Authorize before freshSession, which may advance the session's timers: a stranger's
+      // refused request changes nothing.
+      const s = await freshSession(ctx, await participantSession(ctx.db, c.user, m.session_context));
       const r = setTyping(ctx, app.chatTyping, c.user, sessionScope(s), m.typing);
       return { type: 'ack', of: 'typing', session_context: contextOf(s), ...r };
     },
@@ -244,6 +261,12 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     const m = parsed.message;
     const ref = m.ref === undefined ? {} : { ref: m.ref };
     try {
+      // Acts as the user is NOW (deactivated, deleted or demoted: the socket is closed instead).
+      if (m.type !== 'ping') {
+        const user = await access.current(c);
+        if (!user) return;
+        c.user = user;
+      }
       const handler = handlers[m.type] as (c: Connection, m: ClientMessage) => Promise<Record<string, unknown>>;
       reply(c, { ...(await handler(c, m)), ...ref });
     } catch (err) {
@@ -260,6 +283,8 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     '/api/v2/ws',
     {
       websocket: true,
+      // Handshakes per user, across processes (the limiter keys on req.user, set below).
+      config: { rateLimit: { max: ctx.config.rateLimitWsConnectPerMinute, timeWindow: 60_000, groupId: 'ws-connect' } },
       // The URL may carry the token: keep request logs (which print URLs) off for this route.
       logLevel: 'warn',
       schema: { hide: true },
@@ -268,6 +293,9 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
         if (!token) throw unauthenticated('Missing token: send Sec-WebSocket-Protocol: bearer, <jwt> or ?token=<jwt>');
         const user = await app.authenticateToken(token);
         if (!user) throw unauthenticated('Invalid or expired token');
+        access.admit(user.id);
+        // The handshake rate limit (per user, across processes) keys on it.
+        req.user = user;
         let exp: number | null = null;
         try {
           const claims = decodeJwt(token);
@@ -288,8 +316,14 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
         lastSeen: new Date(),
         window: { second: 0, count: 0 },
         expiry: null,
+        close: (code, reason) => {
+          socket.close(code, reason);
+          // A client that does not answer the close frame is cut off.
+          setTimeout(() => socket.terminate(), 1000).unref();
+        },
       };
       all.add(c);
+      access.track(c);
       add(byUser, c.user.id, c);
       ctx.metrics.realtime.connections.inc();
       if (auth.exp !== null) {
@@ -310,6 +344,7 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
       });
       socket.on('close', () => {
         all.delete(c);
+        access.untrack(c);
         remove(byUser, c.user.id, c);
         // Call presence: a user left a call when their last connection subscribed to it closed
         // (a connection that missed heartbeats left at its last sign of life).

@@ -83,6 +83,7 @@ async function list(u: User) {
 describe('POST /appointments — book (§1.2)', () => {
   it('books with date + time + zone, ignores unknown fields, answers 201 with the item in the app’s shape', async () => {
     const patient = await t.newPatient({ name: 'Grace Banda', timezone: 'UTC' });
+    await t.giveCredits(patient, { text: 3, voice: 3, video: 3 }); // booking needs a credit of the type
     const doctor = await t.newDoctor({ name: 'Chikondi Phiri', country: 'MW' });
     const date = blantyreDate(3);
     const res = await t.app.inject({
@@ -125,6 +126,7 @@ describe('POST /appointments — book (§1.2)', () => {
 
   it('accepts HH:mm:ss, a doctor_id as a string, a voice type, and no user_timezone (profile zone)', async () => {
     const patient = await t.newPatient({ timezone: 'Africa/Johannesburg' });
+    await t.giveCredits(patient, { text: 3, voice: 3, video: 3 }); // booking needs a credit of the type
     const doctor = await t.newDoctor();
     const date = blantyreDate(4);
     const res = await t.app.inject({
@@ -144,6 +146,7 @@ describe('POST /appointments — book (§1.2)', () => {
 
   it('refuses with a message a patient understands: past time, taken slot, missing date, unknown zone, not a patient', async () => {
     const patient = await t.newPatient();
+    await t.giveCredits(patient, { text: 3, voice: 3, video: 3 }); // booking needs a credit of the type
     const doctor = await t.newDoctor();
     const headers = await as(patient);
     const book = (payload: Record<string, unknown>, h: Record<string, string> = headers) =>
@@ -162,6 +165,7 @@ describe('POST /appointments — book (§1.2)', () => {
 
     expect((await book(base)).statusCode).toBe(201);
     const other = await t.newPatient();
+    await t.giveCredits(other, { text: 3, voice: 3, video: 3 }); // booking needs a credit of the type
     const taken = expectProblem(await book(base, await as(other)), 409);
     expect(taken.message).toMatch(/already booked/i);
 
@@ -499,6 +503,7 @@ describe('slot picker helpers (§1.2)', () => {
   it('booked-slots lists the doctor’s taken times on the date as HH:MM in the patient’s zone', async () => {
     const doctor = await t.newDoctor();
     const patient = await t.newPatient({ timezone: 'Africa/Blantyre' });
+    await t.giveCredits(patient, { text: 3, voice: 3, video: 3 }); // booking needs a credit of the type
     const date = blantyreDate(6);
     for (const time of ['08:00', '14:30']) {
       const res = await t.app.inject({

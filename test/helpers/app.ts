@@ -58,6 +58,11 @@ export async function createHarness(opts: HarnessOptions = {}): Promise<TestHarn
     JWT_SECRET: TEST_JWT_SECRET,
     DATA_DIR: database.dataDir || '/nonexistent',
     DB_POOL_SIZE: '20',
+    // Tests send far faster than a person types: the limits are tested where a test sets them.
+    RATE_LIMIT_CHAT_BURST: '1000000',
+    RATE_LIMIT_WRITE_PER_MINUTE: '1000000',
+    RATE_LIMIT_WS_CONNECT_PER_MINUTE: '1000000',
+    WS_MAX_CONNECTIONS_PER_USER: '10000',
     ...opts.env,
   };
   if (database.databaseUrl) env['DATABASE_URL'] = database.databaseUrl;

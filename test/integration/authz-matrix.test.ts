@@ -19,7 +19,11 @@ let identities: Record<string, Record<string, string>>;
 const PUBLIC = new Set(['GET /api/v2/plans', 'GET /api/v2/media/{token}']);
 
 const bodies: Record<string, unknown> = {
-  'POST /api/v2/appointments': { doctor_id: 0, scheduled_at: new Date(Date.now() + 7 * 86_400_000).toISOString(), appointment_type: 'text' },
+  'POST /api/v2/appointments': {
+    doctor_id: 0,
+    scheduled_at: new Date(Date.now() + 7 * 86_400_000).toISOString(),
+    appointment_type: 'text',
+  },
   'POST /api/v2/sessions': { doctor_id: 0, modality: 'text' },
   'POST /api/v2/sessions/{context}/messages': { client_message_id: 'authz-1', type: 'text', body: 'hello' },
   'POST /api/v2/sessions/{context}/typing': { typing: true },
@@ -36,7 +40,11 @@ beforeAll(async () => {
   t = await createHarness();
   const appt = await t.newAppointment({ appointment_type: 'text' });
   await t.giveCredits(appt.patient, { text: 5 });
-  const start = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/start-session`, headers: await t.auth(appt.patient) });
+  const start = await t.app.inject({
+    method: 'POST',
+    url: `/api/v2/appointments/${appt.id}/start-session`,
+    headers: await t.auth(appt.patient),
+  });
   if (start.statusCode >= 300) throw new Error(`start-session: ${start.body}`);
   const context = start.json().data.session_context as string;
   const msg = await t.app.inject({
@@ -76,7 +84,9 @@ beforeAll(async () => {
 });
 afterAll(async () => t?.close());
 
-const queries: Record<string, string> = { 'DELETE /api/v2/chat/{id}/messages/{messageId}/reactions': `?reaction=${encodeURIComponent('👍')}` };
+const queries: Record<string, string> = {
+  'DELETE /api/v2/chat/{id}/messages/{messageId}/reactions': `?reaction=${encodeURIComponent('👍')}`,
+};
 
 const fill = (path: string) => path.replace(/\{([^}]+)\}/g, (_, name: string) => encodeURIComponent(params[name] ?? '1'));
 
@@ -106,7 +116,9 @@ describe('authorization matrix', () => {
   });
 
   it('lets no other patient or doctor read or write another account’s resources', async () => {
-    const scoped = routes.filter((r) => r.path.startsWith('/api/v2/') && /\{(id|context)\}/.test(r.path) && !r.path.startsWith('/api/v2/admin/'));
+    const scoped = routes.filter(
+      (r) => r.path.startsWith('/api/v2/') && /\{(id|context)\}/.test(r.path) && !r.path.startsWith('/api/v2/admin/'),
+    );
     expect(scoped.length).toBeGreaterThan(10);
     for (const route of [...scoped, { method: 'POST', path: '/api/v2/text-appointments/process-deduction' }]) {
       for (const who of ['other patient', 'other doctor']) {

@@ -31,15 +31,30 @@ describe('appointment → auto-started session → chat through the session cont
       method: 'POST',
       url: '/api/v2/admin/appointments',
       headers: await as(admin),
-      payload: { patient_id: patient.id, doctor_id: doctor.id, appointment_type: 'text', status: 'confirmed', scheduled_at: new Date(Date.now() - 30_000).toISOString() },
+      payload: {
+        patient_id: patient.id,
+        doctor_id: doctor.id,
+        appointment_type: 'text',
+        status: 'confirmed',
+        scheduled_at: new Date(Date.now() - 30_000).toISOString(),
+      },
     });
     expect(created.statusCode, created.body).toBe(201);
     const appointmentId = created.json().data.id as number;
 
     // Before the worker runs: not ready, and the error says where to poll.
-    const early = await t.app.inject({ method: 'POST', url: `/api/v2/chat/${appointmentId}/messages`, headers: await as(patient), payload: { message: 'hello?' } });
+    const early = await t.app.inject({
+      method: 'POST',
+      url: `/api/v2/chat/${appointmentId}/messages`,
+      headers: await as(patient),
+      payload: { message: 'hello?' },
+    });
     expect(early.statusCode).toBe(403);
-    expect(early.json()).toMatchObject({ error_code: 'SESSION_NOT_READY', appointment_id: appointmentId, poll_url: `/api/v2/appointments/${appointmentId}/session` });
+    expect(early.json()).toMatchObject({
+      error_code: 'SESSION_NOT_READY',
+      appointment_id: appointmentId,
+      poll_url: `/api/v2/appointments/${appointmentId}/session`,
+    });
 
     const run = await runJobOnce(t.ctx, autoStartJob);
     expect(run.status).toBe('succeeded');
@@ -50,11 +65,22 @@ describe('appointment → auto-started session → chat through the session cont
     const context = linked.session_context as string;
     expect(context).toBe(`text_session:${linked.session_id}`);
 
-    const p1 = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${context}/messages`, headers: await as(patient), payload: { client_message_id: 'p1', type: 'text', body: 'Hello doctor' } });
+    const p1 = await t.app.inject({
+      method: 'POST',
+      url: `/api/v2/sessions/${context}/messages`,
+      headers: await as(patient),
+      payload: { client_message_id: 'p1', type: 'text', body: 'Hello doctor' },
+    });
     expect(p1.statusCode).toBe(201);
-    const deadline = (await t.app.inject({ url: `/api/v2/appointments/${appointmentId}/session`, headers: await as(patient) })).json().data.doctor_response_deadline;
+    const deadline = (await t.app.inject({ url: `/api/v2/appointments/${appointmentId}/session`, headers: await as(patient) })).json().data
+      .doctor_response_deadline;
     expect(deadline).not.toBeNull();
-    const d1 = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${context}/messages`, headers: await as(doctor), payload: { client_message_id: 'd1', type: 'text', body: 'Hello, how can I help?' } });
+    const d1 = await t.app.inject({
+      method: 'POST',
+      url: `/api/v2/sessions/${context}/messages`,
+      headers: await as(doctor),
+      payload: { client_message_id: 'd1', type: 'text', body: 'Hello, how can I help?' },
+    });
     expect(d1.statusCode).toBe(201);
     const session = (await t.app.inject({ url: `/api/v2/sessions/${context}`, headers: await as(doctor) })).json().data;
     expect(session.status).toBe('active');
@@ -69,7 +95,12 @@ describe('appointment → auto-started session → chat through the session cont
     try {
       const blocked = await t.app.inject({ url: `/api/v2/chat/${appointmentId}/messages`, headers: await as(patient) });
       expect(blocked.statusCode).toBe(400);
-      expect(blocked.json()).toMatchObject({ error_code: 'SESSION_CONTEXT_REQUIRED', session_id: linked.session_id, session_context: context, session_chat_url: `/api/v2/sessions/${context}/messages` });
+      expect(blocked.json()).toMatchObject({
+        error_code: 'SESSION_CONTEXT_REQUIRED',
+        session_id: linked.session_id,
+        session_context: context,
+        session_chat_url: `/api/v2/sessions/${context}/messages`,
+      });
       const viaContext = await t.app.inject({ url: blocked.json().session_chat_url, headers: await as(patient) });
       expect(viaContext.json().data.messages).toHaveLength(2);
     } finally {
@@ -90,7 +121,12 @@ describe('appointment → auto-started session → chat through the session cont
     } finally {
       t.flags.set({ ENFORCE_SESSION_GATED_CHAT: false });
     }
-    const msg = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${linked.session_context}/messages`, headers: await as(a.doctor), payload: { client_message_id: 'c1', type: 'text', body: 'Calling you in a minute' } });
+    const msg = await t.app.inject({
+      method: 'POST',
+      url: `/api/v2/sessions/${linked.session_context}/messages`,
+      headers: await as(a.doctor),
+      payload: { client_message_id: 'c1', type: 'text', body: 'Calling you in a minute' },
+    });
     expect(msg.statusCode).toBe(201);
   });
 });
@@ -107,7 +143,12 @@ describe('session not ready → blocked with where to poll → started → chat'
     ]) {
       const res = await t.app.inject({ ...op, headers });
       expect(res.statusCode).toBe(403);
-      expect(res.json()).toMatchObject({ success: false, error_code: 'SESSION_NOT_READY', appointment_id: a.id, poll_url: `/api/v2/appointments/${a.id}/session` });
+      expect(res.json()).toMatchObject({
+        success: false,
+        error_code: 'SESSION_NOT_READY',
+        appointment_id: a.id,
+        poll_url: `/api/v2/appointments/${a.id}/session`,
+      });
       expect(res.json().message).toMatch(/Poll GET \/api\/v2\/appointments\/\d+\/session/);
     }
     const before = (await t.app.inject({ url: `/api/v2/appointments/${a.id}/session`, headers })).json().data;
@@ -118,7 +159,12 @@ describe('session not ready → blocked with where to poll → started → chat'
     expect(started.statusCode).toBe(201);
     const after = (await t.app.inject({ url: `/api/v2/appointments/${a.id}/session`, headers })).json().data;
     expect(after.session_context).toMatch(/^text_session:\d+$/);
-    const sentRes = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${after.session_context}/messages`, headers, payload: { client_message_id: 'n1', type: 'text', body: 'Are you there?' } });
+    const sentRes = await t.app.inject({
+      method: 'POST',
+      url: `/api/v2/sessions/${after.session_context}/messages`,
+      headers,
+      payload: { client_message_id: 'n1', type: 'text', body: 'Are you there?' },
+    });
     expect(sentRes.statusCode).toBe(201);
     // Without enforcement the legacy route now works too (served by the session).
     const legacy = await t.app.inject({ url: `/api/v2/chat/${a.id}/messages`, headers });

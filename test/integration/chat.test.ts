@@ -57,7 +57,11 @@ describe('send and the session state machine', () => {
     expect(row.status).toBe('active');
     expect(row.activated_at).not.toBeNull();
     expect(row.doctor_response_deadline).toBeNull();
-    expect(events.some((e) => e.type === 'session.status' && e.sessionId === s.sessionId && (e.payload as { status: string }).status === 'active')).toBe(true);
+    expect(
+      events.some(
+        (e) => e.type === 'session.status' && e.sessionId === s.sessionId && (e.payload as { status: string }).status === 'active',
+      ),
+    ).toBe(true);
 
     const page = (await list(s.patient, s.context)).json().data;
     expect(page.messages.map((m: { body: string }) => m.body)).toEqual([
@@ -111,7 +115,9 @@ describe('send and the session state machine', () => {
     for (const r of sends) expect(r.statusCode, r.body).toBe(201);
     const row = await sessionRow(s.sessionId);
     expect(row.status).toBe('active');
-    const activations = events.slice(before).filter((e) => e.type === 'session.status' && e.sessionId === s.sessionId && (e.payload as { status: string }).status === 'active');
+    const activations = events
+      .slice(before)
+      .filter((e) => e.type === 'session.status' && e.sessionId === s.sessionId && (e.payload as { status: string }).status === 'active');
     expect(activations).toHaveLength(1);
     const page = (await list(s.patient, s.context, '?limit=100')).json().data;
     expect(page.messages).toHaveLength(12);
@@ -121,7 +127,8 @@ describe('send and the session state machine', () => {
     const s = await startSession(t, { type: 'video' });
     expect(s.context).toMatch(/^call_session:/);
     expect((await send(t, s.patient, s.context)).statusCode).toBe(201);
-    const join = async (u: StartedSession['patient']) => t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/call/join`, headers: await t.auth(u) });
+    const join = async (u: StartedSession['patient']) =>
+      t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/call/join`, headers: await t.auth(u) });
     await join(s.patient);
     await join(s.doctor);
     expect((await sessionRow(s.sessionId)).status).toBe('connected');
@@ -160,7 +167,12 @@ describe('idempotency by client_message_id', () => {
       const rs = await Promise.all(Array.from({ length: 8 }, () => send(t, s.patient, s.context, { client_message_id: id, body: 'once' })));
       expect(rs.map((r) => r.statusCode).sort()).toEqual([200, 200, 200, 200, 200, 200, 200, 201]);
       expect(new Set(rs.map((r) => r.json().data.id)).size).toBe(1);
-      const n = await t.ctx.db.selectFrom('messages').select(t.ctx.db.fn.countAll<number>().as('n')).where('session_id', '=', s.sessionId).where('client_message_id', '=', id).executeTakeFirstOrThrow();
+      const n = await t.ctx.db
+        .selectFrom('messages')
+        .select(t.ctx.db.fn.countAll<number>().as('n'))
+        .where('session_id', '=', s.sessionId)
+        .where('client_message_id', '=', id)
+        .executeTakeFirstOrThrow();
       expect(Number(n.n)).toBe(1);
     }
   });
@@ -223,21 +235,42 @@ describe('content rules', () => {
     const ok = await send(t, s.patient, s.context, { type: 'image', body: '', media_url: 'https://cdn.example.com/chat/1.jpg' });
     expect(ok.statusCode, ok.body).toBe(201);
     expect(ok.json().data).toMatchObject({ type: 'image', media_url: 'https://cdn.example.com/chat/1.jpg' });
-    expect((await send(t, s.patient, s.context, { type: 'voice', body: 'voice note', media_url: '/api/audio/v1.m4a' })).statusCode).toBe(201);
+    expect((await send(t, s.patient, s.context, { type: 'voice', body: 'voice note', media_url: '/api/audio/v1.m4a' })).statusCode).toBe(
+      201,
+    );
     expect((await send(t, s.patient, s.context, { type: 'image', body: '' })).statusCode).toBe(400);
     expect((await send(t, s.patient, s.context, { type: 'image', body: '', media_url: 'javascript:alert(1)' })).statusCode).toBe(400);
-    expect((await send(t, s.patient, s.context, { type: 'image', body: '', media_url: 'http://plain.example/x.jpg' })).statusCode).toBe(400);
-    expect((await send(t, s.patient, s.context, { type: 'text', body: 'x', media_url: 'https://cdn.example.com/1.jpg' })).statusCode).toBe(400);
+    expect((await send(t, s.patient, s.context, { type: 'image', body: '', media_url: 'http://plain.example/x.jpg' })).statusCode).toBe(
+      400,
+    );
+    expect((await send(t, s.patient, s.context, { type: 'text', body: 'x', media_url: 'https://cdn.example.com/1.jpg' })).statusCode).toBe(
+      400,
+    );
     expect((await send(t, s.patient, s.context, { type: 'video', body: 'x' })).statusCode).toBe(400);
   });
 
   it('rejects unknown fields and wrong types (no coercion)', async () => {
     const headers = await t.auth(s.patient);
-    const extra = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages`, headers, payload: { client_message_id: 'x1', type: 'text', body: 'hi', sender_id: 1 } });
+    const extra = await t.app.inject({
+      method: 'POST',
+      url: `/api/v2/sessions/${s.context}/messages`,
+      headers,
+      payload: { client_message_id: 'x1', type: 'text', body: 'hi', sender_id: 1 },
+    });
     expect(extra.statusCode).toBe(400);
-    const wrong = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages`, headers, payload: { client_message_id: 'x2', type: 'text', body: 'hi', reply_to_message_id: '5' } });
+    const wrong = await t.app.inject({
+      method: 'POST',
+      url: `/api/v2/sessions/${s.context}/messages`,
+      headers,
+      payload: { client_message_id: 'x2', type: 'text', body: 'hi', reply_to_message_id: '5' },
+    });
     expect(wrong.statusCode).toBe(400);
-    const missing = await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages`, headers, payload: { type: 'text', body: 'hi' } });
+    const missing = await t.app.inject({
+      method: 'POST',
+      url: `/api/v2/sessions/${s.context}/messages`,
+      headers,
+      payload: { type: 'text', body: 'hi' },
+    });
     expect(missing.statusCode).toBe(400);
   });
 });
@@ -326,7 +359,8 @@ describe('reactions', () => {
     const s = await startSession(t);
     const m = await sent(t, s.patient, s.context);
     const url = `/api/v2/sessions/${s.context}/messages/${m.id}/reactions`;
-    const add = async (u: StartedSession['patient'], reaction: string) => t.app.inject({ method: 'POST', url, headers: await t.auth(u), payload: { reaction } });
+    const add = async (u: StartedSession['patient'], reaction: string) =>
+      t.app.inject({ method: 'POST', url, headers: await t.auth(u), payload: { reaction } });
     const del = async (u: StartedSession['patient'], reaction: string) =>
       t.app.inject({ method: 'DELETE', url: `${url}/${encodeURIComponent(reaction)}`, headers: await t.auth(u) });
 
@@ -354,7 +388,8 @@ describe('reactions', () => {
     const m = await sent(t, s.patient, s.context);
     const foreign = await sent(t, other.patient, other.context);
     const headers = await t.auth(s.patient);
-    const post = (id: number, reaction: string) => t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages/${id}/reactions`, headers, payload: { reaction } });
+    const post = (id: number, reaction: string) =>
+      t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/messages/${id}/reactions`, headers, payload: { reaction } });
     expect((await post(foreign.id, '👍')).statusCode).toBe(404);
     expect((await post(m.id, '<b>')).statusCode).toBe(400);
     expect((await post(m.id, 'two words')).statusCode).toBe(400);
@@ -366,7 +401,8 @@ describe('typing', () => {
   it('is published on the bus, throttled, never stored, and refused in ended sessions', async () => {
     const s = await startSession(t);
     const headers = await t.auth(s.patient);
-    const typing = (v: boolean) => t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/typing`, headers, payload: { typing: v } });
+    const typing = (v: boolean) =>
+      t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/typing`, headers, payload: { typing: v } });
     const before = events.length;
     const a = await typing(true);
     expect(a.statusCode).toBe(200);
@@ -395,7 +431,8 @@ describe('read horizon', () => {
     const m2 = await sent(t, s.patient, s.context, { body: '2' });
     const m3 = await sent(t, s.patient, s.context, { body: '3' });
     const headers = await t.auth(s.doctor);
-    const read = (id: number) => t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/read`, headers, payload: { message_id: id } });
+    const read = (id: number) =>
+      t.app.inject({ method: 'POST', url: `/api/v2/sessions/${s.context}/read`, headers, payload: { message_id: id } });
     expect((await list(s.doctor, s.context)).json().data.unread_count).toBe(3);
     const r2 = await read(m2.id);
     expect(r2.json().data).toEqual({ last_read_message_id: m2.id, unread_count: 1, moved: true });
@@ -430,11 +467,27 @@ describe('access: every operation × participant, other patient, other doctor, a
   });
 
   const ops = () => ({
-    sendMessage: { method: 'POST' as const, url: `/api/v2/sessions/${s.context}/messages`, payload: () => ({ client_message_id: nextClientId(), type: 'text', body: 'hi' }) },
+    sendMessage: {
+      method: 'POST' as const,
+      url: `/api/v2/sessions/${s.context}/messages`,
+      payload: () => ({ client_message_id: nextClientId(), type: 'text', body: 'hi' }),
+    },
     getMessages: { method: 'GET' as const, url: `/api/v2/sessions/${s.context}/messages`, payload: () => undefined },
-    replyToMessage: { method: 'POST' as const, url: `/api/v2/sessions/${s.context}/messages`, payload: () => ({ client_message_id: nextClientId(), type: 'text', body: 're', reply_to_message_id: messageId }) },
-    addReaction: { method: 'POST' as const, url: `/api/v2/sessions/${s.context}/messages/${messageId}/reactions`, payload: () => ({ reaction: '👍' }) },
-    removeReaction: { method: 'DELETE' as const, url: `/api/v2/sessions/${s.context}/messages/${messageId}/reactions/${encodeURIComponent('👍')}`, payload: () => undefined },
+    replyToMessage: {
+      method: 'POST' as const,
+      url: `/api/v2/sessions/${s.context}/messages`,
+      payload: () => ({ client_message_id: nextClientId(), type: 'text', body: 're', reply_to_message_id: messageId }),
+    },
+    addReaction: {
+      method: 'POST' as const,
+      url: `/api/v2/sessions/${s.context}/messages/${messageId}/reactions`,
+      payload: () => ({ reaction: '👍' }),
+    },
+    removeReaction: {
+      method: 'DELETE' as const,
+      url: `/api/v2/sessions/${s.context}/messages/${messageId}/reactions/${encodeURIComponent('👍')}`,
+      payload: () => undefined,
+    },
     startTyping: { method: 'POST' as const, url: `/api/v2/sessions/${s.context}/typing`, payload: () => ({ typing: true }) },
     stopTyping: { method: 'POST' as const, url: `/api/v2/sessions/${s.context}/typing`, payload: () => ({ typing: false }) },
     markAsRead: { method: 'POST' as const, url: `/api/v2/sessions/${s.context}/read`, payload: () => ({ message_id: messageId }) },
@@ -451,16 +504,27 @@ describe('access: every operation × participant, other patient, other doctor, a
   };
 
   for (const who of ['patient', 'doctor', 'otherPatient', 'otherDoctor', 'admin', 'anonymous'] as const) {
-    for (const op of ['sendMessage', 'getMessages', 'replyToMessage', 'addReaction', 'removeReaction', 'startTyping', 'stopTyping', 'markAsRead'] as const) {
+    for (const op of [
+      'sendMessage',
+      'getMessages',
+      'replyToMessage',
+      'addReaction',
+      'removeReaction',
+      'startTyping',
+      'stopTyping',
+      'markAsRead',
+    ] as const) {
       it(`${op} as ${who} → ${expected[who](op)}`, async () => {
         const user = { patient: s.patient, doctor: s.doctor, otherPatient, otherDoctor, admin, anonymous: null }[who];
         const o = ops()[op];
         // A request refused before its body is read (401) counts as the route's first operation.
-        const counted = who === 'anonymous' ? ({ replyToMessage: 'sendMessage', stopTyping: 'startTyping' } as Record<string, string>)[op] ?? op : op;
+        const counted =
+          who === 'anonymous' ? (({ replyToMessage: 'sendMessage', stopTyping: 'startTyping' } as Record<string, string>)[op] ?? op) : op;
         const before = await metricValue(t, 'chat_operations_total', { operation: counted, path: 'session' });
         const res = await t.app.inject({ method: o.method, url: o.url, headers: user ? await t.auth(user) : {}, payload: o.payload() });
         expect(res.statusCode, res.body).toBe(expected[who](op));
-        if (res.statusCode >= 400) expect(res.json().error_code).toBe({ 401: 'UNAUTHENTICATED', 403: 'FORBIDDEN' }[res.statusCode as 401 | 403]);
+        if (res.statusCode >= 400)
+          expect(res.json().error_code).toBe({ 401: 'UNAUTHENTICATED', 403: 'FORBIDDEN' }[res.statusCode as 401 | 403]);
         expect(await metricValue(t, 'chat_operations_total', { operation: counted, path: 'session' })).toBe(before + 1);
       });
     }
@@ -473,8 +537,21 @@ describe('access: every operation × participant, other patient, other doctor, a
     expect((await send(t, s.patient, unknown)).statusCode).toBe(404);
     expect((await send(t, s.patient, String(s.sessionId))).statusCode).toBe(400);
     expect((await send(t, s.patient, 'direct_session_abc')).json().error_code).toBe('SESSION_CONTEXT_REQUIRED');
-    expect((await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${unknown}/typing`, headers, payload: { typing: true } })).statusCode).toBe(404);
-    expect((await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${unknown}/read`, headers, payload: { message_id: 1 } })).statusCode).toBe(404);
-    expect((await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${unknown}/messages/1/reactions`, headers, payload: { reaction: '👍' } })).statusCode).toBe(404);
+    expect(
+      (await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${unknown}/typing`, headers, payload: { typing: true } })).statusCode,
+    ).toBe(404);
+    expect(
+      (await t.app.inject({ method: 'POST', url: `/api/v2/sessions/${unknown}/read`, headers, payload: { message_id: 1 } })).statusCode,
+    ).toBe(404);
+    expect(
+      (
+        await t.app.inject({
+          method: 'POST',
+          url: `/api/v2/sessions/${unknown}/messages/1/reactions`,
+          headers,
+          payload: { reaction: '👍' },
+        })
+      ).statusCode,
+    ).toBe(404);
   });
 });

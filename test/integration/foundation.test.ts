@@ -72,17 +72,31 @@ describe('administration', () => {
   it('creates users, validates input, grants subscriptions idempotently', async () => {
     const admin = await t.newAdmin();
     const headers = await t.auth(admin);
-    const created = await t.app.inject({ method: 'POST', url: '/api/v2/admin/users', headers, payload: { role: 'patient', name: 'Ada', timezone: 'Africa/Lagos' } });
+    const created = await t.app.inject({
+      method: 'POST',
+      url: '/api/v2/admin/users',
+      headers,
+      payload: { role: 'patient', name: 'Ada', timezone: 'Africa/Lagos' },
+    });
     expect(created.statusCode).toBe(201);
     const userId = created.json().data.id as number;
 
-    for (const payload of [{ role: 'king', name: 'x' }, { role: 'patient' }, { role: 'patient', name: 'x', extra: 1 }, { role: 'patient', name: 'x', timezone: 'Mars/Olympus' }]) {
+    for (const payload of [
+      { role: 'king', name: 'x' },
+      { role: 'patient' },
+      { role: 'patient', name: 'x', extra: 1 },
+      { role: 'patient', name: 'x', timezone: 'Mars/Olympus' },
+    ]) {
       const bad = await t.app.inject({ method: 'POST', url: '/api/v2/admin/users', headers, payload });
       expect(bad.statusCode, JSON.stringify(payload)).toBe(400);
       expect(bad.json().error_code).toBe('VALIDATION_FAILED');
     }
 
-    const plans = await t.ctx.db.insertInto('plans').values({ name: 'Admin test plan', text_credits: 2, voice_credits: 1, validity_days: 10 }).returning('id').executeTakeFirstOrThrow();
+    const plans = await t.ctx.db
+      .insertInto('plans')
+      .values({ name: 'Admin test plan', text_credits: 2, voice_credits: 1, validity_days: 10 })
+      .returning('id')
+      .executeTakeFirstOrThrow();
     const grant = { user_id: userId, plan_id: plans.id, payment_reference: 'PAY-1' };
     const first = await t.app.inject({ method: 'POST', url: '/api/v2/admin/subscriptions', headers, payload: grant });
     expect(first.statusCode).toBe(201);
@@ -90,9 +104,18 @@ describe('administration', () => {
     expect(again.statusCode).toBe(200);
     expect(again.json().data.id).toBe(first.json().data.id);
     const other = await t.newPatient();
-    const reused = await t.app.inject({ method: 'POST', url: '/api/v2/admin/subscriptions', headers, payload: { ...grant, user_id: other.id } });
+    const reused = await t.app.inject({
+      method: 'POST',
+      url: '/api/v2/admin/subscriptions',
+      headers,
+      payload: { ...grant, user_id: other.id },
+    });
     expect(reused.statusCode).toBe(409);
-    const count = await t.ctx.db.selectFrom('subscriptions').select((eb) => eb.fn.countAll<number>().as('n')).where('payment_reference', '=', 'PAY-1').executeTakeFirstOrThrow();
+    const count = await t.ctx.db
+      .selectFrom('subscriptions')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('payment_reference', '=', 'PAY-1')
+      .executeTakeFirstOrThrow();
     expect(Number(count.n)).toBe(1);
 
     const credits = await t.app.inject({ url: '/api/v2/me/credits', headers: await t.auth({ id: userId, role: 'patient' }) });
@@ -118,6 +141,8 @@ describe('appointments', () => {
   it('books, confirms, looks up, lists and cancels', async () => {
     const patient = await t.newPatient();
     const doctor = await t.newDoctor();
+    // Booking needs a usable credit of the booked modality.
+    await t.giveCredits(patient, { video: 1 });
     const booked = await t.app.inject({
       method: 'POST',
       url: '/api/v2/appointments',
@@ -131,7 +156,9 @@ describe('appointments', () => {
     const confirm = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/confirm`, headers: await t.auth(doctor) });
     expect(confirm.json().data.status).toBe('confirmed');
     // Confirming twice is idempotent.
-    expect((await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/confirm`, headers: await t.auth(doctor) })).statusCode).toBe(200);
+    expect(
+      (await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/confirm`, headers: await t.auth(doctor) })).statusCode,
+    ).toBe(200);
 
     const session = await t.app.inject({ url: `/api/v2/appointments/${appt.id}/session`, headers: await t.auth(patient) });
     expect(session.json().data).toMatchObject({
@@ -172,10 +199,13 @@ describe('appointments', () => {
     const patient = await t.newPatient();
     const doctor = await t.newDoctor();
     const headers = await t.auth(patient);
+    await t.giveCredits(patient, { text: 1 });
     const at = future(240);
     const payload = { doctor_id: doctor.id, scheduled_at: at, appointment_type: 'text' };
     expect((await t.app.inject({ method: 'POST', url: '/api/v2/appointments', headers, payload })).statusCode).toBe(201);
-    const dup = await t.app.inject({ method: 'POST', url: '/api/v2/appointments', headers: await t.auth(await t.newPatient()), payload });
+    const second = await t.newPatient();
+    await t.giveCredits(second, { text: 1 });
+    const dup = await t.app.inject({ method: 'POST', url: '/api/v2/appointments', headers: await t.auth(second), payload });
     expect(dup.statusCode).toBe(409);
     expect(dup.json().error_code).toBe('CONFLICT');
 
@@ -206,7 +236,10 @@ describe('appointments', () => {
   it('rejects malformed JSON, wrong content types, oversized bodies and bad ids with 4xx', async () => {
     const patient = await t.newPatient();
     const headers = { ...(await t.auth(patient)), 'content-type': 'application/json' };
-    const before = await t.ctx.db.selectFrom('appointments').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    const before = await t.ctx.db
+      .selectFrom('appointments')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow();
     const results = await Promise.all([
       t.app.inject({ method: 'POST', url: '/api/v2/appointments', headers, payload: '{"doctor_id": ' }),
       t.app.inject({ method: 'POST', url: '/api/v2/appointments', headers: { ...headers, 'content-type': 'text/plain' }, payload: 'hi' }),
@@ -221,7 +254,10 @@ describe('appointments', () => {
       expect(r.statusCode, r.body).toBeLessThan(500);
       expect(r.json().error_code).toBeTruthy();
     }
-    const after = await t.ctx.db.selectFrom('appointments').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    const after = await t.ctx.db
+      .selectFrom('appointments')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow();
     expect(Number(after.n)).toBe(Number(before.n));
   });
 

@@ -230,9 +230,9 @@ describe('what the path parameter names', () => {
     expect((await t.app.inject({ url: `/api/v2/chat/text_session_987654321/messages`, headers: await t.auth(s.patient) })).statusCode).toBe(
       404,
     );
-    expect((await t.app.inject({ url: `/api/v2/chat/${s.context}/messages`, headers: await t.auth(await t.newPatient()) })).statusCode).toBe(
-      403,
-    );
+    expect(
+      (await t.app.inject({ url: `/api/v2/chat/${s.context}/messages`, headers: await t.auth(await t.newPatient()) })).statusCode,
+    ).toBe(403);
   });
 
   it('direct_session_* is refused with 400 SESSION_CONTEXT_REQUIRED for every operation, and recorded', async () => {
@@ -428,7 +428,11 @@ describe('pre-session legacy chat (ALLOW_LEGACY_APPOINTMENT_CHAT)', () => {
       .executeTakeFirstOrThrow();
     expect(flags).toEqual({ legacy_patient_active: true, legacy_doctor_active: true, session_id: null });
 
-    const start = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${a.id}/start-session`, headers: await t.auth(a.patient) });
+    const start = await t.app.inject({
+      method: 'POST',
+      url: `/api/v2/appointments/${a.id}/start-session`,
+      headers: await t.auth(a.patient),
+    });
     const context = start.json().data.session_context as string;
     const page = (await t.app.inject({ url: `/api/v2/sessions/${context}/messages`, headers: await t.auth(a.patient) })).json().data;
     expect(page.messages.map((m: { body: string }) => m.body)).toEqual(['before the session', 'hello early']);
@@ -558,7 +562,12 @@ describe('the one-statement legacy send', () => {
     const evidence = await chatEvidence();
     expect(evidence.last_24h.events).toBe(evidenceBefore.last_24h.events + 1);
     expect(evidence.last_24h.appointments).toBe(evidenceBefore.last_24h.appointments + 1);
-    expect(evidence.newest).toMatchObject({ operation: 'sendMessage', appointment_id: s.appointmentId, session_id: s.sessionId, user_id: s.patient.id });
+    expect(evidence.newest).toMatchObject({
+      operation: 'sendMessage',
+      appointment_id: s.appointmentId,
+      session_id: s.sessionId,
+      user_id: s.patient.id,
+    });
     expect(logLines(ALLOWED, s.appointmentId, 'sendMessage')).toHaveLength(1);
     expect(await metricValue(t, 'chat_blocked_session_context_required_total', { operation: 'sendMessage', enforced: 'false' })).toBe(
       before + 1,

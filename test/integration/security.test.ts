@@ -4,7 +4,7 @@ import { createHarness, type TestHarness } from '../helpers/app.js';
 
 let t: TestHarness;
 beforeAll(async () => {
-  t = await createHarness({ env: { RATE_LIMIT_CREATE_PER_MINUTE: '5' } });
+  t = await createHarness({ env: { RATE_LIMIT_CREATE_PER_MINUTE: '5', MAX_PENDING_BOOKINGS: '100' } });
 });
 afterAll(async () => t?.close());
 
@@ -21,13 +21,18 @@ describe('security', () => {
   it('rate-limits routes that create things, per caller', async () => {
     const doctor = await t.newDoctor();
     const patient = await t.newPatient();
+    await t.giveCredits(patient, { text: 1 });
     const headers = await t.auth(patient);
     const book = (h: Record<string, string>, i: number) =>
       t.app.inject({
         method: 'POST',
         url: '/api/v2/appointments',
         headers: h,
-        payload: { doctor_id: doctor.id, appointment_type: 'text', scheduled_at: new Date(Date.now() + 86_400_000 + i * 3_600_000).toISOString() },
+        payload: {
+          doctor_id: doctor.id,
+          appointment_type: 'text',
+          scheduled_at: new Date(Date.now() + 86_400_000 + i * 3_600_000).toISOString(),
+        },
       });
     const codes: number[] = [];
     for (let i = 0; i < 7; i++) codes.push((await book(headers, i)).statusCode);
@@ -37,7 +42,9 @@ describe('security', () => {
     expect(limited.json().error_code).toBe('RATE_LIMITED');
     expect(limited.headers['retry-after']).toBeTruthy();
     // Another caller has their own budget.
-    expect((await book(await t.auth(await t.newPatient()), 50)).statusCode).toBe(201);
+    const other = await t.newPatient();
+    await t.giveCredits(other, { text: 1 });
+    expect((await book(await t.auth(other), 50)).statusCode).toBe(201);
   });
 
   it('refuses bodies over the limit with 413', async () => {

@@ -133,7 +133,12 @@ describe('ending and calls', () => {
     const doctor = await t.newDoctor();
     await t.giveCredits(patient, { voice: 1 });
     const headers = await t.auth(patient);
-    const res = await t.app.inject({ method: 'POST', url: '/api/v2/sessions', headers, payload: { doctor_id: doctor.id, modality: 'voice' } });
+    const res = await t.app.inject({
+      method: 'POST',
+      url: '/api/v2/sessions',
+      headers,
+      payload: { doctor_id: doctor.id, modality: 'voice' },
+    });
     expect(res.statusCode, res.body).toBe(201);
     const ctx = res.json().data.session_context;
     const second = await t.app.inject({

@@ -14,7 +14,7 @@ import { closeContext, createContext, type AppContext } from '../../src/context.
 import { signToken } from '../../src/lib/auth.js';
 import { JOBS } from '../../src/modules/jobs/index.js';
 import { startWorker, type Worker } from '../../src/modules/jobs/scheduler.js';
-import { createUser } from '../../src/modules/users/service.js';
+import { createUser, grantSubscription, upsertPlan } from '../../src/modules/users/service.js';
 import { TEST_JWT_SECRET } from '../helpers/app.js';
 import { isPostgres } from '../helpers/db.js';
 import { PrivatePostgres, privatePostgresAvailable } from '../helpers/private-postgres.js';
@@ -38,6 +38,8 @@ describe.skipIf(!enabled)('database faults', () => {
       DB_POOL_SIZE: '8',
       AUTO_START_INTERVAL_SECONDS: '1',
       RATE_LIMIT_CREATE_PER_MINUTE: '100000',
+      RATE_LIMIT_WRITE_PER_MINUTE: '100000',
+      MAX_PENDING_BOOKINGS: '100000',
     });
     ctx = await createContext(config, { role: 'test', logger: pino({ level: 'silent' }), flags: new FlagService(() => ({})) });
     app = await buildApp(ctx);
@@ -57,6 +59,10 @@ describe.skipIf(!enabled)('database faults', () => {
   it('fails fast with 503 during the outage, recovers by itself, and loses no accepted write', async () => {
     const doctor = await createUser(ctx.db, { role: 'doctor', name: 'Dr Fault' });
     const patients = await Promise.all(Array.from({ length: 6 }, (_, i) => createUser(ctx.db, { role: 'patient', name: `P${i}` })));
+    // Booking needs a usable credit.
+    const plan = await upsertPlan(ctx.db, { name: 'faults', text_credits: 1, voice_credits: 0, video_credits: 0, validity_days: 30 });
+    for (const p of patients)
+      await grantSubscription(ctx.db, { user_id: p.id, plan_id: plan.id, payment_reference: `faults-${p.id}` }, new Date());
     const tokens = await Promise.all(patients.map((p) => signToken(TEST_JWT_SECRET, { sub: p.id, role: 'patient' })));
 
     const accepted: number[] = [];
@@ -114,14 +120,24 @@ describe.skipIf(!enabled)('database faults', () => {
     // The worker carries on by itself: a due appointment made after the restart is converted.
     const due = await ctx.db
       .insertInto('appointments')
-      .values({ patient_id: patients[0]!.id, doctor_id: doctor.id, appointment_type: 'text', status: 'confirmed', scheduled_at: new Date(Date.now() - 60_000) })
+      .values({
+        patient_id: patients[0]!.id,
+        doctor_id: doctor.id,
+        appointment_type: 'text',
+        status: 'confirmed',
+        scheduled_at: new Date(Date.now() - 60_000),
+      })
       .returning('id')
       .executeTakeFirstOrThrow();
     await expect
-      .poll(async () => (await ctx.db.selectFrom('appointments').select('session_id').where('id', '=', due.id).executeTakeFirstOrThrow()).session_id, {
-        timeout: 20_000,
-        interval: 250,
-      })
+      .poll(
+        async () =>
+          (await ctx.db.selectFrom('appointments').select('session_id').where('id', '=', due.id).executeTakeFirstOrThrow()).session_id,
+        {
+          timeout: 20_000,
+          interval: 250,
+        },
+      )
       .not.toBeNull();
   }, 120_000);
 });

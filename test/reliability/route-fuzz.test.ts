@@ -12,14 +12,44 @@ let t: TestHarness;
 let routes: { method: string; path: string }[] = [];
 let identities: { name: string; headers: Record<string, string> }[] = [];
 let pool: string[] = [];
+let base: { patient: { id: number }; doctor: { id: number }; appointmentId: number; context: string };
+let doc: { paths: Record<string, Record<string, any>>; components?: { schemas?: Record<string, any> } };
+
+/**
+ * The input classes that once reached a 5xx or a malformed response (docs/security.md): NUL and
+ * other control characters, lone surrogates, dates outside RFC 3339's four-digit years, and
+ * numeric-looking strings where ids belong.
+ */
+const HOSTILE_STRINGS = [
+  'a\u0000b',
+  '\u0000',
+  'bell\u0007',
+  'esc\u001b[31m',
+  'del\u007f',
+  '\ud800',
+  'x\udfffy',
+  '9999-12-31T23:59:59-14:00',
+  '0001-01-01T00:00:00+14:00',
+  '+275760-09-13T00:00:00Z',
+  '1900-01-01T00:00:00Z',
+  '0x4',
+  '4e0',
+  ' 4 ',
+  '4.0',
+  '-0',
+];
 
 beforeAll(async () => {
   t = await createHarness();
   const appt = await t.newAppointment({ appointment_type: 'text' });
   await t.giveCredits(appt.patient, { text: 3 });
-  const started = await t.app.inject({ method: 'POST', url: `/api/v2/appointments/${appt.id}/start-session`, headers: await t.auth(appt.patient) });
+  const started = await t.app.inject({
+    method: 'POST',
+    url: `/api/v2/appointments/${appt.id}/start-session`,
+    headers: await t.auth(appt.patient),
+  });
   const context = started.json().data?.session_context ?? 'text_session:1';
-  const doc = (await t.app.inject('/docs/json')).json() as { paths: Record<string, Record<string, unknown>> };
+  doc = (await t.app.inject('/docs/json')).json() as typeof doc;
   routes = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((method) => ({ method: method.toUpperCase(), path })));
   identities = [
     { name: 'anonymous', headers: {} },
@@ -27,7 +57,24 @@ beforeAll(async () => {
     { name: 'other patient', headers: await t.auth(await t.newPatient()) },
     { name: 'admin', headers: await t.auth(await t.newAdmin()) },
   ];
-  pool = [String(appt.id), context, context.replace(':', '_'), 'direct_session_7', '0', '-1', '1e3', '99999999999999999999', 'text_session:abc', '%00', 'a'.repeat(300), '12abc', ' 1', 'call_session:1', '🙂'];
+  base = { patient: appt.patient, doctor: appt.doctor, appointmentId: appt.id, context };
+  pool = [
+    String(appt.id),
+    context,
+    context.replace(':', '_'),
+    'direct_session_7',
+    '0',
+    '-1',
+    '1e3',
+    '99999999999999999999',
+    'text_session:abc',
+    '%00',
+    'a'.repeat(300),
+    '12abc',
+    ' 1',
+    'call_session:1',
+    '🙂',
+  ];
 });
 afterAll(async () => t?.close());
 
@@ -44,8 +91,39 @@ const businessCounts = () =>
 const jsonValue = fc.oneof(
   fc.anything({ maxDepth: 2 }),
   fc.dictionary(
-    fc.constantFrom('doctor_id', 'scheduled_at', 'appointment_type', 'body', 'type', 'client_message_id', 'message', 'message_id', 'role', 'name', 'user_id', 'plan_id', 'payment_reference', 'modality', 'reaction', 'appointment_id', 'sessions_to_deduct', 'typing', 'temp_id', 'status'),
-    fc.oneof(fc.integer(), fc.string(), fc.constant(null), fc.boolean(), fc.double(), fc.array(fc.integer(), { maxLength: 3 }), fc.string({ maxLength: 2000 })),
+    fc.constantFrom(
+      'doctor_id',
+      'scheduled_at',
+      'appointment_type',
+      'body',
+      'type',
+      'client_message_id',
+      'message',
+      'message_id',
+      'role',
+      'name',
+      'user_id',
+      'plan_id',
+      'payment_reference',
+      'modality',
+      'reaction',
+      'appointment_id',
+      'sessions_to_deduct',
+      'typing',
+      'temp_id',
+      'status',
+    ),
+    fc.oneof(
+      fc.integer(),
+      fc.string(),
+      fc.constant(null),
+      fc.boolean(),
+      fc.double(),
+      fc.array(fc.integer(), { maxLength: 3 }),
+      fc.string({ maxLength: 2000 }),
+      fc.constantFrom(...HOSTILE_STRINGS),
+      fc.string({ unit: 'binary', maxLength: 20 }),
+    ),
   ),
 );
 
@@ -70,8 +148,13 @@ describe('fuzzed requests over every route', () => {
           const res = await t.app.inject({
             method: route.method as 'GET',
             url: qs ? `${url}?${qs}` : url,
-            headers: { ...identity.headers, ...(route.method === 'GET' || route.method === 'DELETE' ? {} : { 'content-type': contentType }) },
-            ...(route.method === 'GET' || route.method === 'DELETE' ? {} : { payload: contentType === 'application/json' ? (JSON.stringify(body) ?? 'null') : safeString(body) }),
+            headers: {
+              ...identity.headers,
+              ...(route.method === 'GET' || route.method === 'DELETE' ? {} : { 'content-type': contentType }),
+            },
+            ...(route.method === 'GET' || route.method === 'DELETE'
+              ? {}
+              : { payload: contentType === 'application/json' ? (JSON.stringify(body) ?? 'null') : safeString(body) }),
           });
           const label = `${identity.name} ${route.method} ${url}?${qs} -> ${res.statusCode} ${res.body.slice(0, 300)}`;
           expect(res.statusCode, label).toBeLessThan(500);
@@ -83,6 +166,89 @@ describe('fuzzed requests over every route', () => {
       ),
       { numRuns: 400 },
     );
+  }, 300_000);
+});
+
+/** A plausible value for a body field, so a hostile value in ONE field reaches the service. */
+function sampleFor(name: string, schema: any): unknown {
+  const samples: Record<string, unknown> = {
+    doctor_id: base.doctor.id,
+    patient_id: base.patient.id,
+    user_id: base.patient.id,
+    appointment_id: base.appointmentId,
+    scheduled_at: new Date(Date.now() + 86_400_000).toISOString(),
+    appointment_type: 'text',
+    modality: 'text',
+    role: 'patient',
+    name: 'Fuzz',
+    type: 'text',
+    body: 'hello',
+    message: 'hello',
+    reaction: '👍',
+    typing: true,
+    payment_reference: `fuzz-${Math.random()}`,
+    client_message_id: `fuzz-${Math.random()}`,
+    sessions_to_deduct: 1,
+    reason: 'manual_end',
+    plan_id: 1,
+    message_id: 1,
+  };
+  if (name in samples) return samples[name];
+  if (schema?.enum) return schema.enum[0];
+  if (schema?.type === 'integer' || schema?.type === 'number') return 1;
+  if (schema?.type === 'boolean') return true;
+  return 'x';
+}
+
+/** The object schema of a JSON request body (the object branch of a union with null). */
+function bodySchema(op: any): any {
+  const s = op?.requestBody?.content?.['application/json']?.schema;
+  if (!s) return null;
+  if (s.properties) return s;
+  return (s.anyOf ?? s.oneOf ?? []).find((b: any) => b.properties) ?? null;
+}
+
+describe('each hostile input class in each text field of each route', () => {
+  it('is answered 4xx (never 5xx) and a rejected request changes nothing', async () => {
+    let tried = 0;
+    for (const [path, ops] of Object.entries(doc.paths)) {
+      for (const [method, op] of Object.entries(ops)) {
+        const schema = bodySchema(op);
+        if (!schema) continue;
+        const props = Object.entries(schema.properties as Record<string, any>);
+        const valid = Object.fromEntries(props.map(([k, v]) => [k, sampleFor(k, v)]));
+        const url = path.replace('{context}', encodeURIComponent(base.context)).replace(/\{[^}]+\}/g, String(base.appointmentId));
+        for (const [field] of props) {
+          for (const hostile of HOSTILE_STRINGS) {
+            for (const identity of identities.slice(1)) {
+              const before = await businessCounts();
+              const res = await t.app.inject({
+                method: method.toUpperCase() as 'POST',
+                url,
+                headers: { ...identity.headers, 'content-type': 'application/json' },
+                payload: JSON.stringify({ ...valid, [field]: hostile }),
+              });
+              tried += 1;
+              const label = `${identity.name} ${method} ${url} ${field}=${JSON.stringify(hostile)} -> ${res.statusCode} ${res.body.slice(0, 200)}`;
+              expect(res.statusCode, label).toBeLessThan(500);
+              if (res.statusCode >= 400) expect(await businessCounts(), label).toEqual(before);
+              // Whatever was accepted reads back as RFC 3339 (four-digit years).
+              if (res.statusCode < 300) expect(res.body, label).not.toMatch(/_at":"[+-]\d{6}-/);
+            }
+          }
+        }
+      }
+    }
+    expect(tried).toBeGreaterThan(500);
+  }, 600_000);
+
+  it('a client request id is taken only when short and plain', async () => {
+    const long = await t.app.inject({ url: '/health/live', headers: { 'x-request-id': 'a'.repeat(8000) } });
+    expect(String(long.headers['x-request-id']).length).toBeLessThanOrEqual(128);
+    const ctl = await t.app.inject({ url: '/health/live', headers: { 'x-request-id': 'a\tb c' } });
+    expect(ctl.headers['x-request-id']).not.toContain('\t');
+    const plain = await t.app.inject({ url: '/health/live', headers: { 'x-request-id': 'trace-123.a:b' } });
+    expect(plain.headers['x-request-id']).toBe('trace-123.a:b');
   });
 });
 

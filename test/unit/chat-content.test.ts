@@ -21,6 +21,17 @@ describe('checkBody (SPEC §2.6 content rule)', () => {
     ['my site: clinic-name.co.uk/about', ['link']],
     ['192.168.0.1/admin', ['link']],
     ['<a href="https://x.com">x</a>', ['html', 'link']],
+    // Links the hand-kept TLD list missed.
+    ['log in at evil.me/login', ['link']],
+    ['refund: mpamba-refund.top/claim', ['link']],
+    ['[click](bank-secure.shop/x)', ['link']],
+    ['//evil.top/x', ['link']],
+    ['https:evil.top', ['link']],
+    ['evil。com', ['link']],
+    ['evil．com/x', ['link']],
+    ['write to help@clinic-payments.com', ['link']],
+    ['пример.рф', ['link']],
+    ['www.example.africa', ['link']],
   ])('blocks %j', (body, reasons) => {
     expect(checkBody(body)).toEqual({ ok: false, kind: 'blocked', reasons });
   });
@@ -39,6 +50,12 @@ describe('checkBody (SPEC §2.6 content rule)', () => {
     '',
     'line\nbreak\r\nand\ttab',
     'emoji 😀👍🏽 and 中文',
+    'take 2.5 mg twice a day',
+    'Dr. Banda will see you',
+    'e.g. paracetamol',
+    'see you at 10.30am',
+    'BP 120/80, temp 37.5C',
+    'Mr.Phiri and Mrs.Banda',
   ])('allows %j', (body) => {
     expect(checkBody(body)).toEqual({ ok: true });
   });
@@ -54,7 +71,15 @@ describe('media URLs and reactions', () => {
   it('accepts https and same-origin paths only', () => {
     expect(isAcceptableMediaUrl('https://cdn.example.com/a.jpg')).toBe(true);
     expect(isAcceptableMediaUrl('/api/images/chat_images/a.jpg')).toBe(true);
-    for (const bad of ['http://x.example/a.jpg', 'javascript:alert(1)', 'data:image/png;base64,AA', '//evil.example/a', 'https://', 'ftp://x/y', 'https://x.example/a b']) {
+    for (const bad of [
+      'http://x.example/a.jpg',
+      'javascript:alert(1)',
+      'data:image/png;base64,AA',
+      '//evil.example/a',
+      'https://',
+      'ftp://x/y',
+      'https://x.example/a b',
+    ]) {
       expect(isAcceptableMediaUrl(bad), bad).toBe(false);
     }
   });

@@ -12,6 +12,7 @@ import { IdParams, iso, problems, toId } from '../../lib/schemas.js';
 import { currentUser, type AuthUser } from '../../plugins/auth.js';
 import {
   bookAppointment,
+  bookingLimitsOf,
   cancelAppointment,
   confirmAppointment,
   doctorBookedTimes,
@@ -341,6 +342,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
             patient_timezone: zone,
           },
           ctx.now(),
+          bookingLimitsOf(ctx.config),
         );
       } catch (err) {
         // The core names its own field; the app's user chose a date and a time.

@@ -11,6 +11,7 @@ import { AppointmentOut, AppointmentSessionOut, BookBody, ImportBody, ListQuery 
 import {
   pollAppointmentSession,
   bookAppointment,
+  bookingLimitsOf,
   cancelAppointment,
   confirmAppointment,
   importAppointment,
@@ -60,7 +61,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
       },
     },
     async (req, reply) => {
-      const a = await bookAppointment(db, currentUser(req), req.body, app.ctx.now());
+      const a = await bookAppointment(db, currentUser(req), req.body, app.ctx.now(), bookingLimitsOf(app.ctx.config));
       return reply.code(201).send({ success: true, data: appointmentJson(a) });
     },
   );

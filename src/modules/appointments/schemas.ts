@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { Id, IsoDateTime, Literals, NullableDateTime } from '../../lib/schemas.js';
+import { Id, IsoDateTime, Literals, NullableDateTime, Text, MultilineText } from '../../lib/schemas.js';
 
 export const AppointmentStatusSchema = Literals([
   'pending',
@@ -34,7 +34,7 @@ export const BookBody = Type.Object(
     doctor_id: Id,
     scheduled_at: Type.String({ format: 'date-time', description: 'ISO-8601 with an offset; must be in the future' }),
     appointment_type: BookableType,
-    reason: Type.Optional(Type.String({ maxLength: 2000 })),
+    reason: Type.Optional(MultilineText({ maxLength: 2000 })),
     duration_minutes: Type.Optional(Type.Integer({ minimum: 5, maximum: 480 })),
   },
   { additionalProperties: false },
@@ -45,9 +45,9 @@ export const ImportBody = Type.Object(
     patient_id: Id,
     doctor_id: Id,
     scheduled_at: Type.String({ format: 'date-time' }),
-    appointment_type: Type.String({ minLength: 1, maxLength: 32 }),
+    appointment_type: Text({ minLength: 1, maxLength: 32 }),
     status: Type.Optional(AppointmentStatusSchema),
-    reason: Type.Optional(Type.String({ maxLength: 2000 })),
+    reason: Type.Optional(MultilineText({ maxLength: 2000 })),
     duration_minutes: Type.Optional(Type.Integer({ minimum: 5, maximum: 480 })),
   },
   { additionalProperties: false },

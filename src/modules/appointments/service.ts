@@ -16,8 +16,10 @@ import {
 } from '../../db/types.js';
 import { DomainError, conflict, invalid, isUniqueViolation, notFound, unauthenticated } from '../../lib/errors.js';
 import { assertCanRead, assertParticipant, type Actor } from '../access.js';
+import { usableCredits } from '../billing/credits.js';
 import { formatSessionContext } from '../sessions/context.js';
 import { isValidTimezone } from '../users/service.js';
+import { modalityForAppointmentType } from '../sessions/modality.js';
 
 export const BOOKABLE_TYPES = ['text', 'audio', 'voice', 'video'] as const;
 export const FINAL_STATUSES: AppointmentStatus[] = ['completed', 'missed', 'expired', 'cancelled'];
@@ -39,17 +41,24 @@ export async function readableAppointment(db: Executor, actor: Actor, id: number
   return a;
 }
 
+const MIN_YEAR = 1900;
+const MAX_YEAR = 9999;
+
 function parseInstant(value: string, field: string): Date {
   // Offsets are required: a time without a zone is how the original system mis-scheduled.
   if (!/(Z|[+-]\d{2}:?\d{2})$/i.test(value)) throw invalid(`${field} must include a UTC offset (e.g. Z or +02:00)`);
   const d = new Date(value);
   if (Number.isNaN(d.getTime())) throw invalid(`${field} is not a valid date-time`);
+  // Every time we store is written back as RFC 3339, whose year has four digits (UTC).
+  if (d.getUTCFullYear() < MIN_YEAR || d.getUTCFullYear() > MAX_YEAR) {
+    throw invalid(`${field} must be between ${MIN_YEAR} and ${MAX_YEAR} (UTC)`, { [field]: value });
+  }
   return d;
 }
 
 async function assertDoctor(db: Executor, doctorId: number): Promise<void> {
-  const doctor = await db.selectFrom('users').select(['id', 'role']).where('id', '=', doctorId).executeTakeFirst();
-  if (!doctor || doctor.role !== 'doctor') throw notFound('Doctor', { doctor_id: doctorId });
+  const doctor = await db.selectFrom('users').select(['id', 'role', 'deactivated_at']).where('id', '=', doctorId).executeTakeFirst();
+  if (!doctor || doctor.role !== 'doctor' || doctor.deactivated_at !== null) throw notFound('Doctor', { doctor_id: doctorId });
 }
 
 async function insertAppointment(db: Executor, values: Parameters<typeof baseInsert>[1]): Promise<Appointment> {
@@ -92,22 +101,67 @@ export interface BookInput {
   patient_timezone?: string;
 }
 
-export async function bookAppointment(db: Db, patient: Actor & { timezone: string }, input: BookInput, now: Date) {
+/** What a patient may hold (SPEC §5: no squatting a doctor's calendar). */
+export interface BookingLimits {
+  /** Future pending bookings a patient may hold at once (`MAX_PENDING_BOOKINGS`). */
+  maxPendingBookings: number;
+  /** How far ahead a booking may be made (`BOOKING_MAX_DAYS_AHEAD`). */
+  maxDaysAhead: number;
+}
+
+/** The booking limits of the configuration (`MAX_PENDING_BOOKINGS`, `BOOKING_MAX_DAYS_AHEAD`). */
+export const bookingLimitsOf = (config: { maxPendingBookings: number; bookingMaxDaysAhead: number }): BookingLimits => ({
+  maxPendingBookings: config.maxPendingBookings,
+  maxDaysAhead: config.bookingMaxDaysAhead,
+});
+
+/**
+ * A patient books a doctor. Every door that books comes here, so the rules hold for all of them:
+ * a future time within `maxDaysAhead`, an active doctor, a usable credit of the booked modality,
+ * and at most `maxPendingBookings` future pending bookings. The patient's row is locked for the
+ * count and the insert, so concurrent bookings of one patient cannot both pass the count.
+ */
+export async function bookAppointment(db: Db, patient: Actor & { timezone: string }, input: BookInput, now: Date, limits: BookingLimits) {
   if (patient.role !== 'patient') throw new DomainError('FORBIDDEN', 'Only patients book appointments');
   const at = parseInstant(input.scheduled_at, 'scheduled_at');
   if (at.getTime() <= now.getTime()) throw invalid('scheduled_at must be in the future');
   if (input.patient_timezone !== undefined && !isValidTimezone(input.patient_timezone)) {
     throw invalid(`"${input.patient_timezone}" is not an IANA time zone`);
   }
+  if (at.getTime() > now.getTime() + limits.maxDaysAhead * 86_400_000) {
+    throw invalid(`scheduled_at must be within ${limits.maxDaysAhead} days`, { max_days_ahead: limits.maxDaysAhead });
+  }
+  const modality = modalityForAppointmentType(input.appointment_type);
+  if (!modality) throw invalid(`appointment_type must be one of ${BOOKABLE_TYPES.join(', ')}`);
   await assertDoctor(db, input.doctor_id);
-  return insertAppointment(db, {
-    patient_id: patient.id,
-    doctor_id: input.doctor_id,
-    appointment_type: input.appointment_type,
-    scheduled_at: at,
-    reason: input.reason ?? null,
-    duration_minutes: input.duration_minutes,
-    patient_timezone: input.patient_timezone ?? patient.timezone,
+  return db.transaction().execute(async (trx) => {
+    // FOR NO KEY UPDATE: serialises this patient's bookings without blocking the FOR KEY SHARE
+    // that inserting rows referencing the patient takes.
+    await trx.selectFrom('users').select('id').where('id', '=', patient.id).forNoKeyUpdate().executeTakeFirst();
+    const { n } = await trx
+      .selectFrom('appointments')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('patient_id', '=', patient.id)
+      .where('status', '=', 'pending')
+      .where('scheduled_at', '>', sql<Date>`now()`)
+      .executeTakeFirstOrThrow();
+    if (Number(n) >= limits.maxPendingBookings) {
+      throw conflict(`You already hold ${limits.maxPendingBookings} pending bookings; wait for a confirmation or cancel one`, {
+        max_pending_bookings: limits.maxPendingBookings,
+      });
+    }
+    if ((await usableCredits(trx, patient.id, modality)) < 1) {
+      throw new DomainError('INSUFFICIENT_CREDITS', `Booking a ${modality} consultation needs a ${modality} credit`, { modality });
+    }
+    return insertAppointment(trx, {
+      patient_id: patient.id,
+      doctor_id: input.doctor_id,
+      appointment_type: input.appointment_type,
+      scheduled_at: at,
+      reason: input.reason ?? null,
+      duration_minutes: input.duration_minutes,
+      patient_timezone: input.patient_timezone ?? patient.timezone,
+    });
   });
 }
 
@@ -273,7 +327,7 @@ interface PollRow {
 
 // $1 the caller's user id, $2 the appointment id.
 const POLL: PreparedStatement = {
-  name: 'appointment_session_poll_v1',
+  name: 'appointment_session_poll_v2',
   text: `
     select u.role as actor_role,
            a.id, a.patient_id, a.doctor_id, a.status, a.appointment_type, a.scheduled_at, a.session_id,
@@ -281,7 +335,7 @@ const POLL: PreparedStatement = {
       from users u
       left join appointments a on a.id = $2::bigint
       left join sessions s on s.id = a.session_id
-     where u.id = $1::bigint`,
+     where u.id = $1::bigint and u.deactivated_at is null`,
 };
 
 /**

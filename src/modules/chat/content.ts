@@ -10,39 +10,88 @@
  *   instruction (`<?`), or the opening of an active element even without its `>` (`<script`,
  *   `<iframe`, `<svg` …). `a<b`, `I <3 you` and `x < y > z` are not tags;
  * - a script URL: `javascript:`, `vbscript:`, `data:<type>/<subtype>` (`data:text/html,…`);
- * - a link: any `scheme://`, `www.`, `mailto:`, a dotted IPv4 address followed by `/` or a port,
- *   or a bare domain under an unambiguous TLD (`example.com`, `bit.ly/x`, `site.co.uk`).
+ * - a link: any `scheme://`, `mailto:`, a dotted IPv4 address followed by `/` or a port, or what
+ *   linkify-it recognises under any IANA TLD (`www.x`, `example.com`, `evil.me/login`,
+ *   `//evil.top/x`, `name@mail.com`), see `hasLink`.
  *
  * Unlike the original (reference §4.6) this does NOT block `ok.bye`, `one = 1`, `2.5mg`, `e.g.`
- * or `Dr.Smith`: bare domains only count under TLDs that are not also English words, and
- * `on…=` only matters inside a tag, which is blocked anyway.
+ * or `Dr.Smith`: a bare `word.tld` under a TLD that is also a short English word is a missing
+ * space, and `on…=` only matters inside a tag, which is blocked anyway.
  *
  * Separately, control characters other than tab, newline and carriage return are refused as
  * VALIDATION_FAILED (PostgreSQL cannot store NUL in text, and the others are never typed).
  */
 
+import { LinkifyIt } from 'linkify-it';
+import tlds from 'tlds';
+
 /** Why a body was blocked; returned to the client as `reasons`. */
 export type ContentReason = 'html' | 'script' | 'link';
 
-export type ContentCheck = { ok: true } | { ok: false; kind: 'blocked'; reasons: ContentReason[] } | { ok: false; kind: 'invalid'; message: string };
+export type ContentCheck =
+  { ok: true } | { ok: false; kind: 'blocked'; reasons: ContentReason[] } | { ok: false; kind: 'invalid'; message: string };
 
 const HTML_TAG = /<\/?[a-z][a-z0-9-]*(?:\s[^<>]*)?\/?>/i;
 const HTML_MARKUP = /<!--|<!doctype|<!\[cdata\[|<\?/i;
-const ACTIVE_ELEMENT = /<\s*\/?\s*(?:script|iframe|frame|frameset|object|embed|svg|math|style|link|meta|base|form|img|video|audio|source|body|html|applet)\b/i;
+const ACTIVE_ELEMENT =
+  /<\s*\/?\s*(?:script|iframe|frame|frameset|object|embed|svg|math|style|link|meta|base|form|img|video|audio|source|body|html|applet)\b/i;
 const SCRIPT_URL = /\b(?:javascript|vbscript|livescript)\s*:|\bdata:[a-z]+\/[a-z0-9.+-]+[;,]/i;
 const SCHEME_URL = /\b[a-z][a-z0-9+.-]{1,20}:\/\/\S/i;
-const WWW = /\bwww\.[a-z0-9-]/i;
 const MAILTO = /\bmailto:/i;
+// `https:evil.top` (no slashes): browsers and chat apps still open it.
+const WEB_SCHEME = /\b(?:https?|ftp):\S/i;
 const IP_URL = /\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5}|\/)/;
 
-// TLDs that are not also English words, so a missing space after a full stop (`do.it`,
-// `I will.Work`, `ok.bye`) is not a link; `example.com`, `bit.ly` and `x.co.uk` are.
-const TLDS = [
-  'com', 'net', 'org', 'info', 'biz', 'io', 'co', 'ly', 'gl', 'app', 'dev', 'xyz', 'online', 'website',
-  'tk', 'ml', 'ga', 'cf', 'gq', 'ru', 'cn', 'uk', 'de', 'fr', 'nl', 'za', 'ng', 'ke', 'mw', 'tz', 'ug',
-  'zm', 'zw', 'gh', 'rw', 'eu', 'gov', 'edu', 'tv', 'cc', 'ws', 'su', 'icu', 'ai', 'gg',
-];
-const BARE_DOMAIN = new RegExp(`(?:^|[^a-z0-9@.-])(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\\.)+(?:${TLDS.join('|')})(?![a-z0-9-])`, 'i');
+/**
+ * Links are found by linkify-it (maintained; full Unicode) with the complete IANA TLD list from
+ * `tlds`, fuzzy links (`evil.top`, `bank-secure.shop/x`) and fuzzy e-mails included. Text is
+ * NFKC-normalised and the ideographic full stops read as dots first (`evil。com`).
+ */
+const linkify = new LinkifyIt({ fuzzyLink: true, fuzzyEmail: true }).tlds(tlds, false);
+
+/**
+ * TLDs that are also short English words. A bare `word.tld` under one of them, with nothing
+ * after it, is a missing space (`do.it now`, `is.me`), not a link; with a path, port or query
+ * (`evil.me/login`) it is a link. Every other TLD counts as a link even bare.
+ */
+const WORD_TLDS = new Set([
+  'it',
+  'to',
+  'me',
+  'is',
+  'in',
+  'at',
+  'be',
+  'so',
+  'do',
+  'no',
+  'us',
+  'am',
+  'my',
+  'by',
+  'as',
+  'an',
+  'id',
+  'la',
+  'tv',
+  'ok',
+]);
+
+function hasLink(body: string): boolean {
+  if (SCHEME_URL.test(body) || WEB_SCHEME.test(body) || MAILTO.test(body) || IP_URL.test(body)) return true;
+  const text = body.normalize('NFKC').replace(/[\u3002\uff0e\uff61]/g, '.');
+  // `www.` followed by a name is an address even before its TLD is typed (linkify wants one).
+  if (/\bwww\.[\p{L}\p{N}-]/iu.test(text)) return true;
+  for (const m of linkify.match(text) ?? []) {
+    // A scheme (`https:`, `//`, `mailto:`) or an e-mail address: always a link.
+    if (m.schema !== '' || m.url.startsWith('mailto:')) return true;
+    const rest = m.raw.replace(/^www\./i, 'www.');
+    if (/^www\./i.test(rest) || /[/:?#]/.test(rest)) return true;
+    const tld = rest.replace(/\.$/, '').split('.').pop()!.toLowerCase();
+    if (!WORD_TLDS.has(tld)) return true;
+  }
+  return false;
+}
 
 // C0 controls except \t \n \r, DEL, and C1 controls.
 // eslint-disable-next-line no-control-regex
@@ -64,7 +113,7 @@ export function checkBody(body: string): ContentCheck {
   const reasons: ContentReason[] = [];
   if (HTML_TAG.test(body) || HTML_MARKUP.test(body) || ACTIVE_ELEMENT.test(body)) reasons.push('html');
   if (SCRIPT_URL.test(body)) reasons.push('script');
-  if (SCHEME_URL.test(body) || WWW.test(body) || MAILTO.test(body) || IP_URL.test(body) || BARE_DOMAIN.test(body)) reasons.push('link');
+  if (hasLink(body)) reasons.push('link');
   return reasons.length === 0 ? { ok: true } : { ok: false, kind: 'blocked', reasons };
 }
 

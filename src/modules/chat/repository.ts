@@ -50,7 +50,8 @@ export function horizonKeys(scope: ChatScope): string[] {
 }
 
 /** The key a participant's horizon is written under. */
-export const horizonKey = (scope: ChatScope) => (scope.kind === 'session' ? `session:${scope.sessionId}` : `appointment:${scope.appointmentId}`);
+export const horizonKey = (scope: ChatScope) =>
+  scope.kind === 'session' ? `session:${scope.sessionId}` : `appointment:${scope.appointmentId}`;
 
 const MESSAGE_COLUMNS = [
   'm.id',
@@ -130,7 +131,7 @@ export async function fastInsertSessionMessage(
 // stored on the message as its would-block guard event (see the view guard_event_log).
 const fastSendSql = (targetWhere: string, legacyOperation: string) => `
     with u as (
-      select id, role, name from users where id = $1
+      select id, role, name from users where id = $1 and deactivated_at is null
     ), target as (
       select s.id, s.kind, s.status, s.patient_id, s.doctor_id, s.appointment_id
         from sessions s
@@ -152,11 +153,11 @@ const fastSendSql = (targetWhere: string, legacyOperation: string) => `
       from ins cross join target t cross join u`;
 
 const FAST_SEND_BY_SESSION: PreparedStatement = {
-  name: 'chat_fast_send_by_session_v2',
+  name: 'chat_fast_send_by_session_v3',
   text: fastSendSql('s.id = $7::bigint and s.kind = $8::text', 'null'),
 };
 const FAST_SEND_BY_APPOINTMENT: PreparedStatement = {
-  name: 'chat_fast_send_by_appointment_v2',
+  name: 'chat_fast_send_by_appointment_v3',
   text: fastSendSql('s.id = (select a.session_id from appointments a where a.id = $7::bigint)', '$8::text'),
 };
 
@@ -180,12 +181,19 @@ export async function insertMessage(db: Executor, scope: ChatScope, m: NewMessag
     values (${values.session_id}::bigint, ${values.appointment_id}::bigint, ${values.sender_id}, ${values.client_message_id}, ${values.type},
             ${values.body}, ${values.media_url}, ${values.reply_to_message_id}::bigint)
     ${conflict}
-    returning id, session_id, appointment_id, sender_id, client_message_id, type, body, media_url, reply_to_message_id, created_at`.execute(db);
+    returning id, session_id, appointment_id, sender_id, client_message_id, type, body, media_url, reply_to_message_id, created_at`.execute(
+    db,
+  );
   return r.rows[0];
 }
 
 /** The sender's earlier message with this client id in the scope (a retry). */
-export async function findByClientId(db: Executor, scope: ChatScope, senderId: number, clientMessageId: string): Promise<Message | undefined> {
+export async function findByClientId(
+  db: Executor,
+  scope: ChatScope,
+  senderId: number,
+  clientMessageId: string,
+): Promise<Message | undefined> {
   return db
     .selectFrom('messages as m')
     .select(MESSAGE_COLUMNS)
@@ -238,7 +246,10 @@ export async function listMessages(db: Executor, scope: ChatScope, page: Page): 
 }
 
 /** Reactions of the given messages, oldest first. */
-export async function reactionsOf(db: Executor, messageIds: number[]): Promise<{ message_id: number; user_id: number; emoji: string; created_at: Date; user_name: string }[]> {
+export async function reactionsOf(
+  db: Executor,
+  messageIds: number[],
+): Promise<{ message_id: number; user_id: number; emoji: string; created_at: Date; user_name: string }[]> {
   if (messageIds.length === 0) return [];
   return db
     .selectFrom('message_reactions as r')
@@ -320,7 +331,13 @@ export async function latestMessageId(db: Executor, scope: ChatScope, at?: Date)
 }
 
 /** Legacy mark-read: how many of the other party's messages lie in (from, to]. */
-export async function countFromOthersBetween(db: Executor, scope: ChatScope, userId: number, from: number | null, to: number): Promise<number> {
+export async function countFromOthersBetween(
+  db: Executor,
+  scope: ChatScope,
+  userId: number,
+  from: number | null,
+  to: number,
+): Promise<number> {
   let q = db
     .selectFrom('messages as m')
     .select((eb) => eb.fn.countAll<number>().as('n'))
@@ -338,7 +355,10 @@ export async function userName(db: Executor, id: number): Promise<string | null>
 }
 
 /** Every participant's read horizon in the scope (the furthest of its keys) and when it last moved. */
-export async function readHorizons(db: Executor, scope: ChatScope): Promise<{ user_id: number; last_read_message_id: number; read_at: Date }[]> {
+export async function readHorizons(
+  db: Executor,
+  scope: ChatScope,
+): Promise<{ user_id: number; last_read_message_id: number; read_at: Date }[]> {
   const rows = await db
     .selectFrom('read_horizons')
     .select((eb) => ['user_id', eb.fn.max('last_read_message_id').as('h'), eb.fn.max('updated_at').as('at')])

@@ -13,7 +13,7 @@ import { invalid, unauthenticated } from '../../lib/errors.js';
 import { Ok, problems, toId } from '../../lib/schemas.js';
 import { bearerToken, currentUser } from '../../plugins/auth.js';
 import type { ChatOperation } from '../guard/decision.js';
-import { freshSession, readableSession, sessionByContext } from '../sessions/service.js';
+import { freshSession, participantSession, readableSession, sessionByContext } from '../sessions/service.js';
 import { legacyMarkRead, legacyMessageJson, resolveLegacyChat, sendLegacy, type LegacyTarget } from './legacy.js';
 import * as repo from './repository.js';
 import {
@@ -60,6 +60,7 @@ import {
   type Sender,
 } from './service.js';
 import { TypingRegistry } from './typing.js';
+import { chatSendLimit } from '../../plugins/rate-limit.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -141,6 +142,7 @@ async function chatPlugin(fastify: FastifyInstance) {
     '/api/v2/sessions/:context/messages',
     {
       onRequest: app.authToken,
+      config: { rateLimit: chatSendLimit(app) },
       ...counted('session', sendOrReply),
       schema: {
         tags: ['chat'],
@@ -266,7 +268,8 @@ async function chatPlugin(fastify: FastifyInstance) {
     },
     async (req) => {
       const actor = currentUser(req);
-      const s = await freshSession(ctx, await sessionByContext(ctx.db, req.params.context));
+      // Participants only, checked before freshSession (which may advance the session's timers).
+      const s = await freshSession(ctx, await participantSession(ctx.db, actor, req.params.context));
       return { success: true as const, data: setTyping(ctx, typing, actor, sessionScope(s), req.body.typing) };
     },
   );
@@ -297,7 +300,8 @@ async function chatPlugin(fastify: FastifyInstance) {
 
   // ---- legacy appointment chat --------------------------------------------------------------
 
-  const legacySend = (sender: Sender, rawId: string, operation: ChatOperation, input: MessageInput) => sendLegacy(ctx, sender, rawId, operation, input);
+  const legacySend = (sender: Sender, rawId: string, operation: ChatOperation, input: MessageInput) =>
+    sendLegacy(ctx, sender, rawId, operation, input);
 
   app.get(
     '/api/v2/chat/:id/messages',
@@ -331,6 +335,7 @@ async function chatPlugin(fastify: FastifyInstance) {
     '/api/v2/chat/:id/messages',
     {
       onRequest: app.authToken,
+      config: { rateLimit: chatSendLimit(app) },
       ...counted('legacy', 'sendMessage'),
       schema: {
         deprecated: true,
@@ -363,6 +368,7 @@ async function chatPlugin(fastify: FastifyInstance) {
     '/api/v2/chat/:id/messages/:messageId/reply',
     {
       onRequest: app.authToken,
+      config: { rateLimit: chatSendLimit(app) },
       ...counted('legacy', 'replyToMessage'),
       schema: {
         summary: 'Legacy: reply to a message by appointment id (guarded)',

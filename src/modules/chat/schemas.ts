@@ -3,7 +3,7 @@
  * appointment routes in the shapes the old mobile clients send and parse (reference §4.4).
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { Id, IdString, IsoDateTime, Literals } from '../../lib/schemas.js';
+import { Id, IdString, IsoDateTime, Literals, MultilineText, NO_CONTROL_PATTERN, Text } from '../../lib/schemas.js';
 
 export const MESSAGE_TYPES = ['text', 'image', 'voice'] as const;
 export type MessageType = (typeof MESSAGE_TYPES)[number];
@@ -13,19 +13,15 @@ export const MAX_BODY_CHARS = 1000;
 export const MAX_PAGE = 100;
 export const DEFAULT_PAGE = 50;
 
-const Context = Type.String({ minLength: 1, maxLength: 64, description: 'text_session:{id} or call_session:{id}' });
-const ClientMessageId = Type.String({
+const Context = Text({ minLength: 1, maxLength: 64, description: 'text_session:{id} or call_session:{id}' });
+const ClientMessageId = Text({
   minLength: 1,
   maxLength: 100,
   description: 'Client-chosen id; a retry with the same id returns the stored message',
 });
-const Body = Type.String({ maxLength: MAX_BODY_CHARS, description: 'Up to 1000 characters; newlines kept; no HTML, scripts or links' });
-const MediaUrl = Type.String({
-  minLength: 1,
-  maxLength: 2000,
-  description: 'https:// URL or a same-origin path; required for image and voice',
-});
-const Reaction = Type.String({ minLength: 1, maxLength: 40, description: 'One emoji (up to 10 characters)' });
+const Body = MultilineText({ maxLength: MAX_BODY_CHARS, description: 'Up to 1000 characters; newlines kept; no HTML, scripts or links' });
+const MediaUrl = Text({ minLength: 1, maxLength: 2000, description: 'https:// URL or a same-origin path; required for image and voice' });
+const Reaction = Text({ minLength: 1, maxLength: 40, description: 'One emoji (up to 10 characters)' });
 // Query strings are strings (no coercion): ids as strict digits, limit 1..100.
 const PageLimit = Type.String({ pattern: '^(100|[1-9][0-9]?)$', description: '1 to 100 (default 50)' });
 
@@ -127,7 +123,7 @@ export const ReadOut = Type.Object({
 // ---- legacy routes (/api/v2/chat/{id}/…) -----------------------------------------------------
 
 export const LegacyParams = Type.Object(
-  { id: Type.String({ minLength: 1, maxLength: 64, description: 'Appointment id, or a session context (text_session_12)' }) },
+  { id: Text({ minLength: 1, maxLength: 64, description: 'Appointment id, or a session context (text_session_12)' }) },
   { additionalProperties: false },
 );
 export const LegacyMessageParams = Type.Object({ id: LegacyParams.properties.id, messageId: IdString }, { additionalProperties: false });
@@ -135,7 +131,11 @@ export const LegacyMessageParams = Type.Object({ id: LegacyParams.properties.id,
 // Old clients send numbers or strings as temp ids (Date.now() or a uuid), or null. Three types
 // are a union (anyOf) — Ajv's strict mode only accepts a type array for "T or null".
 const TempId = Type.Union(
-  [Type.String({ minLength: 1, maxLength: 100 }), Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }), Type.Null()],
+  [
+    Type.String({ minLength: 1, maxLength: 100, pattern: NO_CONTROL_PATTERN }),
+    Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+    Type.Null(),
+  ],
   { description: 'The client id of the message (string or number): a retry with it returns the stored message' },
 );
 
@@ -158,7 +158,7 @@ export const LegacyListQuery = Type.Object(
     after: Type.Optional(IdString),
     limit: Type.Optional(PageLimit),
     /** Sent by the old signalling server; ignored (as it was). */
-    since: Type.Optional(Type.String({ maxLength: 64 })),
+    since: Type.Optional(Text({ maxLength: 64 })),
   },
   { additionalProperties: false },
 );
@@ -174,8 +174,8 @@ export const LegacyMarkReadBody = Type.Union([
   Type.Object(
     {
       /** Ignored: the reader is the authenticated user, never a body field (reference §7 bug 16). */
-      user_id: Type.Optional(Type.Union([Type.Integer(), Type.String({ maxLength: 32 })])),
-      timestamp: Type.Optional(Type.String({ maxLength: 64 })),
+      user_id: Type.Optional(Type.Union([Type.Integer(), Text({ maxLength: 32 })])),
+      timestamp: Type.Optional(Text({ maxLength: 64 })),
     },
     { additionalProperties: false },
   ),

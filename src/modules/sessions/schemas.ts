@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { Id, IsoDateTime, Literals, NullableDateTime } from '../../lib/schemas.js';
+import { Id, IsoDateTime, Literals, NullableDateTime, Text } from '../../lib/schemas.js';
 
 export const ContextParams = Type.Object(
   { context: Type.String({ minLength: 1, maxLength: 64, description: 'text_session:{id} or call_session:{id}' }) },
@@ -34,6 +34,6 @@ export const InstantBody = Type.Object(
 );
 
 export const EndBody = Type.Union([
-  Type.Object({ reason: Type.Optional(Type.String({ maxLength: 200 })) }, { additionalProperties: false }),
+  Type.Object({ reason: Type.Optional(Text({ maxLength: 200 })) }, { additionalProperties: false }),
   Type.Null(),
 ]);

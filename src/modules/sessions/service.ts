@@ -112,6 +112,16 @@ export async function readableSession(db: Executor, actor: Actor, raw: string): 
   return s;
 }
 
+/**
+ * A session the actor may act in (its two participants). Call it before anything that may
+ * advance the session (`freshSession`), so a stranger's refused request changes nothing.
+ */
+export async function participantSession(db: Executor, actor: Actor, raw: string): Promise<Session> {
+  const s = await sessionByContext(db, raw);
+  assertParticipant(actor, s);
+  return s;
+}
+
 export function sessionJson(s: Session) {
   const iso = (d: Date | null) => (d ? d.toISOString() : null);
   return {
@@ -331,11 +341,11 @@ export async function createInstantSession(
     // appointment sessions must not queue behind — or deadlock with — an instant start).
     const doctor = await trx
       .selectFrom('users')
-      .select(['id', 'role'])
+      .select(['id', 'role', 'deactivated_at'])
       .where('id', '=', input.doctor_id)
       .forNoKeyUpdate()
       .executeTakeFirst();
-    if (!doctor || doctor.role !== 'doctor') throw notFound('Doctor', { doctor_id: input.doctor_id });
+    if (!doctor || doctor.role !== 'doctor' || doctor.deactivated_at !== null) throw notFound('Doctor', { doctor_id: input.doctor_id });
     if (routingKey !== null) {
       // A retried start with the same key (one patient's clock) is the same call. Looked up under
       // the doctor's lock, which serialises instant starts with this doctor; the unique index on

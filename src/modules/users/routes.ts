@@ -24,7 +24,7 @@ import {
   UpsertUserOut,
   UserOut,
 } from './schemas.js';
-import { createUser, getUser, grantSubscription, listPlans, listSubscriptions } from './service.js';
+import { createUser, deactivateUser, getUser, grantSubscription, listPlans, listSubscriptions } from './service.js';
 
 export const userJson = (u: User) => ({
   id: u.id,
@@ -33,6 +33,7 @@ export const userJson = (u: User) => ({
   country: u.country,
   timezone: u.timezone,
   created_at: iso(u.created_at)!,
+  deactivated_at: iso(u.deactivated_at),
 });
 
 export const subscriptionJson = (s: Subscription) => ({
@@ -115,6 +116,23 @@ export default async function usersRoutes(fastify: FastifyInstance) {
       if (!dryRun) await importPlans(db, req.body.plans ?? []);
       const report = await importUsers(db, req.body.users, { dryRun, now: app.ctx.now() });
       return { success: true as const, data: report };
+    },
+  );
+
+  app.post(
+    '/api/v2/admin/users/:id/deactivate',
+    {
+      preHandler: admin,
+      schema: {
+        tags: ['admin'],
+        summary: 'Deactivate a user: their tokens and sockets stop working at once; their records stay (idempotent)',
+        params: IdParams,
+        response: { 200: Ok(UserOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
+      },
+    },
+    async (req) => {
+      const user = await deactivateUser(db, app.ctx.bus, toId(req.params.id), app.ctx.now(), currentUser(req));
+      return { success: true as const, data: userJson(user) };
     },
   );
 

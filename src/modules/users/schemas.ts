@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { Id, IsoDateTime } from '../../lib/schemas.js';
+import { Id, IsoDateTime, Text } from '../../lib/schemas.js';
 
 export const RoleSchema = Type.Union([Type.Literal('patient'), Type.Literal('doctor'), Type.Literal('admin')]);
 
@@ -10,14 +10,15 @@ export const UserOut = Type.Object({
   country: Type.Union([Type.String(), Type.Null()]),
   timezone: Type.String(),
   created_at: Type.Optional(IsoDateTime),
+  deactivated_at: Type.Optional(Type.Union([IsoDateTime, Type.Null()])),
 });
 
 export const CreateUserBody = Type.Object(
   {
     role: RoleSchema,
-    name: Type.String({ minLength: 1, maxLength: 200 }),
-    country: Type.Optional(Type.Union([Type.String({ maxLength: 100 }), Type.Null()])),
-    timezone: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+    name: Text({ minLength: 1, maxLength: 200 }),
+    country: Type.Optional(Type.Union([Text({ maxLength: 100 }), Type.Null()])),
+    timezone: Type.Optional(Text({ minLength: 1, maxLength: 64 })),
   },
   { additionalProperties: false },
 );
@@ -37,7 +38,7 @@ export const GrantBody = Type.Object(
   {
     user_id: Id,
     plan_id: Id,
-    payment_reference: Type.String({ minLength: 1, maxLength: 200 }),
+    payment_reference: Text({ minLength: 1, maxLength: 200 }),
   },
   { additionalProperties: false },
 );

@@ -2,6 +2,8 @@
 import { sql } from 'kysely';
 import type { Db, Executor, Plan, Role, Subscription, Trx, User } from '../../db/types.js';
 import { conflict, invalid, notFound } from '../../lib/errors.js';
+import type { EventBus } from '../../realtime/bus.js';
+import { publishUserRevoked } from '../../realtime/revocation.js';
 
 export function isValidTimezone(tz: string): boolean {
   try {
@@ -232,4 +234,37 @@ export async function unreadNotificationCount(db: Executor, userId: number): Pro
     .where('read_at', 'is', null)
     .executeTakeFirstOrThrow();
   return row.n;
+}
+
+/** The active (not deactivated) user of an id, as authentication sees it. */
+export async function activeUser(
+  db: Executor,
+  id: number,
+): Promise<Pick<User, 'id' | 'role' | 'name' | 'country' | 'timezone'> | undefined> {
+  return db
+    .selectFrom('users')
+    .select(['id', 'role', 'name', 'country', 'timezone'])
+    .where('id', '=', id)
+    .where('deactivated_at', 'is', null)
+    .executeTakeFirst();
+}
+
+/**
+ * Deactivates a user: their records stay, their tokens stop authenticating (every door checks
+ * `deactivated_at`), and every API process closes their sockets (the revocation signal on the
+ * bus). Idempotent: deactivating again keeps the first time and signals again.
+ */
+export async function deactivateUser(db: Db, bus: EventBus, id: number, now: Date, by?: { id: number }): Promise<User> {
+  if (by && by.id === id) throw invalid('You cannot deactivate yourself', { user_id: id });
+  const user =
+    (await db
+      .updateTable('users')
+      .set({ deactivated_at: now })
+      .where('id', '=', id)
+      .where('deactivated_at', 'is', null)
+      .returningAll()
+      .executeTakeFirst()) ?? (await getUser(db, id));
+  if (!user) throw notFound('User', { user_id: id });
+  await publishUserRevoked(bus, id, 'deactivated');
+  return user;
 }
