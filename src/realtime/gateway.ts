@@ -151,7 +151,11 @@ export default async function realtimeGateway(app: FastifyInstance, opts: Gatewa
     if (!targets) return;
     let frame: string | null = null;
     for (const c of targets) {
-      if (e.userIds === undefined ? !access.mayReceive(c, c.subscriptions.get(e.sessionId!)!) : access.isRevoked(c)) continue;
+      // A session event needs the connection's current access to that session; a broadcast or an
+      // event addressed to the user needs only that the user is not revoked.
+      const allowed =
+        e.broadcast || e.userIds !== undefined ? !access.isRevoked(c) : access.mayReceive(c, c.subscriptions.get(e.sessionId!)!);
+      if (!allowed) continue;
       frame ??= JSON.stringify({ type: e.type, data: e.payload });
       sendRaw(c, frame, e.type);
     }
