@@ -44,7 +44,12 @@ describe.skipIf(!isPostgres)('multi-process deployment', () => {
       DB_POOL_SIZE: '6',
       AUTO_START_INTERVAL_SECONDS: '1',
       BILLING_TICK_SECONDS: '5',
+      // A whole clinic's day from one test client: the per-user limits are tested elsewhere.
       RATE_LIMIT_CREATE_PER_MINUTE: '1000000',
+      RATE_LIMIT_CHAT_BURST: '1000000',
+      RATE_LIMIT_WRITE_PER_MINUTE: '1000000',
+      RATE_LIMIT_WS_CONNECT_PER_MINUTE: '1000000',
+      WS_MAX_CONNECTIONS_PER_USER: '10000',
     };
     database = await openDatabase({ databaseUrl: tdb.databaseUrl, dataDir: '' });
     const ports = [await freePort(), await freePort()];
