@@ -39,7 +39,8 @@ describe.skipIf(!enabled)('database faults', () => {
       AUTO_START_INTERVAL_SECONDS: '1',
       RATE_LIMIT_CREATE_PER_MINUTE: '100000',
       RATE_LIMIT_WRITE_PER_MINUTE: '100000',
-      MAX_PENDING_BOOKINGS: '100000',
+      MAX_PENDING_BOOKINGS: '1000',
+      RATE_LIMIT_CHAT_BURST: '100000',
     });
     ctx = await createContext(config, { role: 'test', logger: pino({ level: 'silent' }), flags: new FlagService(() => ({})) });
     app = await buildApp(ctx);
