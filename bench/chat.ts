@@ -57,6 +57,7 @@ import {
   measure,
   median,
   round,
+  NO_USER_LIMITS,
   settle,
   type Conversation,
   type Sample,
@@ -84,6 +85,7 @@ async function serve(databaseUrl: string): Promise<void> {
     DB_POOL_SIZE: POOL_SIZE,
     LOG_LEVEL: 'warn',
     LOG_BUFFER_BYTES: process.env['LOG_BUFFER_BYTES'],
+    ...NO_USER_LIMITS,
   });
   // The production logger (createContext builds it from the config), stdout being /dev/null here.
   const ctx = await createContext(config, {

@@ -41,6 +41,7 @@ import {
   measure,
   median,
   round,
+  NO_USER_LIMITS,
   settle,
   type Conversation,
   type Sample,
@@ -55,7 +56,7 @@ const CONNECTIONS = Number(process.env['CONNECTIONS'] ?? 50);
 const PAGE = 20;
 
 async function serve(databaseUrl: string): Promise<void> {
-  const config = loadConfig({ DATABASE_URL: databaseUrl, JWT_SECRET: SECRET, LOG_LEVEL: 'warn' });
+  const config = loadConfig({ DATABASE_URL: databaseUrl, JWT_SECRET: SECRET, LOG_LEVEL: 'warn', ...NO_USER_LIMITS });
   const ctx = await createContext(config, { role: 'bench', flags: new FlagService(() => ({})), migrate: false, bus: createBusFor });
   const app = await buildApp(ctx);
   await app.listen({ port: 0, host: '127.0.0.1' });

@@ -10,6 +10,14 @@ import pg from 'pg';
 import { signToken } from '../src/lib/auth.js';
 
 export const SECRET = 'bench-secret-bench-secret-bench-secret-000';
+/** A load generator sends as hundreds of people at once from a few users: lift the per-user limits. */
+export const NO_USER_LIMITS = {
+  RATE_LIMIT_CHAT_BURST: '1000000',
+  RATE_LIMIT_WRITE_PER_MINUTE: '1000000',
+  RATE_LIMIT_CREATE_PER_MINUTE: '1000000',
+  RATE_LIMIT_WS_CONNECT_PER_MINUTE: '1000000',
+  WS_MAX_CONNECTIONS_PER_USER: '10000',
+};
 export const BODY = 'Good morning doctor, the headache is better today but I still feel tired.';
 
 export const log = (msg: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${msg}\n`);
