@@ -69,4 +69,18 @@ export class WsClient {
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`socket still open after ${ms} ms`)), ms).unref()),
     ]);
   }
+
+  /** True if no frame matching `pred` arrives within `ms`. */
+  async never(pred: (f: Frame) => boolean, ms = 300): Promise<boolean> {
+    try {
+      await this.next(pred, ms);
+      return false;
+    } catch {
+      return true;
+    }
+  }
+
+  close() {
+    this.ws.close();
+  }
 }
