@@ -15,6 +15,19 @@ export default async function billingRoutes(fastify: FastifyInstance): Promise<v
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { ctx } = app;
   const anyone = app.auth();
+  // The three legacy endpoints answer alike: the billing outcome, or the guard's and billing's refusals.
+  const legacyResponses = {
+    200: LegacyBillingOut,
+    ...problems(
+      'UNAUTHENTICATED',
+      'FORBIDDEN',
+      'NOT_FOUND',
+      'CONFLICT',
+      'INSUFFICIENT_CREDITS',
+      'SESSION_BILLING_REQUIRED',
+      'SESSION_NOT_ACTIVE',
+    ),
+  };
 
   app.get(
     '/api/v2/sessions/:context/billing',
@@ -61,18 +74,7 @@ export default async function billingRoutes(fastify: FastifyInstance): Promise<v
         tags: ['legacy billing'],
         params: IdParams,
         body: EmptyBody,
-        response: {
-          200: LegacyBillingOut,
-          ...problems(
-            'UNAUTHENTICATED',
-            'FORBIDDEN',
-            'NOT_FOUND',
-            'CONFLICT',
-            'INSUFFICIENT_CREDITS',
-            'SESSION_BILLING_REQUIRED',
-            'SESSION_NOT_ACTIVE',
-          ),
-        },
+        response: legacyResponses,
       },
     },
     async (req, reply) =>
@@ -89,18 +91,7 @@ export default async function billingRoutes(fastify: FastifyInstance): Promise<v
         tags: ['legacy billing'],
         params: IdParams,
         body: EmptyBody,
-        response: {
-          200: LegacyBillingOut,
-          ...problems(
-            'UNAUTHENTICATED',
-            'FORBIDDEN',
-            'NOT_FOUND',
-            'CONFLICT',
-            'INSUFFICIENT_CREDITS',
-            'SESSION_BILLING_REQUIRED',
-            'SESSION_NOT_ACTIVE',
-          ),
-        },
+        response: legacyResponses,
       },
     },
     async (req, reply) =>
@@ -117,18 +108,7 @@ export default async function billingRoutes(fastify: FastifyInstance): Promise<v
         tags: ['legacy billing'],
         headers: IdempotencyHeaders,
         body: DeductionBody,
-        response: {
-          200: LegacyBillingOut,
-          ...problems(
-            'UNAUTHENTICATED',
-            'FORBIDDEN',
-            'NOT_FOUND',
-            'CONFLICT',
-            'INSUFFICIENT_CREDITS',
-            'SESSION_BILLING_REQUIRED',
-            'SESSION_NOT_ACTIVE',
-          ),
-        },
+        response: legacyResponses,
       },
     },
     async (req, reply) =>
