@@ -243,6 +243,17 @@ async function startCall(ctx: AppContext, actor: Actor, body: Static<typeof Star
   return (await callAction(ctx, actor, contextOf(s), 'join')).after;
 }
 
+/** What a call door can refuse: the core's participant, state, credit and context errors. */
+const CALL_PROBLEMS = problems(
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'NOT_FOUND',
+  'CONFLICT',
+  'INSUFFICIENT_CREDITS',
+  'SESSION_NOT_ACTIVE',
+  'SESSION_CONTEXT_REQUIRED',
+);
+
 export default async function callsRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { ctx } = app;
@@ -260,15 +271,7 @@ export default async function callsRoutes(fastify: FastifyInstance) {
         body: StartBody,
         response: {
           200: StartOut,
-          ...problems(
-            'UNAUTHENTICATED',
-            'FORBIDDEN',
-            'NOT_FOUND',
-            'CONFLICT',
-            'INSUFFICIENT_CREDITS',
-            'SESSION_NOT_ACTIVE',
-            'SESSION_CONTEXT_REQUIRED',
-          ),
+          ...CALL_PROBLEMS,
         },
       },
     },
@@ -298,15 +301,7 @@ export default async function callsRoutes(fastify: FastifyInstance) {
           body: KeyBody,
           response: {
             200: ActionOut,
-            ...problems(
-              'UNAUTHENTICATED',
-              'FORBIDDEN',
-              'NOT_FOUND',
-              'CONFLICT',
-              'INSUFFICIENT_CREDITS',
-              'SESSION_NOT_ACTIVE',
-              'SESSION_CONTEXT_REQUIRED',
-            ),
+            ...CALL_PROBLEMS,
           },
         },
       },
@@ -346,15 +341,7 @@ export default async function callsRoutes(fastify: FastifyInstance) {
         body: KeyBody,
         response: {
           200: EndOut,
-          ...problems(
-            'UNAUTHENTICATED',
-            'FORBIDDEN',
-            'NOT_FOUND',
-            'CONFLICT',
-            'INSUFFICIENT_CREDITS',
-            'SESSION_NOT_ACTIVE',
-            'SESSION_CONTEXT_REQUIRED',
-          ),
+          ...CALL_PROBLEMS,
         },
       },
     },
@@ -371,15 +358,7 @@ export default async function callsRoutes(fastify: FastifyInstance) {
         body: KeyBody,
         response: {
           200: DeductionOut,
-          ...problems(
-            'UNAUTHENTICATED',
-            'FORBIDDEN',
-            'NOT_FOUND',
-            'CONFLICT',
-            'INSUFFICIENT_CREDITS',
-            'SESSION_NOT_ACTIVE',
-            'SESSION_CONTEXT_REQUIRED',
-          ),
+          ...CALL_PROBLEMS,
         },
       },
     },
