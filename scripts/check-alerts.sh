@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Validates the Prometheus alert rules and runs their unit tests (SPEC §3.5), and checks the
+# Validates the Prometheus alert rules and runs their unit tests, and checks the
 # shipped scrape configuration (ops/prometheus/prometheus.yml).
 #
 #   scripts/check-alerts.sh
