@@ -10,7 +10,7 @@
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
 import type { Session } from '../../db/types.js';
-import { deliverPendingNotifications } from '../sessions/notifications.js';
+import { deliverPendingNotifications } from '../notifications/outbox.js';
 import { publishStatus, writeChange } from '../sessions/service.js';
 import { applyLimitsLocked, limitsOf } from '../sessions/limits.js';
 import { billableUntil, isLive } from '../sessions/state.js';

@@ -15,7 +15,7 @@
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
 import type { Db, Executor, Session, Trx } from '../../db/types.js';
-import { deliverPendingNotifications } from './notifications.js';
+import { deliverPendingNotifications } from '../notifications/outbox.js';
 import { contextOf, publishStatus, writeChange } from './service.js';
 import { isLive, onLimits, onPresence, timeLimitAt, timeLimitNoticeDue, type LimitFacts, type Party, type SessionLimits } from './state.js';
 
