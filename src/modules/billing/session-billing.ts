@@ -84,7 +84,7 @@ export async function billSession(ctx: AppContext, sessionId: number, opts: { sk
       return charged.charged > 0 ? { result: 'charged', session: cur, charged: charged.charged } : { result: 'idle', session: cur };
 
     // The unit in progress cannot be paid: the session ends where the paid time ends.
-    const ended = await writeChange(trx, ctx, cur, {
+    const ended = await writeChange(trx, ctx.sessionHooks, cur, {
       status: 'ended',
       ended_at: unitBoundary(start, cur.units_billed),
       end_reason: CREDITS_EXHAUSTED,

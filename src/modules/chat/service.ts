@@ -208,7 +208,7 @@ export async function sendToSessionLocked(ctx: AppContext, actor: ChatActor, ses
     const replyTo = await replyTarget(trx, scope, input, 'session', { session_id: before.id });
     let s = before;
     const tick = onTick(s, now, timing);
-    if (tick.ok && Object.keys(tick.change).length > 0) s = await writeChange(trx, ctx, s, tick.change);
+    if (tick.ok && Object.keys(tick.change).length > 0) s = await writeChange(trx, ctx.sessionHooks, s, tick.change);
     const t = onMessage(s, party, now, timing);
     if (!t.ok) return { kind: 'refused' as const, before, after: s };
     const row = await repo.insertMessage(trx, scope, toNew(actor.id, { ...input, replyTo }));
@@ -217,7 +217,7 @@ export async function sendToSessionLocked(ctx: AppContext, actor: ChatActor, ses
       const existing = await repo.findByClientId(trx, scope, actor.id, input.clientMessageId!);
       return { kind: 'existing' as const, row: existing!, before, after: s };
     }
-    if (Object.keys(t.change).length > 0) s = await writeChange(trx, ctx, s, t.change);
+    if (Object.keys(t.change).length > 0) s = await writeChange(trx, ctx.sessionHooks, s, t.change);
     scope = sessionScope(s);
     return { kind: 'created' as const, row, before, after: s };
   });

@@ -68,7 +68,7 @@ export async function applyLimitsLocked(
   const limits = limitsOf(ctx);
   const t = onLimits(s, facts, now, limits);
   if (t.ok && Object.keys(t.change).length > 0) {
-    return { session: await writeChange(trx, ctx, s, t.change), ended: true, noticed: false, facts };
+    return { session: await writeChange(trx, ctx.sessionHooks, s, t.change), ended: true, noticed: false, facts };
   }
   let noticed = false;
   if (timeLimitNoticeDue(facts, now, limits)) noticed = await enqueueTimeLimitNotice(trx, s, timeLimitAt(facts, limits)!);
