@@ -60,7 +60,7 @@ import {
   type MessageInput,
 } from '../../modules/chat/service.js';
 import { formatSessionContext, parsePositiveId, parseSessionContext, type SessionKind } from '../../modules/sessions/context.js';
-import { modalityForAppointmentType, sessionKindForModality } from '../../modules/sessions/modality.js';
+import { modalityForAppointmentType, sessionKindForModality } from '../../modules/appointments/modality.js';
 import { recordCallPresence } from '../../modules/sessions/limits.js';
 import { freshSession, sessionByContext, sessionByRoutingKey, sessionJson } from '../../modules/sessions/service.js';
 import { isLive } from '../../modules/sessions/state.js';

@@ -8,7 +8,7 @@ import type { Modality, Session, Trx } from '../../db/types.js';
 import { DomainError } from '../../lib/errors.js';
 import type { SessionHooks } from '../sessions/hooks.js';
 import { isLive } from '../sessions/state.js';
-import { usableCredits } from './credits.js';
+import { usableCredits } from '../users/credits.js';
 import { chargeUnits, type BillingDeps } from './ledger.js';
 import { enqueueNoCreditNotice } from './notices.js';
 import { cappedUnits, unitBoundary, unitsAtEnd } from './pricing.js';

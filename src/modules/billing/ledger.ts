@@ -19,7 +19,7 @@ import type { AppContext } from '../../context.js';
 import type { Modality, Session, Trx } from '../../db/types.js';
 import { DomainError, notFound } from '../../lib/errors.js';
 import { payoutPerUnit, type Money, type PayoutRates } from './pricing.js';
-import { remainingColumn } from './credits.js';
+import { remainingColumn } from '../users/credits.js';
 
 /** Why units were charged (ledger `reason`, metric label `reason`: a closed set). */
 export type ChargeReason = 'periodic' | 'session_end' | 'legacy_end_session' | 'legacy_process_payment' | 'legacy_process_deduction';

@@ -14,7 +14,7 @@ import { deliverPendingNotifications } from '../notifications/outbox.js';
 import { publishStatus, writeChange } from '../sessions/service.js';
 import { applyLimitsLocked, limitsOf } from '../sessions/limits.js';
 import { billableUntil, isLive } from '../sessions/state.js';
-import { usableCredits } from './credits.js';
+import { usableCredits } from '../users/credits.js';
 import { CREDITS_EXHAUSTED, billableStart, settleEndedSession } from './hooks.js';
 import { chargeUnits } from './ledger.js';
 import { enqueueNoCreditNotice } from './notices.js';

@@ -14,7 +14,7 @@ import { isLive } from '../sessions/state.js';
 import { billableStart, expectedUnits } from './hooks.js';
 import { payoutRates } from './ledger.js';
 import { UNIT_SECONDS, payoutPerUnit } from './pricing.js';
-import { usableCredits } from './credits.js';
+import { usableCredits } from '../users/credits.js';
 
 /** Minor units as a decimal string with two places (both wallet currencies have 100 minor units). */
 export const formatMinor = (minor: number): string => {

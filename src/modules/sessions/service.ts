@@ -12,7 +12,7 @@ import { accessOf, assertCanRead, assertParticipant, type Actor } from '../acces
 import { getAppointmentOrThrow } from '../appointments/service.js';
 import { formatSessionContext, parseSessionContext } from './context.js';
 import type { SessionHooks } from './hooks.js';
-import { modalityForAppointmentType } from './modality.js';
+import { modalityForAppointmentType } from '../appointments/modality.js';
 import {
   consultationHappened,
   initialStatus,
