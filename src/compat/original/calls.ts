@@ -34,7 +34,7 @@ import { usableCredits } from '../../modules/users/credits.js';
 import { legacyBilling } from '../../modules/billing/legacy.js';
 import { LegacyBillingOut } from '../../modules/billing/schemas.js';
 import { billSession } from '../../modules/billing/session-billing.js';
-import { formatSessionContext, parsePositiveId, parseSessionContext } from '../../modules/sessions/context.js';
+import { formatSessionContext, parsePositiveId, parseSessionContext } from '../../modules/session-context.js';
 import { modalityForAppointmentType } from '../../modules/appointments/modality.js';
 import {
   callAction,

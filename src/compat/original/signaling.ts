@@ -59,7 +59,7 @@ import {
   setTyping,
   type MessageInput,
 } from '../../modules/chat/service.js';
-import { formatSessionContext, parsePositiveId, parseSessionContext, type SessionKind } from '../../modules/sessions/context.js';
+import { formatSessionContext, parsePositiveId, parseSessionContext, type SessionKind } from '../../modules/session-context.js';
 import { modalityForAppointmentType, sessionKindForModality } from '../../modules/appointments/modality.js';
 import { recordCallPresence } from '../../modules/sessions/limits.js';
 import { freshSession, sessionByContext, sessionByRoutingKey, sessionJson } from '../../modules/sessions/service.js';

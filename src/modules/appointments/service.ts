@@ -17,7 +17,7 @@ import {
 import { DomainError, conflict, invalid, isUniqueViolation, notFound, unauthenticated } from '../../lib/errors.js';
 import { assertCanRead, assertParticipant, type Actor } from '../access.js';
 import { usableCredits } from '../users/credits.js';
-import { formatSessionContext } from '../sessions/context.js';
+import { formatSessionContext } from '../session-context.js';
 import { isValidTimezone } from '../users/service.js';
 import { modalityForAppointmentType } from './modality.js';
 

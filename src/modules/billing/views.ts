@@ -9,7 +9,7 @@ import type { Executor, Session } from '../../db/types.js';
 import { iso } from '../../lib/schemas.js';
 import { accessOf, type Actor } from '../access.js';
 import { contextOf, readableSession } from '../sessions/service.js';
-import { formatSessionContext } from '../sessions/context.js';
+import { formatSessionContext } from '../session-context.js';
 import { isLive } from '../sessions/state.js';
 import { billableStart, expectedUnits } from './hooks.js';
 import { payoutRates } from './ledger.js';

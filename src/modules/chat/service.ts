@@ -16,7 +16,7 @@ import { iso } from '../../lib/schemas.js';
 import type { AuthUser } from '../../plugins/auth.js';
 import { publishEvent, type ChatScopeIds, type EventRoute } from '../../realtime/events.js';
 import { assertCanRead, assertParticipant } from '../access.js';
-import { formatSessionContext, parseSessionContext, type SessionKind } from '../sessions/context.js';
+import { formatSessionContext, parseSessionContext, type SessionKind } from '../session-context.js';
 import { lockSession, publishStatus, sessionByContext, timingOf, writeChange } from '../sessions/service.js';
 import { isLive, onMessage, onTick } from '../sessions/state.js';
 import { checkBody, isAcceptableMediaUrl, isAcceptableReaction, isStorableText } from './content.js';

@@ -10,7 +10,7 @@ import { LIVE_SESSION_STATUSES, type Executor, type Modality, type Session, type
 import { DomainError, conflict, forbidden, isUniqueViolation, notFound } from '../../lib/errors.js';
 import { accessOf, assertCanRead, assertParticipant, type Actor } from '../access.js';
 import { getAppointmentOrThrow } from '../appointments/service.js';
-import { formatSessionContext, parseSessionContext } from './context.js';
+import { formatSessionContext, parseSessionContext } from '../session-context.js';
 import type { SessionHooks } from './hooks.js';
 import { modalityForAppointmentType } from '../appointments/modality.js';
 import {
