@@ -13,7 +13,7 @@ import type { AppContext } from './context.js';
 import { Problem } from './lib/schemas.js';
 import authPlugin from './plugins/auth.js';
 import errorsPlugin, { sendProblem } from './plugins/errors.js';
-import observabilityPlugin from './plugins/observability.js';
+import observabilityPlugin from './modules/ops/observability.js';
 import rateLimitsPlugin from './plugins/rate-limit.js';
 import usersRoutes from './modules/users/routes.js';
 import appointmentsRoutes from './modules/appointments/routes.js';
