@@ -22,8 +22,8 @@ import chatRoutes from './modules/chat/routes.js';
 import billingRoutes from './modules/billing/routes.js';
 import opsRoutes from './modules/ops/routes.js';
 import asyncApiRoute from './realtime/asyncapi.js';
-import realtimeGateway, { DEFAULTS as WS_LIMITS } from './realtime/gateway.js';
-import websocketSupport from './realtime/websocket.js';
+import realtimeGateway, { DEFAULTS as WS_LIMITS } from './gateway/gateway.js';
+import websocketSupport from './gateway/websocket.js';
 import mediaRoutes from './modules/media/routes.js';
 import originalContract from './compat/original/index.js';
 

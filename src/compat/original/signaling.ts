@@ -67,7 +67,7 @@ import { isLive } from '../../modules/sessions/state.js';
 import { getUser } from '../../modules/users/service.js';
 import type { BusEvent } from '../../realtime/bus.js';
 import type { CallSignalEventData, ReadEventData, SessionStatusEventData, TypingEventData } from '../../realtime/events.js';
-import { DEFAULTS as LIMITS } from '../../realtime/gateway.js';
+import { DEFAULTS as LIMITS } from '../../gateway/gateway.js';
 import { appCallStatus, callKeyOf } from './calls.js';
 
 type PathKind = 'chat' | 'call' | 'notifications';
