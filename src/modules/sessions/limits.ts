@@ -19,7 +19,7 @@ import { deliverPendingNotifications } from '../notifications/outbox.js';
 import { contextOf, publishStatus, writeChange } from './service.js';
 import { isLive, onLimits, onPresence, timeLimitAt, timeLimitNoticeDue, type LimitFacts, type Party, type SessionLimits } from './state.js';
 
-export const limitsOf = (ctx: AppContext): SessionLimits => ({
+export const limitsOf = (ctx: Pick<AppContext, 'config'>): SessionLimits => ({
   idleMinutes: ctx.config.textSessionIdleMinutes,
   disconnectGraceSeconds: ctx.config.callDisconnectGraceSeconds,
   overrunMinutes: ctx.config.sessionOverrunMinutes,
@@ -55,11 +55,12 @@ export async function limitFacts(db: Executor, s: Session): Promise<LimitFacts> 
 /**
  * Applies the limits to a locked session at `now`: ends it when one has been reached (and
  * settles it), else enqueues the time-limit notice when it is due. Billing calls this before it
- * charges, so the tick never bills time a limit has already cut off.
+ * charges, so the tick never bills time a limit has already cut off. Inside the caller's
+ * transaction: it takes the configuration and the session hooks, never the database handle.
  */
 export async function applyLimitsLocked(
   trx: Trx,
-  ctx: AppContext,
+  ctx: Pick<AppContext, 'config' | 'sessionHooks'>,
   s: Session,
   now: Date,
 ): Promise<{ session: Session; ended: boolean; noticed: boolean; facts: LimitFacts }> {
