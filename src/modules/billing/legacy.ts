@@ -229,7 +229,7 @@ function processing(payout: Money, units: number, errors: string[]): PaymentProc
   };
 }
 
-async function doctorPayout(ctx: AppContext, db: Executor, doctorId: number): Promise<Money> {
+async function doctorPayout(ctx: Pick<AppContext, 'config'>, db: Executor, doctorId: number): Promise<Money> {
   const d = await db.selectFrom('users').select('country').where('id', '=', doctorId).executeTakeFirst();
   return payoutPerUnit(d?.country ?? null, payoutRates(ctx));
 }
