@@ -11,7 +11,9 @@ import { migrate } from './db/migrate.js';
 import type { Db } from './db/types.js';
 import { resolveJwtSecret } from './lib/auth.js';
 import { createLogger } from './lib/logger.js';
+import { billingSessionHooks } from './modules/billing/hooks.js';
 import { createMetrics, type Metrics } from './modules/ops/metrics.js';
+import type { SessionHooks } from './modules/sessions/hooks.js';
 import { InProcessBus, type EventBus } from './realtime/bus.js';
 
 export interface AppContext {
@@ -25,6 +27,8 @@ export interface AppContext {
   jwtSecret: string | null;
   /** The application clock (the database clock decides "due" in SQL). */
   now: () => Date;
+  /** What happens elsewhere when a session starts or ends (billing's side, connected here). */
+  sessionHooks: SessionHooks;
 }
 
 export interface ContextOptions {
@@ -59,6 +63,7 @@ export async function createContext(config: Config, opts: ContextOptions): Promi
     syncFlagGauges();
     flags.onChange(syncFlagGauges);
     const bus = opts.bus ? await opts.bus(database, log) : new InProcessBus();
+    const sessionHooks = billingSessionHooks({ config, metrics, log });
     return {
       config,
       database,
@@ -69,6 +74,7 @@ export async function createContext(config: Config, opts: ContextOptions): Promi
       bus,
       jwtSecret: resolveJwtSecret(config, (m) => log.warn(m)),
       now: opts.now ?? (() => new Date()),
+      sessionHooks,
     };
   } catch (err) {
     await database.close();

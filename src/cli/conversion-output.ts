@@ -1,6 +1,6 @@
 /** Shared output of the commands that convert appointments (auto-start, activate-booked). */
 import type { ConversionOutcome } from '../modules/sessions/writer.js';
-import { formatSessionContext } from '../modules/sessions/context.js';
+import { formatSessionContext } from '../modules/session-context.js';
 import { kindOf } from '../modules/sessions/state.js';
 
 export interface OutcomeJson {

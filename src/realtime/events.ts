@@ -17,10 +17,39 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { BusEvent, EventBus } from './bus.js';
-import { ChatMessageOut } from '../modules/chat/schemas.js';
+import { Id, IsoDateTime } from '../lib/schemas.js';
 
 const NullableId = Type.Union([Type.Integer({ minimum: 1 }), Type.Null()]);
 const NullableString = Type.Union([Type.String(), Type.Null()]);
+
+export const MESSAGE_TYPES = ['text', 'image', 'voice'] as const;
+export type MessageType = (typeof MESSAGE_TYPES)[number];
+
+// The message is also a REST answer: JSON-Schema type arrays and `enum` rather than unions, which
+// the serializer writes directly (an `anyOf` costs a validation per field per response).
+const NullableIdOut = Type.Unsafe<number | null>({ type: ['integer', 'null'], minimum: 1 });
+const NullableStringOut = Type.Unsafe<string | null>({ type: ['string', 'null'] });
+const EnumOut = <T extends string>(values: readonly T[]) => Type.Unsafe<T>({ type: 'string', enum: [...values] });
+
+export const ReactionOut = Type.Object({ reaction: Type.String(), user_id: Id });
+
+export const ChatMessageOut = Type.Object({
+  id: Id,
+  session_id: NullableIdOut,
+  session_context: NullableStringOut,
+  appointment_id: NullableIdOut,
+  sender_id: Id,
+  sender_name: Type.String(),
+  sender_role: EnumOut(['patient', 'doctor'] as const),
+  client_message_id: NullableStringOut,
+  type: EnumOut(MESSAGE_TYPES),
+  body: Type.String(),
+  media_url: NullableStringOut,
+  reply_to_message_id: NullableIdOut,
+  reactions: Type.Array(ReactionOut),
+  created_at: IsoDateTime,
+});
+export type ChatMessageJson = Static<typeof ChatMessageOut>;
 
 /** Where a chat event happened: a session, or an appointment's pre-session legacy chat. */
 export const ChatScopeIdsSchema = Type.Object({ session_id: NullableId, session_context: NullableString, appointment_id: NullableId });

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { User } from '../../src/db/types.js';
-import { usableCredits } from '../../src/modules/billing/credits.js';
+import { usableCredits } from '../../src/modules/users/credits.js';
 import { createHarness, type TestHarness } from '../helpers/app.js';
 
 let t: TestHarness;

@@ -21,7 +21,7 @@ import authPlugin from '../../src/plugins/auth.js';
 import errorsPlugin from '../../src/plugins/errors.js';
 import { Problem } from '../../src/lib/schemas.js';
 import { createBusFor } from '../../src/realtime/create-bus.js';
-import realtimeGateway from '../../src/realtime/gateway.js';
+import realtimeGateway from '../../src/gateway/gateway.js';
 import { PgBus } from '../../src/realtime/pg-bus.js';
 import { TEST_JWT_SECRET, createHarness, type TestHarness } from '../helpers/app.js';
 import { isPostgres } from '../helpers/db.js';

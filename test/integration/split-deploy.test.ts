@@ -7,7 +7,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { signToken } from '../../src/lib/auth.js';
-import { deliverPendingNotifications } from '../../src/modules/sessions/notifications.js';
+import { deliverPendingNotifications } from '../../src/modules/notifications/outbox.js';
 import type { BusEvent, EventBus } from '../../src/realtime/bus.js';
 import { TEST_JWT_SECRET, createHarness, type TestHarness } from '../helpers/app.js';
 import { cliDatabase, type CliDatabase } from '../helpers/cli-run.js';

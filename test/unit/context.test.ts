@@ -6,7 +6,7 @@ import {
   parsePositiveId,
   parseSessionContext,
   type ContextParse,
-} from '../../src/modules/sessions/context.js';
+} from '../../src/modules/session-context.js';
 
 const INT8_MAX = '9223372036854775807';
 const INT8_MAX_PLUS_1 = '9223372036854775808';

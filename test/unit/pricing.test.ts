@@ -10,7 +10,7 @@ import {
   unitsAtEnd,
   type Money,
 } from '../../src/modules/billing/pricing.js';
-import { modalityForAppointmentType, sessionKindForModality } from '../../src/modules/sessions/modality.js';
+import { modalityForAppointmentType, sessionKindForModality } from '../../src/modules/appointments/modality.js';
 
 const T0 = new Date('2025-03-01T10:00:00.000Z');
 const after = (seconds: number): Date => new Date(T0.getTime() + seconds * 1000);

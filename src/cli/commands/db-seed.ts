@@ -1,6 +1,6 @@
 import { print, printJson, withContext, type Command } from '../command.js';
 import { signToken } from '../../lib/auth.js';
-import { seedDemo } from '../../modules/users/seed.js';
+import { seedDemo } from '../seed.js';
 
 export const command: Command = {
   name: 'db:seed',

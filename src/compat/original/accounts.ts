@@ -12,7 +12,7 @@ import { DomainError, forbidden } from '../../lib/errors.js';
 import { iso, problems } from '../../lib/schemas.js';
 import { currentUser, type AuthUser } from '../../plugins/auth.js';
 import { pageAppointments } from '../../modules/appointments/service.js';
-import { creditBalances } from '../../modules/billing/credits.js';
+import { creditBalances } from '../../modules/users/credits.js';
 import { doctorEarnings, doctorWallet, formatMinor, walletTransactionsPage, type WalletTransaction } from '../../modules/billing/views.js';
 import { contextOf, liveSessionsOf } from '../../modules/sessions/service.js';
 import { findPlan, listSubscriptions, unreadNotificationCount, usersByIds } from '../../modules/users/service.js';

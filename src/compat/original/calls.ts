@@ -30,12 +30,12 @@ import { Id, iso, problems } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
 import { assertCanRead, assertParticipant, type Actor } from '../../modules/access.js';
 import { getAppointmentOrThrow } from '../../modules/appointments/service.js';
-import { usableCredits } from '../../modules/billing/credits.js';
+import { usableCredits } from '../../modules/users/credits.js';
 import { legacyBilling } from '../../modules/billing/legacy.js';
 import { LegacyBillingOut } from '../../modules/billing/schemas.js';
 import { billSession } from '../../modules/billing/session-billing.js';
-import { formatSessionContext, parsePositiveId, parseSessionContext } from '../../modules/sessions/context.js';
-import { modalityForAppointmentType } from '../../modules/sessions/modality.js';
+import { formatSessionContext, parsePositiveId, parseSessionContext } from '../../modules/session-context.js';
+import { modalityForAppointmentType } from '../../modules/appointments/modality.js';
 import {
   callAction,
   contextOf,

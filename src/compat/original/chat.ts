@@ -21,7 +21,7 @@ import type { ChatScope } from '../../modules/chat/repository.js';
 import { listConversation, readState, type ChatActor } from '../../modules/chat/service.js';
 import type { ChatMessageJson } from '../../modules/chat/schemas.js';
 import { START_EARLY_MINUTES, contextOf, freshSession, readableSession } from '../../modules/sessions/service.js';
-import { parsePositiveId } from '../../modules/sessions/context.js';
+import { parsePositiveId } from '../../modules/session-context.js';
 import { getUser, isValidTimezone } from '../../modules/users/service.js';
 import { humanErrors, originalProblems } from './human.js';
 import { resolveChatTarget, type ChatTarget } from './ids.js';

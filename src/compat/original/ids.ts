@@ -19,7 +19,7 @@ import type { AppContext } from '../../context.js';
 import { notFound } from '../../lib/errors.js';
 import { accessOf, type Actor } from '../../modules/access.js';
 import { getAppointment } from '../../modules/appointments/service.js';
-import { formatSessionContext, parsePositiveId, parseSessionContext, type SessionKind } from '../../modules/sessions/context.js';
+import { formatSessionContext, parsePositiveId, parseSessionContext, type SessionKind } from '../../modules/session-context.js';
 import { sessionByContext } from '../../modules/sessions/service.js';
 
 /** The core's `text_session:{id}` for a `/text-sessions/{id}` path id, or a 404 the app can show. */

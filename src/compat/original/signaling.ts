@@ -59,15 +59,15 @@ import {
   setTyping,
   type MessageInput,
 } from '../../modules/chat/service.js';
-import { formatSessionContext, parsePositiveId, parseSessionContext, type SessionKind } from '../../modules/sessions/context.js';
-import { modalityForAppointmentType, sessionKindForModality } from '../../modules/sessions/modality.js';
+import { formatSessionContext, parsePositiveId, parseSessionContext, type SessionKind } from '../../modules/session-context.js';
+import { modalityForAppointmentType, sessionKindForModality } from '../../modules/appointments/modality.js';
 import { recordCallPresence } from '../../modules/sessions/limits.js';
 import { freshSession, sessionByContext, sessionByRoutingKey, sessionJson } from '../../modules/sessions/service.js';
 import { isLive } from '../../modules/sessions/state.js';
 import { getUser } from '../../modules/users/service.js';
 import type { BusEvent } from '../../realtime/bus.js';
 import type { CallSignalEventData, ReadEventData, SessionStatusEventData, TypingEventData } from '../../realtime/events.js';
-import { DEFAULTS as LIMITS } from '../../realtime/gateway.js';
+import { DEFAULTS as LIMITS } from '../../gateway/gateway.js';
 import { appCallStatus, callKeyOf } from './calls.js';
 
 type PathKind = 'chat' | 'call' | 'notifications';

@@ -5,8 +5,8 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Appointment } from '../../db/types.js';
 import { IdParams, Ok, problems, iso, toId } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
-import { formatSessionContext } from '../sessions/context.js';
-import { sessionKindForModality, modalityForAppointmentType } from '../sessions/modality.js';
+import { formatSessionContext } from '../session-context.js';
+import { sessionKindForModality, modalityForAppointmentType } from './modality.js';
 import { AppointmentOut, AppointmentSessionOut, BookBody, ImportBody, ListQuery } from './schemas.js';
 import {
   pollAppointmentSession,

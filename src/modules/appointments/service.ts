@@ -16,10 +16,10 @@ import {
 } from '../../db/types.js';
 import { DomainError, conflict, invalid, isUniqueViolation, notFound, unauthenticated } from '../../lib/errors.js';
 import { assertCanRead, assertParticipant, type Actor } from '../access.js';
-import { usableCredits } from '../billing/credits.js';
-import { formatSessionContext } from '../sessions/context.js';
+import { usableCredits } from '../users/credits.js';
+import { formatSessionContext } from '../session-context.js';
 import { isValidTimezone } from '../users/service.js';
-import { modalityForAppointmentType } from '../sessions/modality.js';
+import { modalityForAppointmentType } from './modality.js';
 
 export const BOOKABLE_TYPES = ['text', 'audio', 'voice', 'video'] as const;
 export const FINAL_STATUSES: AppointmentStatus[] = ['completed', 'missed', 'expired', 'cancelled'];

@@ -1,14 +1,15 @@
 /**
- * Billing's entry points for the session lifecycle, called inside the session's transaction.
- * Kept in one file so the session module depends on billing through two functions only.
+ * Billing's side of the session lifecycle: the `SessionHooks` the sessions module calls inside
+ * its transactions (a start the patient cannot pay for is refused; an ended session is settled).
+ * `createContext` connects them (`billingSessionHooks`).
  */
 import { sql } from 'kysely';
-import type { AppContext } from '../../context.js';
 import type { Modality, Session, Trx } from '../../db/types.js';
 import { DomainError } from '../../lib/errors.js';
+import type { SessionHooks } from '../sessions/hooks.js';
 import { isLive } from '../sessions/state.js';
-import { usableCredits } from './credits.js';
-import { chargeUnits } from './ledger.js';
+import { usableCredits } from '../users/credits.js';
+import { chargeUnits, type BillingDeps } from './ledger.js';
 import { enqueueNoCreditNotice } from './notices.js';
 import { cappedUnits, unitBoundary, unitsAtEnd } from './pricing.js';
 
@@ -36,7 +37,7 @@ export function expectedUnits(
  * Refuses (402 INSUFFICIENT_CREDITS) a session start the patient has no credit for: the
  * aggregate of unexpired subscriptions of that modality. Nothing is charged at start.
  */
-export async function assertCreditsForStart(trx: Trx, _ctx: AppContext, patientId: number, modality: Modality): Promise<void> {
+export async function assertCreditsForStart(trx: Trx, patientId: number, modality: Modality): Promise<void> {
   const available = await usableCredits(trx, patientId, modality);
   if (available < 1) {
     throw new DomainError('INSUFFICIENT_CREDITS', `No ${modality} credits left: a ${modality} consultation needs at least one`, {
@@ -57,7 +58,7 @@ export async function assertCreditsForStart(trx: Trx, _ctx: AppContext, patientI
  * ended by exhausted credits at the billed boundary — and the doctor is credited only for the
  * units the patient paid. Returns the updated row.
  */
-export async function settleEndedSession(trx: Trx, ctx: AppContext, session: Session): Promise<Session> {
+export async function settleEndedSession(trx: Trx, ctx: BillingDeps, session: Session): Promise<Session> {
   if (isLive(session.status) || session.settled_at !== null) return session;
   const target = Math.max(session.units_billed, expectedUnits(session));
   const charged = await chargeUnits(trx, ctx, session, target, 'session_end');
@@ -89,3 +90,9 @@ export async function settleEndedSession(trx: Trx, ctx: AppContext, session: Ses
   );
   return s;
 }
+
+/** The session hooks billing implements, bound to what billing needs besides the transaction. */
+export const billingSessionHooks = (deps: BillingDeps): SessionHooks => ({
+  beforeStart: (trx, patientId, modality) => assertCreditsForStart(trx, patientId, modality),
+  ended: (trx, session) => settleEndedSession(trx, deps, session),
+});

@@ -19,7 +19,7 @@ import type { AppContext } from '../../context.js';
 import type { Modality, Session, Trx } from '../../db/types.js';
 import { DomainError, notFound } from '../../lib/errors.js';
 import { payoutPerUnit, type Money, type PayoutRates } from './pricing.js';
-import { remainingColumn } from './credits.js';
+import { remainingColumn } from '../users/credits.js';
 
 /** Why units were charged (ledger `reason`, metric label `reason`: a closed set). */
 export type ChargeReason = 'periodic' | 'session_end' | 'legacy_end_session' | 'legacy_process_payment' | 'legacy_process_deduction';
@@ -50,7 +50,13 @@ export interface ChargeResult {
   payout: Money;
 }
 
-export const payoutRates = (ctx: AppContext): PayoutRates => ({
+/**
+ * What billing needs besides the transaction: its configuration, metrics and logger (never the
+ * database handle — code inside a transaction uses the transaction).
+ */
+export type BillingDeps = Pick<AppContext, 'config' | 'metrics' | 'log'>;
+
+export const payoutRates = (ctx: Pick<AppContext, 'config'>): PayoutRates => ({
   mwkMinor: ctx.config.payoutRateMwkMinor,
   usdMinor: ctx.config.payoutRateUsdMinor,
 });
@@ -64,7 +70,7 @@ export const payoutRates = (ctx: AppContext): PayoutRates => ({
  * changes, so a payout in another currency (the doctor moved country) fails the whole charge
  * loudly instead of mixing currencies in one balance.
  */
-export async function chargeRange(trx: Trx, ctx: AppContext, input: ChargeRange): Promise<ChargeResult> {
+export async function chargeRange(trx: Trx, ctx: BillingDeps, input: ChargeRange): Promise<ChargeResult> {
   const doctor = await trx.selectFrom('users').select(['id', 'country']).where('id', '=', input.doctorId).executeTakeFirst();
   if (!doctor) throw notFound('Doctor', { doctor_id: input.doctorId });
   const payout = payoutPerUnit(doctor.country, payoutRates(ctx));
@@ -148,7 +154,7 @@ async function creditWallet(trx: Trx, doctorId: number, amount: Money): Promise<
  */
 export async function chargeUnits(
   trx: Trx,
-  ctx: AppContext,
+  ctx: BillingDeps,
   session: Session,
   upToUnit: number,
   reason: ChargeReason,

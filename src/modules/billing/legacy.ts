@@ -27,9 +27,9 @@ import { getAppointmentOrThrow } from '../appointments/service.js';
 import { decideLegacyBilling, type BillingEndpoint } from '../guard/decision.js';
 import { recordGuardEvent } from '../guard/events.js';
 import { contextOf, endSession } from '../sessions/service.js';
-import { modalityForAppointmentType } from '../sessions/modality.js';
+import { modalityForAppointmentType } from '../appointments/modality.js';
 import { isLive } from '../sessions/state.js';
-import { usableCredits } from './credits.js';
+import { usableCredits } from '../users/credits.js';
 import { chargeRange, payoutRates, type ChargeReason } from './ledger.js';
 import { legacyAppointmentUnits, payoutPerUnit, type Money } from './pricing.js';
 import { billSession } from './session-billing.js';
@@ -229,7 +229,7 @@ function processing(payout: Money, units: number, errors: string[]): PaymentProc
   };
 }
 
-async function doctorPayout(ctx: AppContext, db: Executor, doctorId: number): Promise<Money> {
+async function doctorPayout(ctx: Pick<AppContext, 'config'>, db: Executor, doctorId: number): Promise<Money> {
   const d = await db.selectFrom('users').select('country').where('id', '=', doctorId).executeTakeFirst();
   return payoutPerUnit(d?.country ?? null, payoutRates(ctx));
 }

@@ -5,7 +5,7 @@
  */
 import { sql } from 'kysely';
 import type { Session, Trx } from '../../db/types.js';
-import { formatSessionContext } from '../sessions/context.js';
+import { formatSessionContext } from '../session-context.js';
 
 export const NO_CREDIT_NOTICE_KIND = 'session.ended_no_credit';
 

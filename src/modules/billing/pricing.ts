@@ -10,7 +10,7 @@
  * - billable start  — `activated_at` (doctor's first message) for text, `connected_at` (both
  *                     joined) for calls; without it the session costs nothing.
  */
-import type { SessionKind } from '../sessions/context.js';
+import type { SessionKind } from '../session-context.js';
 
 /** Length of one billing unit in seconds (10 minutes). */
 export const UNIT_SECONDS = 600;

@@ -10,11 +10,11 @@
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
 import type { Session } from '../../db/types.js';
-import { deliverPendingNotifications } from '../sessions/notifications.js';
+import { deliverPendingNotifications } from '../notifications/outbox.js';
 import { publishStatus, writeChange } from '../sessions/service.js';
 import { applyLimitsLocked, limitsOf } from '../sessions/limits.js';
 import { billableUntil, isLive } from '../sessions/state.js';
-import { usableCredits } from './credits.js';
+import { usableCredits } from '../users/credits.js';
 import { CREDITS_EXHAUSTED, billableStart, settleEndedSession } from './hooks.js';
 import { chargeUnits } from './ledger.js';
 import { enqueueNoCreditNotice } from './notices.js';
@@ -84,7 +84,7 @@ export async function billSession(ctx: AppContext, sessionId: number, opts: { sk
       return charged.charged > 0 ? { result: 'charged', session: cur, charged: charged.charged } : { result: 'idle', session: cur };
 
     // The unit in progress cannot be paid: the session ends where the paid time ends.
-    const ended = await writeChange(trx, ctx, cur, {
+    const ended = await writeChange(trx, ctx.sessionHooks, cur, {
       status: 'ended',
       ended_at: unitBoundary(start, cur.units_billed),
       end_reason: CREDITS_EXHAUSTED,

@@ -9,12 +9,12 @@ import type { Executor, Session } from '../../db/types.js';
 import { iso } from '../../lib/schemas.js';
 import { accessOf, type Actor } from '../access.js';
 import { contextOf, readableSession } from '../sessions/service.js';
-import { formatSessionContext } from '../sessions/context.js';
+import { formatSessionContext } from '../session-context.js';
 import { isLive } from '../sessions/state.js';
 import { billableStart, expectedUnits } from './hooks.js';
 import { payoutRates } from './ledger.js';
 import { UNIT_SECONDS, payoutPerUnit } from './pricing.js';
-import { usableCredits } from './credits.js';
+import { usableCredits } from '../users/credits.js';
 
 /** Minor units as a decimal string with two places (both wallet currencies have 100 minor units). */
 export const formatMinor = (minor: number): string => {

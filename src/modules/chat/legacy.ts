@@ -25,7 +25,7 @@ import { decideLegacyChat, type ChatOperation } from '../guard/decision.js';
 import { currentGuardFlags } from '../guard/flags.js';
 import { recordGuardEvent, type GuardEvent } from '../guard/events.js';
 import { countGuardDecision, logGuardDecision } from '../guard/report.js';
-import { classifyChatPathParam, formatSessionContext } from '../sessions/context.js';
+import { classifyChatPathParam, formatSessionContext } from '../session-context.js';
 import { freshSession, sessionByContext } from '../sessions/service.js';
 import * as repo from './repository.js';
 import type { ChatScope } from './repository.js';

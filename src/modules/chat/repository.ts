@@ -13,7 +13,7 @@
 import { sql } from 'kysely';
 import { runPrepared, type Database, type PreparedStatement } from '../../db/index.js';
 import type { Executor, Message, Role } from '../../db/types.js';
-import type { SessionKind } from '../sessions/context.js';
+import type { SessionKind } from '../session-context.js';
 import type { MessageType } from './schemas.js';
 
 export interface ChatScope {

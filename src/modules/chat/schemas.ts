@@ -4,9 +4,11 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { Id, IdString, IsoDateTime, Literals, MultilineText, NO_CONTROL_PATTERN, Text } from '../../lib/schemas.js';
+import { ChatMessageOut, MESSAGE_TYPES } from '../../realtime/events.js';
 
-export const MESSAGE_TYPES = ['text', 'image', 'voice'] as const;
-export type MessageType = (typeof MESSAGE_TYPES)[number];
+// The message and its types are the real-time protocol's `message.created` payload, defined with
+// the protocol's other events; the REST answers use the same schema.
+export { ChatMessageOut, MESSAGE_TYPES, ReactionOut, type ChatMessageJson, type MessageType } from '../../realtime/events.js';
 
 /** Longest body, in Unicode code points (the database CHECK counts the same way). */
 export const MAX_BODY_CHARS = 1000;
@@ -69,25 +71,6 @@ const NullableString = Type.Unsafe<string | null>({ type: ['string', 'null'] });
 const NullableDate = Type.Unsafe<string | null>({ type: ['string', 'null'], format: 'date-time' });
 const Enum = <T extends string>(values: readonly T[]) => Type.Unsafe<T>({ type: 'string', enum: [...values] });
 
-export const ReactionOut = Type.Object({ reaction: Type.String(), user_id: Id });
-
-export const ChatMessageOut = Type.Object({
-  id: Id,
-  session_id: NullableId,
-  session_context: NullableString,
-  appointment_id: NullableId,
-  sender_id: Id,
-  sender_name: Type.String(),
-  sender_role: Enum(['patient', 'doctor'] as const),
-  client_message_id: NullableString,
-  type: Enum(MESSAGE_TYPES),
-  body: Type.String(),
-  media_url: NullableString,
-  reply_to_message_id: NullableId,
-  reactions: Type.Array(ReactionOut),
-  created_at: IsoDateTime,
-});
-export type ChatMessageJson = Static<typeof ChatMessageOut>;
 
 export const MessagePageOut = Type.Object({
   messages: Type.Array(ChatMessageOut),

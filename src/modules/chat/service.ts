@@ -16,7 +16,7 @@ import { iso } from '../../lib/schemas.js';
 import type { AuthUser } from '../../plugins/auth.js';
 import { publishEvent, type ChatScopeIds, type EventRoute } from '../../realtime/events.js';
 import { assertCanRead, assertParticipant } from '../access.js';
-import { formatSessionContext, parseSessionContext, type SessionKind } from '../sessions/context.js';
+import { formatSessionContext, parseSessionContext, type SessionKind } from '../session-context.js';
 import { lockSession, publishStatus, sessionByContext, timingOf, writeChange } from '../sessions/service.js';
 import { isLive, onMessage, onTick } from '../sessions/state.js';
 import { checkBody, isAcceptableMediaUrl, isAcceptableReaction, isStorableText } from './content.js';
@@ -208,7 +208,7 @@ export async function sendToSessionLocked(ctx: AppContext, actor: ChatActor, ses
     const replyTo = await replyTarget(trx, scope, input, 'session', { session_id: before.id });
     let s = before;
     const tick = onTick(s, now, timing);
-    if (tick.ok && Object.keys(tick.change).length > 0) s = await writeChange(trx, ctx, s, tick.change);
+    if (tick.ok && Object.keys(tick.change).length > 0) s = await writeChange(trx, ctx.sessionHooks, s, tick.change);
     const t = onMessage(s, party, now, timing);
     if (!t.ok) return { kind: 'refused' as const, before, after: s };
     const row = await repo.insertMessage(trx, scope, toNew(actor.id, { ...input, replyTo }));
@@ -217,7 +217,7 @@ export async function sendToSessionLocked(ctx: AppContext, actor: ChatActor, ses
       const existing = await repo.findByClientId(trx, scope, actor.id, input.clientMessageId!);
       return { kind: 'existing' as const, row: existing!, before, after: s };
     }
-    if (Object.keys(t.change).length > 0) s = await writeChange(trx, ctx, s, t.change);
+    if (Object.keys(t.change).length > 0) s = await writeChange(trx, ctx.sessionHooks, s, t.change);
     scope = sessionScope(s);
     return { kind: 'created' as const, row, before, after: s };
   });

@@ -13,7 +13,7 @@
  * | billing | allowed_legacy               | `SessionContextGuard: Billing allowed (legacy appointment without session)` |
  */
 import type { Logger } from 'pino';
-import type { Metrics } from '../ops/metrics.js';
+import type { Counter } from 'prom-client';
 import { BILLING_ENDPOINTS, CHAT_OPERATIONS, type BillingEndpoint, type ChatOperation } from './decision.js';
 import { guardEventFields, type GuardEvent } from './events.js';
 
@@ -47,6 +47,14 @@ export function logGuardDecision(log: Logger, e: GuardEvent & { reason?: string;
   );
 }
 
+/** Where guard decisions are counted: the registry's `guard` counters (`ops/metrics.ts`). */
+export interface GuardCounters {
+  guard: {
+    chatBlocked: Pick<Counter<'operation' | 'enforced'>, 'inc'>;
+    billingBlocked: Pick<Counter<'endpoint' | 'enforced'>, 'inc'>;
+  };
+}
+
 /**
  * Counts the decision in `chat_blocked_session_context_required_total{operation,enforced}` or
  * `billing_blocked_session_context_required_total{endpoint,enforced}`: `blocked` counts as
@@ -54,7 +62,7 @@ export function logGuardDecision(log: Logger, e: GuardEvent & { reason?: string;
  * "session context required" events (there is no session to point to) and are not counted here;
  * they are in the guard-event records.
  */
-export function countGuardDecision(metrics: Metrics, e: Pick<GuardEvent, 'guard' | 'operation' | 'outcome'>): void {
+export function countGuardDecision(metrics: GuardCounters, e: Pick<GuardEvent, 'guard' | 'operation' | 'outcome'>): void {
   if (e.outcome !== 'blocked' && e.outcome !== 'would_block') return;
   const enforced = e.outcome === 'blocked' ? 'true' : 'false';
   if (e.guard === 'chat' && (CHAT_OPERATIONS as readonly string[]).includes(e.operation)) {

@@ -23,7 +23,7 @@
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
 import type { Executor } from '../../db/types.js';
-import { deliverPendingNotifications } from '../sessions/notifications.js';
+import { deliverPendingNotifications } from '../notifications/outbox.js';
 import { DEFERRED_PATIENT_BUSY, convertAppointments, type Claim, type ConversionOutcome } from '../sessions/writer.js';
 import type { JobCounts, JobDefinition } from './scheduler.js';
 

@@ -1,5 +1,5 @@
 /** The periodic jobs the worker runs. One file per job; add it to this list. */
-import { billingTickJob } from '../billing/tick-job.js';
+import { billingTickJob } from './billing-tick.js';
 import { activateBookedJob } from './legacy-activate-booked.js';
 import { autoStartJob } from './auto-start.js';
 import { appointmentsSettleJob } from './appointments-settle.js';

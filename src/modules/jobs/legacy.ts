@@ -13,8 +13,10 @@
  * would catch a regression.
  */
 import type { AppContext } from '../../context.js';
-import type { LEGACY_TRIGGER_COMMANDS } from '../ops/metrics.js';
 import type { JobCounts } from './scheduler.js';
+
+/** The legacy trigger commands: their `job_runs.job` names and the `command_name` metric label. */
+export const LEGACY_TRIGGER_COMMANDS = ['appointments:activate-booked', 'appointments:process-sessions'] as const;
 
 export type LegacyCommand = (typeof LEGACY_TRIGGER_COMMANDS)[number];
 

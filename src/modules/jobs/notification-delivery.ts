@@ -4,7 +4,7 @@
  * outbox (a process that died between commit and delivery, a delivery that failed). Exactly
  * once per outbox row however many workers run it (SKIP LOCKED + unique `outbox_id`).
  */
-import { deliverPendingNotifications } from '../sessions/notifications.js';
+import { deliverPendingNotifications } from '../notifications/outbox.js';
 import type { JobDefinition } from './scheduler.js';
 
 export const NOTIFICATION_DELIVERY_JOB = 'notifications:deliver';

@@ -7,7 +7,7 @@
 import Fastify from 'fastify';
 import fp from 'fastify-plugin';
 import type { AppContext } from '../../context.js';
-import observabilityPlugin from '../../plugins/observability.js';
+import observabilityPlugin from './observability.js';
 
 export interface MetricsServer {
   /** The bound port (the configured one, or the one the OS chose for 0 in tests). */

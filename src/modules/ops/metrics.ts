@@ -5,11 +5,10 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { BILLING_ENDPOINTS, CHAT_OPERATIONS } from '../guard/decision.js';
+import { LEGACY_TRIGGER_COMMANDS } from '../jobs/legacy.js';
 
 /** `path` label of `chat_operations_total`: the legacy appointment route or the session route. */
 export const CHAT_PATHS = ['legacy', 'session'] as const;
-/** `command_name` label of the legacy trigger counters (also their `job_runs.job` names). */
-export const LEGACY_TRIGGER_COMMANDS = ['appointments:activate-booked', 'appointments:process-sessions'] as const;
 /** `reason` label of `appointment_session_conversion_failed_total` (SPEC §3.4, a closed set). */
 export const CONVERSION_FAILURE_REASONS = [
   'invalid_appointment_state',

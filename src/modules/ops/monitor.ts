@@ -21,7 +21,7 @@ import type { Config } from '../../config/env.js';
 import { PHASE_NAMES, derivePhase, type FlagSet } from '../../config/flag-values.js';
 import type { Db, Executor } from '../../db/types.js';
 import { iso } from '../../lib/schemas.js';
-import { LEGACY_TRIGGER_COMMANDS } from './metrics.js';
+import { LEGACY_TRIGGER_COMMANDS } from '../jobs/legacy.js';
 import type { Level, MonitorSnapshot } from './schemas.js';
 
 export const BACKLOG_WARNING = 10;

@@ -30,7 +30,7 @@ import {
 import type { Db, Executor } from '../../db/types.js';
 import { iso } from '../../lib/schemas.js';
 import { inSnapshot } from './monitor.js';
-import { LEGACY_TRIGGER_COMMANDS } from './metrics.js';
+import { LEGACY_TRIGGER_COMMANDS } from '../jobs/legacy.js';
 import type { FlagRollout, RolloutStatus } from './schemas.js';
 
 /** The value each flag has in phase 3 (full enforcement). */

@@ -15,11 +15,11 @@
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
 import type { Db, Executor, Session, Trx } from '../../db/types.js';
-import { deliverPendingNotifications } from './notifications.js';
+import { deliverPendingNotifications } from '../notifications/outbox.js';
 import { contextOf, publishStatus, writeChange } from './service.js';
 import { isLive, onLimits, onPresence, timeLimitAt, timeLimitNoticeDue, type LimitFacts, type Party, type SessionLimits } from './state.js';
 
-export const limitsOf = (ctx: AppContext): SessionLimits => ({
+export const limitsOf = (ctx: Pick<AppContext, 'config'>): SessionLimits => ({
   idleMinutes: ctx.config.textSessionIdleMinutes,
   disconnectGraceSeconds: ctx.config.callDisconnectGraceSeconds,
   overrunMinutes: ctx.config.sessionOverrunMinutes,
@@ -55,11 +55,12 @@ export async function limitFacts(db: Executor, s: Session): Promise<LimitFacts> 
 /**
  * Applies the limits to a locked session at `now`: ends it when one has been reached (and
  * settles it), else enqueues the time-limit notice when it is due. Billing calls this before it
- * charges, so the tick never bills time a limit has already cut off.
+ * charges, so the tick never bills time a limit has already cut off. Inside the caller's
+ * transaction: it takes the configuration and the session hooks, never the database handle.
  */
 export async function applyLimitsLocked(
   trx: Trx,
-  ctx: AppContext,
+  ctx: Pick<AppContext, 'config' | 'sessionHooks'>,
   s: Session,
   now: Date,
 ): Promise<{ session: Session; ended: boolean; noticed: boolean; facts: LimitFacts }> {
@@ -68,7 +69,7 @@ export async function applyLimitsLocked(
   const limits = limitsOf(ctx);
   const t = onLimits(s, facts, now, limits);
   if (t.ok && Object.keys(t.change).length > 0) {
-    return { session: await writeChange(trx, ctx, s, t.change), ended: true, noticed: false, facts };
+    return { session: await writeChange(trx, ctx.sessionHooks, s, t.change), ended: true, noticed: false, facts };
   }
   let noticed = false;
   if (timeLimitNoticeDue(facts, now, limits)) noticed = await enqueueTimeLimitNotice(trx, s, timeLimitAt(facts, limits)!);

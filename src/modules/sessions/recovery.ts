@@ -22,8 +22,8 @@
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
 import type { Modality } from '../../db/types.js';
-import { formatSessionContext } from './context.js';
-import { deliverPendingNotifications } from './notifications.js';
+import { formatSessionContext } from '../session-context.js';
+import { deliverPendingNotifications } from '../notifications/outbox.js';
 import { kindOf } from './state.js';
 import { DEFERRED_PATIENT_BUSY, convertAppointments, eligibility, type ConversionOutcome } from './writer.js';
 

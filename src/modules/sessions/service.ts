@@ -10,9 +10,9 @@ import { LIVE_SESSION_STATUSES, type Executor, type Modality, type Session, type
 import { DomainError, conflict, forbidden, isUniqueViolation, notFound } from '../../lib/errors.js';
 import { accessOf, assertCanRead, assertParticipant, type Actor } from '../access.js';
 import { getAppointmentOrThrow } from '../appointments/service.js';
-import { assertCreditsForStart, settleEndedSession } from '../billing/hooks.js';
-import { formatSessionContext, parseSessionContext } from './context.js';
-import { modalityForAppointmentType } from './modality.js';
+import { formatSessionContext, parseSessionContext } from '../session-context.js';
+import type { SessionHooks } from './hooks.js';
+import { modalityForAppointmentType } from '../appointments/modality.js';
 import {
   consultationHappened,
   initialStatus,
@@ -156,9 +156,9 @@ export async function lockSession(trx: Trx, id: number): Promise<Session> {
 /**
  * Writes a transition's change to a locked session, and what follows from it in the same
  * transaction: when the session stops being live, its appointment becomes completed or missed
- * and billing settles it.
+ * and the `ended` hook (billing) settles it.
  */
-export async function writeChange(trx: Trx, ctx: AppContext, s: Session, change: SessionChange): Promise<Session> {
+export async function writeChange(trx: Trx, hooks: SessionHooks, s: Session, change: SessionChange): Promise<Session> {
   if (Object.keys(change).length === 0) return s;
   const updated = await trx.updateTable('sessions').set(change).where('id', '=', s.id).returningAll().executeTakeFirstOrThrow();
   if (isLive(s.status) && !isLive(updated.status)) {
@@ -171,7 +171,7 @@ export async function writeChange(trx: Trx, ctx: AppContext, s: Session, change:
         .execute();
     }
     // Settlement may move the row again (units billed, a short end at the paid boundary).
-    return settleEndedSession(trx, ctx, updated);
+    return hooks.ended(trx, updated);
   }
   return updated;
 }
@@ -207,10 +207,10 @@ export async function transition(
   const result = await ctx.db.transaction().execute(async (trx) => {
     const before = await lockSession(trx, sessionId);
     const tick = onTick(before, ctx.now(), timing);
-    const current = tick.ok ? await writeChange(trx, ctx, before, tick.change) : before;
+    const current = tick.ok ? await writeChange(trx, ctx.sessionHooks, before, tick.change) : before;
     const t = decide(current);
     if (!t.ok) return { before, after: current, refusal: t.reason };
-    return { before, after: await writeChange(trx, ctx, current, t.change), refusal: null };
+    return { before, after: await writeChange(trx, ctx.sessionHooks, current, t.change), refusal: null };
   });
   publishStatus(ctx, result.before, result.after);
   const { after, refusal } = result;
@@ -263,7 +263,7 @@ export async function tickSessionChange(ctx: AppContext, sessionId: number): Pro
     if (!before) return null;
     const t = onTick(before, now, timing);
     if (!t.ok || Object.keys(t.change).length === 0) return { before, after: before };
-    return { before, after: await writeChange(trx, ctx, before, t.change) };
+    return { before, after: await writeChange(trx, ctx.sessionHooks, before, t.change) };
   });
   if (!result) return null;
   publishStatus(ctx, result.before, result.after);
@@ -302,7 +302,7 @@ export async function startAppointmentSession(
   }
   const modality = modalityForAppointmentType(a.appointment_type);
   if (modality) {
-    await ctx.db.transaction().execute((trx) => assertCreditsForStart(trx, ctx, a.patient_id, modality));
+    await ctx.db.transaction().execute((trx) => ctx.sessionHooks.beforeStart(trx, a.patient_id, modality));
   }
   const [outcome] = await convertAppointments(ctx, [a.id], { source: 'start_session', recordAttempts: false });
   if (!outcome) throw notFound('Appointment', { appointment_id: a.id });
@@ -364,7 +364,7 @@ export async function createInstantSession(
       }
     }
     if (await doctorInLiveSession(trx, doctor.id)) throw conflict('The doctor is busy in another session', { doctor_id: doctor.id });
-    await assertCreditsForStart(trx, ctx, actor.id, input.modality);
+    await ctx.sessionHooks.beforeStart(trx, actor.id, input.modality);
     try {
       return await trx
         .insertInto('sessions')

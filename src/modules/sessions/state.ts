@@ -11,7 +11,7 @@
  *        waiting → expired after the join window
  */
 import type { Modality, SessionSource, SessionStatus } from '../../db/types.js';
-import type { SessionKind } from './context.js';
+import type { SessionKind } from '../session-context.js';
 
 export interface SessionTiming {
   responseWindowSeconds: number;

@@ -24,8 +24,8 @@ import { sql, type RawBuilder } from 'kysely';
 import type { AppContext } from '../../context.js';
 import type { Modality, Trx } from '../../db/types.js';
 import { isCheckViolation, isForeignKeyViolation, isUniqueViolation } from '../../lib/errors.js';
-import { deliverPendingNotifications } from './notifications.js';
-import { modalityForAppointmentType } from './modality.js';
+import { deliverPendingNotifications } from '../notifications/outbox.js';
+import { modalityForAppointmentType } from '../appointments/modality.js';
 
 export type ConversionSource = 'auto_start' | 'recovery' | 'activate_booked' | 'start_session';
 

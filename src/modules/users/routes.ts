@@ -6,7 +6,7 @@ import type { Subscription, User } from '../../db/types.js';
 import { PHASE_NAMES } from '../../config/flag-values.js';
 import { Ok, problems, iso } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
-import { creditBalances } from '../billing/credits.js';
+import { creditBalances } from './credits.js';
 import { DomainError } from '../../lib/errors.js';
 import { IdParams, toId } from '../../lib/schemas.js';
 import { importPlans, importUsers } from './import.js';

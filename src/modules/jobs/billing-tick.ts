@@ -3,8 +3,8 @@
  * patient has run out of credit. Runs every BILLING_TICK_SECONDS (default 30 s) so each unit is
  * charged within a minute of its end; any number of workers may run it at once.
  */
-import type { JobDefinition } from '../jobs/scheduler.js';
-import { runBillingTick } from './session-billing.js';
+import type { JobDefinition } from './scheduler.js';
+import { runBillingTick } from '../billing/session-billing.js';
 
 export const billingTickJob: JobDefinition = {
   name: 'billing-tick',

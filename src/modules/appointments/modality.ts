@@ -5,7 +5,7 @@
  * and `voice` are the same thing under two names from two generations of clients). `modality`
  * is how the session runs; `kind` is which state machine it follows (text chat, or a call).
  */
-import type { SessionKind } from './context.js';
+import type { SessionKindCol as SessionKind } from '../../db/types.js';
 
 /** How a consultation is held. */
 export type Modality = 'text' | 'voice' | 'video';

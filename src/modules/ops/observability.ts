@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Type } from '@sinclair/typebox';
-import { renderMetrics } from '../modules/ops/scrape.js';
+import { renderMetrics } from './scrape.js';
 
 declare module 'fastify' {
   interface FastifyInstance {

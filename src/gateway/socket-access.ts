@@ -21,8 +21,8 @@ import { DomainError } from '../lib/errors.js';
 import { accessOf, type Parties } from '../modules/access.js';
 import { activeUser } from '../modules/users/service.js';
 import type { AuthUser } from '../plugins/auth.js';
-import type { BusEvent } from './bus.js';
-import { revokedUserIds, type RevocationReason } from './revocation.js';
+import type { BusEvent } from '../realtime/bus.js';
+import { revokedUserIds, type RevocationReason } from '../realtime/revocation.js';
 
 /** Close code for a revoked user (4000–4999: application codes; 4001 is an expired token). */
 export const CLOSE_REVOKED = 4003;

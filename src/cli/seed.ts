@@ -3,9 +3,9 @@
  * with credits, and appointments — one due now, so the worker starts a session within a minute.
  * Re-running finds the existing demo users instead of creating more.
  */
-import type { Db, User } from '../../db/types.js';
-import { importAppointment } from '../appointments/service.js';
-import { createUser, grantSubscription, upsertPlan } from './service.js';
+import type { Db, User } from '../db/types.js';
+import { importAppointment } from '../modules/appointments/service.js';
+import { createUser, grantSubscription, upsertPlan } from '../modules/users/service.js';
 
 export interface SeedResult {
   created: boolean;

@@ -32,8 +32,8 @@ import { sessionScope, setTyping } from '../modules/chat/service.js';
 import { contextOf, freshSession, participantSession, sessionByContext } from '../modules/sessions/service.js';
 import { recordCallPresence } from '../modules/sessions/limits.js';
 import { isLive } from '../modules/sessions/state.js';
-import type { BusEvent } from './bus.js';
-import { parseClientMessage, publishEvent, type ClientMessage } from './events.js';
+import type { BusEvent } from '../realtime/bus.js';
+import { parseClientMessage, publishEvent, type ClientMessage } from '../realtime/events.js';
 import websocketSupport from './websocket.js';
 import { SocketAccess } from './socket-access.js';
 
