@@ -17,12 +17,11 @@ import { assertParticipant } from '../../modules/access.js';
 import { readableAppointment } from '../../modules/appointments/service.js';
 import { DEDUCTION_REASONS, legacyBilling, type LegacyBillingResponse } from '../../modules/billing/legacy.js';
 import { billSession } from '../../modules/billing/session-billing.js';
+import { doctorsAvailability, listOwnSessions } from '../../modules/sessions/lists.js';
 import {
   createInstantSession,
-  doctorsAvailability,
   endSession,
   freshSession,
-  listOwnSessions,
   readableSession,
   sessionByContext,
   startAppointmentSession,
