@@ -13,4 +13,13 @@ export interface Migration {
   up: string;
 }
 
-export const migrations: Migration[] = [initial, outboxFanout, legacySendEvidence, callRoutingKey, overTime, userDeactivation, uploads, dropSessionsUnsettled];
+export const migrations: Migration[] = [
+  initial,
+  outboxFanout,
+  legacySendEvidence,
+  callRoutingKey,
+  overTime,
+  userDeactivation,
+  uploads,
+  dropSessionsUnsettled,
+];

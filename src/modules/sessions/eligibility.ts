@@ -80,5 +80,7 @@ export function ineligibleReasonSql(a: AppointmentColumns): RawBuilder<Ineligibl
 /** `skipped` or `failed` for a reason the rule produced (null for none), from {@link SKIP_REASONS}. */
 export function ineligibleResultSql(reason: RawBuilder<unknown>): RawBuilder<'skipped' | 'failed' | null> {
   const skips = sql.join(SKIP_REASONS.map((r) => sql.lit(r)));
-  return sql<'skipped' | 'failed' | null>`(case when ${reason} is null then null when ${reason} in (${skips}) then 'skipped' else 'failed' end)`;
+  return sql<
+    'skipped' | 'failed' | null
+  >`(case when ${reason} is null then null when ${reason} in (${skips}) then 'skipped' else 'failed' end)`;
 }
