@@ -7,6 +7,7 @@ import * as uploads from './20261129T2110_uploads.js';
 import * as overTime from './20261129T2040_over_time.js';
 import * as userDeactivation from './20261129T2100_user_deactivation.js';
 import * as dropSessionsUnsettled from './20261130T0100_drop_sessions_unsettled.js';
+import * as realtimeEvents from './20261130T0110_realtime_events.js';
 
 export interface Migration {
   name: string;
@@ -22,4 +23,5 @@ export const migrations: Migration[] = [
   userDeactivation,
   uploads,
   dropSessionsUnsettled,
+  realtimeEvents,
 ];
