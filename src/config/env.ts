@@ -1,11 +1,15 @@
 /**
- * Configuration: one schema, parsed once at boot from the environment (and `.env`), frozen.
- * Every invalid variable is reported in one error so an operator fixes them all in one go.
- * Feature flags are not here: they can change at run time (SIGHUP) — see `flags.ts`.
+ * Configuration: one TypeBox schema of the environment (and `.env`), parsed once at boot and
+ * frozen. Every invalid variable is reported in one error so an operator fixes them all in one
+ * go. Feature flags are not here: they can change at run time (SIGHUP) — see `flags.ts`; their
+ * values are checked here too, so a bad one stops the process at boot with its name.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
 import { parse as parseDotenv } from 'dotenv';
-import { FLAG_NAMES, parseBooleanValue } from './flag-values.js';
+import { parseBooleanValue } from './flag-values.js';
+import { flagsFromEnv } from './flags.js';
 
 export interface Config {
   port: number;
@@ -92,130 +96,171 @@ export function effectiveEnv(env: Source = process.env, dotenvPath = '.env'): So
   return { ...readDotenv(dotenvPath), ...env };
 }
 
-class Reader {
-  readonly problems: string[] = [];
-  constructor(private readonly src: Source) {}
+const int = (min: number, max: number, fallback: number) => Type.Integer({ minimum: min, maximum: max, default: fallback });
+const optionalInt = (min: number, max: number) => Type.Optional(Type.Integer({ minimum: min, maximum: max }));
+const text = (fallback: string) => Type.String({ default: fallback });
+const optionalText = (options: { pattern?: string; minLength?: number; errorMessage?: string } = {}) => Type.Optional(Type.String(options));
+const bool = (fallback: boolean) => Type.Boolean({ default: fallback });
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
-  private raw(name: string): string | undefined {
-    const v = this.src[name];
-    return v === undefined || v.trim() === '' ? undefined : v.trim();
-  }
+/** Every variable, its type, bounds and default (README's configuration table documents them). */
+export const EnvSchema = Type.Object({
+  PORT: int(0, 65535, 3000),
+  HOST: text('127.0.0.1'),
+  DATABASE_URL: optionalText({ pattern: '^postgres(ql)?://', errorMessage: 'must start with postgres:// or postgresql://' }),
+  DATA_DIR: text('./data'),
+  JWT_SECRET: optionalText({ minLength: 32, errorMessage: 'must be at least 32 characters' }),
+  JWKS_URL: optionalText(),
+  JWT_ISSUER: optionalText(),
+  JWT_AUDIENCE: optionalText(),
+  LOG_LEVEL: Type.Union(
+    LOG_LEVELS.map((l) => Type.Literal(l)),
+    { default: 'info' },
+  ),
+  LOG_BUFFER_BYTES: int(0, 1_048_576, 8192),
+  // The process role decides these two defaults (see loadConfig).
+  RUN_WORKER: Type.Optional(Type.Boolean()),
+  METRICS_PORT: optionalInt(0, 65535),
+  METRICS_HOST: optionalText(),
+  DB_POOL_SIZE: int(1, 200, 10),
+  TEXT_SESSION_RESPONSE_WINDOW_SECONDS: int(10, 86_400, 300),
+  SESSION_JOIN_WINDOW_MINUTES: int(1, 10_080, 60),
+  CALL_RING_TIMEOUT_SECONDS: int(5, 3_600, 90),
+  AUTO_START_MAX_LATENESS_MINUTES: int(1, 525_600, 1440),
+  AUTO_START_MAX_ATTEMPTS: int(1, 100, 5),
+  AUTO_START_INTERVAL_SECONDS: int(1, 3_600, 30),
+  AUTO_START_BATCH_SIZE: int(1, 10_000, 2000),
+  BILLING_TICK_SECONDS: int(1, 60, 30),
+  PAYOUT_RATE_MWK_MINOR: int(0, 1_000_000_000, 350_000),
+  PAYOUT_RATE_USD_MINOR: int(0, 1_000_000_000, 300),
+  SHUTDOWN_TIMEOUT_MS: int(100, 120_000, 10_000),
+  RATE_LIMIT_CREATE_PER_MINUTE: int(1, 1_000_000, 60),
+  ORIGINAL_CALL_SOCKET_REQUIRE_TOKEN: bool(false),
+  PUBLIC_BASE_URL: optionalText(),
+  TEXT_SESSION_IDLE_MINUTES: int(1, 1_440, 15),
+  CALL_DISCONNECT_GRACE_SECONDS: int(5, 3_600, 60),
+  SESSION_OVERRUN_MINUTES: int(0, 1_440, 10),
+  INSTANT_SESSION_MAX_MINUTES: int(1, 1_440, 60),
+  STALE_APPOINTMENT_DAYS: int(1, 365, 7),
+  // At least 8 days: rollout:status and the monitor read 24 h and 7 d windows, which must stay whole.
+  RECORD_RETENTION_DAYS: int(8, 3_650, 30),
+  RATE_LIMIT_CHAT_BURST: int(1, 1_000_000, 20),
+  RATE_LIMIT_CHAT_WINDOW_SECONDS: int(1, 3_600, 20),
+  RATE_LIMIT_WRITE_PER_MINUTE: int(1, 1_000_000, 120),
+  RATE_LIMIT_WS_CONNECT_PER_MINUTE: int(1, 1_000_000, 30),
+  WS_MAX_CONNECTIONS_PER_USER: int(1, 10_000, 10),
+  WS_ACCESS_RECHECK_SECONDS: int(1, 3_600, 10),
+  MAX_PENDING_BOOKINGS: int(1, 1_000, 3),
+  BOOKING_MAX_DAYS_AHEAD: int(1, 3_650, 365),
+});
+export type Env = Static<typeof EnvSchema>;
 
-  string(name: string, fallback: string): string;
-  string(name: string, fallback: null): string | null;
-  string(name: string, fallback: string | null): string | null {
-    return this.raw(name) ?? fallback;
+/**
+ * The environment's strings as the schema's values: trimmed, blank as unset, whole numbers
+ * (digits only: `1e3`, `+5`, `5.0` stay strings and fail) and booleans (true/false/1/0/yes/no/
+ * on/off) converted; anything else is left as it is for the schema to refuse.
+ */
+function typed(src: Source): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, schema] of Object.entries(EnvSchema.properties) as [string, TSchema][]) {
+    const raw = src[name]?.trim();
+    if (raw === undefined || raw === '') continue;
+    if (schema.type === 'integer') out[name] = /^\d+$/.test(raw) ? Number(raw) : raw;
+    else if (schema.type === 'boolean') out[name] = parseBooleanValue(raw) ?? raw;
+    else out[name] = raw;
   }
-
-  int(name: string, fallback: number, min: number, max: number): number {
-    const v = this.raw(name);
-    if (v === undefined) return fallback;
-    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
-      this.problems.push(`${name} must be a whole number from ${min} to ${max} (got "${v}")`);
-      return fallback;
-    }
-    return Number(v);
-  }
-
-  bool(name: string, fallback: boolean): boolean {
-    const v = parseBooleanValue(this.src[name]);
-    if (v === 'invalid') {
-      this.problems.push(`${name} must be one of true/false/1/0/yes/no/on/off (got "${this.src[name]}")`);
-      return fallback;
-    }
-    return v ?? fallback;
-  }
-
-  oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T {
-    const v = this.raw(name);
-    if (v === undefined) return fallback;
-    if (!allowed.includes(v as T)) {
-      this.problems.push(`${name} must be one of ${allowed.join(', ')} (got "${v}")`);
-      return fallback;
-    }
-    return v as T;
-  }
+  return out;
 }
+
+/** The operator's message for a variable the schema refuses, from its schema. */
+function problem(name: string, schema: TSchema, src: Source): string {
+  const got = `(got "${src[name]?.trim() ?? ''}")`;
+  if (typeof schema['errorMessage'] === 'string') return `${name} ${schema['errorMessage']}`;
+  if (schema.type === 'integer') return `${name} must be a whole number from ${schema['minimum']} to ${schema['maximum']} ${got}`;
+  if (schema.type === 'boolean') return `${name} must be one of true/false/1/0/yes/no/on/off ${got}`;
+  if (Array.isArray(schema['anyOf'])) {
+    return `${name} must be one of ${(schema['anyOf'] as TSchema[]).map((s) => String(s['const'])).join(', ')} ${got}`;
+  }
+  return `${name} is invalid ${got}`;
+}
+
+const list = (v: string | undefined): string[] | null => {
+  const items = (v ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+  return items.length > 0 ? items : null;
+};
 
 /**
  * Parses the configuration. `defaults.runWorker` differs by process role: `npm start` runs the
  * worker beside the API, `sessiongate serve` does not unless RUN_WORKER says so.
  */
 export function loadConfig(src: Source = effectiveEnv(), defaults: { runWorker?: boolean; metricsPort?: number } = {}): Config {
-  const r = new Reader(src);
-  const databaseUrl = r.string('DATABASE_URL', null);
-  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
-    r.problems.push('DATABASE_URL must start with postgres:// or postgresql://');
+  const value = Value.Default(EnvSchema, typed(src)) as Record<string, unknown>;
+  const problems: string[] = [];
+  const refused = new Set<string>();
+  for (const e of Value.Errors(EnvSchema, value)) {
+    const name = e.path.slice(1).split('/')[0]!;
+    if (refused.has(name)) continue;
+    refused.add(name);
+    problems.push(problem(name, EnvSchema.properties[name as keyof Env] as TSchema, src));
   }
-  const jwtSecret = r.string('JWT_SECRET', null);
-  if (jwtSecret !== null && jwtSecret.length < 32) {
-    r.problems.push('JWT_SECRET must be at least 32 characters');
-  }
-  if (databaseUrl && !jwtSecret && !r.string('JWKS_URL', null)) {
-    r.problems.push('JWT_SECRET (or JWKS_URL) is required when DATABASE_URL is set');
-  }
-  const list = (name: string): string[] | null => {
-    const items = (r.string(name, null) ?? '')
-      .split(',')
-      .map((x) => x.trim())
-      .filter(Boolean);
-    return items.length > 0 ? items : null;
-  };
-  const jwtIssuer = list('JWT_ISSUER');
-  const jwtAudience = list('JWT_AUDIENCE');
+  problems.push(...flagsFromEnv(src).problems);
+  const env = value as Env;
+  const jwtSecret = refused.has('JWT_SECRET') ? null : (env.JWT_SECRET ?? null);
+  const jwtIssuer = list(env.JWT_ISSUER);
+  const jwtAudience = list(env.JWT_AUDIENCE);
+  if (env.DATABASE_URL && !env.JWT_SECRET && !env.JWKS_URL) problems.push('JWT_SECRET (or JWKS_URL) is required when DATABASE_URL is set');
   // A JWKS is usually an identity provider that signs tokens for many applications: without an
   // issuer and audience check, any token it ever issued for anything would be accepted here.
-  if (!jwtSecret && r.string('JWKS_URL', null) && (!jwtIssuer || !jwtAudience)) {
-    r.problems.push('JWT_ISSUER and JWT_AUDIENCE are required with JWKS_URL');
-  }
-  // Flags are validated here too, so a bad value stops the process at boot with its name.
-  for (const name of FLAG_NAMES) r.bool(name, false);
+  if (!env.JWT_SECRET && env.JWKS_URL && (!jwtIssuer || !jwtAudience))
+    problems.push('JWT_ISSUER and JWT_AUDIENCE are required with JWKS_URL');
+  if (problems.length > 0) throw new ConfigError(problems);
 
   const config: Config = {
-    port: r.int('PORT', 3000, 0, 65535),
-    host: r.string('HOST', '127.0.0.1'),
-    databaseUrl,
-    dataDir: r.string('DATA_DIR', './data'),
+    port: env.PORT,
+    host: env.HOST,
+    databaseUrl: env.DATABASE_URL ?? null,
+    dataDir: env.DATA_DIR,
     jwtSecret,
-    jwksUrl: r.string('JWKS_URL', null),
+    jwksUrl: env.JWKS_URL ?? null,
     jwtIssuer,
     jwtAudience,
-    logLevel: r.oneOf('LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
-    logBufferBytes: r.int('LOG_BUFFER_BYTES', 8192, 0, 1_048_576),
-    runWorker: r.bool('RUN_WORKER', defaults.runWorker ?? false),
-    metricsPort: r.int('METRICS_PORT', defaults.metricsPort ?? 0, 0, 65535),
-    metricsHost: r.string('METRICS_HOST', r.string('HOST', '127.0.0.1')),
-    dbPoolSize: r.int('DB_POOL_SIZE', 10, 1, 200),
-    textSessionResponseWindowSeconds: r.int('TEXT_SESSION_RESPONSE_WINDOW_SECONDS', 300, 10, 86_400),
-    sessionJoinWindowMinutes: r.int('SESSION_JOIN_WINDOW_MINUTES', 60, 1, 10_080),
-    callRingTimeoutSeconds: r.int('CALL_RING_TIMEOUT_SECONDS', 90, 5, 3_600),
-    autoStartMaxLatenessMinutes: r.int('AUTO_START_MAX_LATENESS_MINUTES', 1440, 1, 525_600),
-    autoStartMaxAttempts: r.int('AUTO_START_MAX_ATTEMPTS', 5, 1, 100),
-    autoStartIntervalSeconds: r.int('AUTO_START_INTERVAL_SECONDS', 30, 1, 3_600),
-    autoStartBatchSize: r.int('AUTO_START_BATCH_SIZE', 2000, 1, 10_000),
-    billingTickSeconds: r.int('BILLING_TICK_SECONDS', 30, 1, 60),
-    payoutRateMwkMinor: r.int('PAYOUT_RATE_MWK_MINOR', 350_000, 0, 1_000_000_000),
-    payoutRateUsdMinor: r.int('PAYOUT_RATE_USD_MINOR', 300, 0, 1_000_000_000),
-    shutdownTimeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10_000, 100, 120_000),
-    rateLimitCreatePerMinute: r.int('RATE_LIMIT_CREATE_PER_MINUTE', 60, 1, 1_000_000),
-    originalCallSocketRequireToken: r.bool('ORIGINAL_CALL_SOCKET_REQUIRE_TOKEN', false),
-    publicBaseUrl: r.string('PUBLIC_BASE_URL', null),
-    textSessionIdleMinutes: r.int('TEXT_SESSION_IDLE_MINUTES', 15, 1, 1_440),
-    callDisconnectGraceSeconds: r.int('CALL_DISCONNECT_GRACE_SECONDS', 60, 5, 3_600),
-    sessionOverrunMinutes: r.int('SESSION_OVERRUN_MINUTES', 10, 0, 1_440),
-    instantSessionMaxMinutes: r.int('INSTANT_SESSION_MAX_MINUTES', 60, 1, 1_440),
-    staleAppointmentDays: r.int('STALE_APPOINTMENT_DAYS', 7, 1, 365),
-    // At least 8 days: rollout:status and the monitor read 24 h and 7 d windows, which must stay whole.
-    recordRetentionDays: r.int('RECORD_RETENTION_DAYS', 30, 8, 3_650),
-    rateLimitChatBurst: r.int('RATE_LIMIT_CHAT_BURST', 20, 1, 1_000_000),
-    rateLimitChatWindowSeconds: r.int('RATE_LIMIT_CHAT_WINDOW_SECONDS', 20, 1, 3_600),
-    rateLimitWritePerMinute: r.int('RATE_LIMIT_WRITE_PER_MINUTE', 120, 1, 1_000_000),
-    rateLimitWsConnectPerMinute: r.int('RATE_LIMIT_WS_CONNECT_PER_MINUTE', 30, 1, 1_000_000),
-    wsMaxConnectionsPerUser: r.int('WS_MAX_CONNECTIONS_PER_USER', 10, 1, 10_000),
-    wsAccessRecheckSeconds: r.int('WS_ACCESS_RECHECK_SECONDS', 10, 1, 3_600),
-    maxPendingBookings: r.int('MAX_PENDING_BOOKINGS', 3, 1, 1_000),
-    bookingMaxDaysAhead: r.int('BOOKING_MAX_DAYS_AHEAD', 365, 1, 3_650),
+    logLevel: env.LOG_LEVEL,
+    logBufferBytes: env.LOG_BUFFER_BYTES,
+    runWorker: env.RUN_WORKER ?? defaults.runWorker ?? false,
+    metricsPort: env.METRICS_PORT ?? defaults.metricsPort ?? 0,
+    metricsHost: env.METRICS_HOST ?? env.HOST,
+    dbPoolSize: env.DB_POOL_SIZE,
+    textSessionResponseWindowSeconds: env.TEXT_SESSION_RESPONSE_WINDOW_SECONDS,
+    sessionJoinWindowMinutes: env.SESSION_JOIN_WINDOW_MINUTES,
+    callRingTimeoutSeconds: env.CALL_RING_TIMEOUT_SECONDS,
+    autoStartMaxLatenessMinutes: env.AUTO_START_MAX_LATENESS_MINUTES,
+    autoStartMaxAttempts: env.AUTO_START_MAX_ATTEMPTS,
+    autoStartIntervalSeconds: env.AUTO_START_INTERVAL_SECONDS,
+    autoStartBatchSize: env.AUTO_START_BATCH_SIZE,
+    billingTickSeconds: env.BILLING_TICK_SECONDS,
+    payoutRateMwkMinor: env.PAYOUT_RATE_MWK_MINOR,
+    payoutRateUsdMinor: env.PAYOUT_RATE_USD_MINOR,
+    shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+    rateLimitCreatePerMinute: env.RATE_LIMIT_CREATE_PER_MINUTE,
+    originalCallSocketRequireToken: env.ORIGINAL_CALL_SOCKET_REQUIRE_TOKEN,
+    publicBaseUrl: env.PUBLIC_BASE_URL ?? null,
+    textSessionIdleMinutes: env.TEXT_SESSION_IDLE_MINUTES,
+    callDisconnectGraceSeconds: env.CALL_DISCONNECT_GRACE_SECONDS,
+    sessionOverrunMinutes: env.SESSION_OVERRUN_MINUTES,
+    instantSessionMaxMinutes: env.INSTANT_SESSION_MAX_MINUTES,
+    staleAppointmentDays: env.STALE_APPOINTMENT_DAYS,
+    recordRetentionDays: env.RECORD_RETENTION_DAYS,
+    rateLimitChatBurst: env.RATE_LIMIT_CHAT_BURST,
+    rateLimitChatWindowSeconds: env.RATE_LIMIT_CHAT_WINDOW_SECONDS,
+    rateLimitWritePerMinute: env.RATE_LIMIT_WRITE_PER_MINUTE,
+    rateLimitWsConnectPerMinute: env.RATE_LIMIT_WS_CONNECT_PER_MINUTE,
+    wsMaxConnectionsPerUser: env.WS_MAX_CONNECTIONS_PER_USER,
+    wsAccessRecheckSeconds: env.WS_ACCESS_RECHECK_SECONDS,
+    maxPendingBookings: env.MAX_PENDING_BOOKINGS,
+    bookingMaxDaysAhead: env.BOOKING_MAX_DAYS_AHEAD,
   };
-  if (r.problems.length > 0) throw new ConfigError(r.problems);
   return Object.freeze(config);
 }

@@ -11,23 +11,19 @@ import type { SessionKindCol as SessionKind } from '../../db/types.js';
 export type Modality = 'text' | 'voice' | 'video';
 
 /**
- * Map an appointment's `appointment_type` to the session modality.
- *
- * Matching is exact (lowercase, untrimmed) because the column is CHECK-constrained; any other
- * value is corrupt data and yields `null`, which auto-start reports as `invalid_appointment_state`.
+ * `appointment_type` → session modality. The column is CHECK-constrained; any other value is
+ * corrupt data and has no modality (the writer reports it as `invalid_appointment_state`).
  */
+export const MODALITY_OF_TYPE: Readonly<Record<string, Modality>> = Object.freeze({
+  text: 'text',
+  audio: 'voice',
+  voice: 'voice',
+  video: 'video',
+});
+
+/** The modality of an `appointment_type` (exact match, lowercase, untrimmed), or null. */
 export function modalityForAppointmentType(t: string): Modality | null {
-  switch (t) {
-    case 'text':
-      return 'text';
-    case 'audio':
-    case 'voice':
-      return 'voice';
-    case 'video':
-      return 'video';
-    default:
-      return null;
-  }
+  return Object.hasOwn(MODALITY_OF_TYPE, t) ? MODALITY_OF_TYPE[t]! : null;
 }
 
 /** Voice and video share the call state machine (waiting → ringing → connected → ended). */

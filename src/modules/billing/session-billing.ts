@@ -15,7 +15,7 @@ import { publishStatus, writeChange } from '../sessions/service.js';
 import { applyLimitsLocked, limitsOf } from '../sessions/limits.js';
 import { billableUntil, isLive } from '../sessions/state.js';
 import { usableCredits } from '../users/credits.js';
-import { CREDITS_EXHAUSTED, billableStart, settleEndedSession } from './hooks.js';
+import { CREDITS_EXHAUSTED, billableStart } from './hooks.js';
 import { chargeUnits } from './ledger.js';
 import { enqueueNoCreditNotice } from './notices.js';
 import { UNIT_SECONDS, cappedUnits, completedUnits, unitBoundary, unitsAtEnd } from './pricing.js';
@@ -32,15 +32,15 @@ export type BillOutcome =
   | { result: 'skipped' } // locked by another transaction (or gone)
   | { result: 'idle'; session: Session }
   | { result: 'charged'; session: Session; charged: number }
-  | { result: 'settled'; session: Session; charged: number }
   | { result: 'ended_no_credit'; before: Session; session: Session; charged: number }
   | { result: 'ended_by_limit'; before: Session; session: Session; charged: number };
 
 /**
  * Brings one session's billing up to date: a running session is charged its completed units
  * (and ended at the billed boundary when the patient cannot pay the unit in progress); an ended
- * session that was somehow left unsettled is settled. `skipLocked` is for the sweep; a request
- * that must see the result (the delegated legacy endpoints) waits for the lock instead.
+ * session has nothing left to do (it was settled in the transaction that ended it). `skipLocked`
+ * is for the sweep; a request that must see the result (the delegated legacy endpoints) waits
+ * for the lock instead.
  */
 export async function billSession(ctx: AppContext, sessionId: number, opts: { skipLocked: boolean }): Promise<BillOutcome> {
   const outcome = await ctx.db.transaction().execute(async (trx): Promise<BillOutcome> => {
@@ -55,11 +55,7 @@ export async function billSession(ctx: AppContext, sessionId: number, opts: { sk
     if (!row) return { result: 'skipped' };
     const { db_now, ...locked } = row;
     const s: Session = locked;
-    if (!isLive(s.status)) {
-      if (s.settled_at !== null) return { result: 'idle', session: s };
-      const settled = await settleEndedSession(trx, ctx, s);
-      return { result: 'settled', session: settled, charged: settled.units_billed - s.units_billed };
-    }
+    if (!isLive(s.status)) return { result: 'idle', session: s };
     // A limit reached (idle chat, both gone from the call, time limit) ends the session first:
     // the tick never charges time the limit has cut off.
     const limited = await applyLimitsLocked(trx, ctx, s, ctx.now());
@@ -174,7 +170,7 @@ export async function runBillingTick(ctx: AppContext, opts: { batchSize?: number
       try {
         const o = await billSession(ctx, id, { skipLocked: true });
         if (o.result === 'skipped') r.skipped++;
-        if (o.result === 'charged' || o.result === 'settled' || o.result === 'ended_no_credit' || o.result === 'ended_by_limit') {
+        if (o.result === 'charged' || o.result === 'ended_no_credit' || o.result === 'ended_by_limit') {
           if (o.charged > 0) r.charged_sessions++;
           r.units_charged += o.charged;
         }

@@ -22,7 +22,6 @@ import { DomainError, invalid, notFound } from '../../lib/errors.js';
 import { assertCanRead, assertParticipant } from '../access.js';
 import { getAppointment } from '../appointments/service.js';
 import { decideLegacyChat, type ChatOperation } from '../guard/decision.js';
-import { currentGuardFlags } from '../guard/flags.js';
 import { recordGuardEvent, type GuardEvent } from '../guard/events.js';
 import { countGuardDecision, logGuardDecision } from '../guard/report.js';
 import { classifyChatPathParam, formatSessionContext } from '../session-context.js';
@@ -105,7 +104,7 @@ export async function resolveLegacyChat(ctx: AppContext, actor: ChatActor, raw: 
   if (write) assertParticipant(actor, a);
   else assertCanRead(actor, a);
 
-  const flags = await currentGuardFlags(ctx.flags);
+  const flags = await ctx.flags.current();
   const decision = decideLegacyChat({
     sessionId: a.session_id,
     enforceChat: flags.ENFORCE_SESSION_GATED_CHAT,
@@ -178,7 +177,7 @@ export async function sendLegacy(ctx: AppContext, sender: Sender, rawId: string,
   validateMessage(input);
   const param = classifyChatPathParam(rawId);
   if (param.type === 'appointment') {
-    const flags = await currentGuardFlags(ctx.flags);
+    const flags = await ctx.flags.current();
     if (!flags.ENFORCE_SESSION_GATED_CHAT) {
       const row = await repo.fastInsertSessionMessage(ctx.database, {
         target: { appointmentId: param.id, operation },

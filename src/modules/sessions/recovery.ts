@@ -16,16 +16,17 @@
  * never crowd out ones that still need a session (no head-of-line blocking across reruns).
  *
  * The dry run reads in a READ ONLY transaction and writes nothing — no conversion rows, no job
- * run, no row locks; it predicts each outcome with the writer's own eligibility rule plus the
- * one-live-session-per-patient rule.
+ * run, no row locks; it predicts each outcome with the writer's own eligibility expression
+ * (evaluated by the read) plus the one-live-session-per-patient rule.
  */
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
 import type { Modality } from '../../db/types.js';
 import { formatSessionContext } from '../session-context.js';
 import { deliverPendingNotifications } from '../notifications/outbox.js';
-import { kindOf } from './state.js';
-import { DEFERRED_PATIENT_BUSY, convertAppointments, eligibility, type ConversionOutcome } from './writer.js';
+import { appointmentColumns, ineligibleReasonSql, ineligibleResultSql, modalitySql, type IneligibleReason } from './eligibility.js';
+import { LIVE_STATUSES, kindOf } from './state.js';
+import { DEFERRED_PATIENT_BUSY, convertAppointments, type ConversionOutcome } from './writer.js';
 
 export const RECOVERY_JOB = 'appointments:recover-sessions';
 export const DEFAULT_RECOVERY_LIMIT = 100;
@@ -67,8 +68,10 @@ export interface RecoveryCandidate {
   session_kind: 'text' | 'call' | null;
   conversion_attempts: number;
   last_conversion_error: string | null;
-  patient_role: string | null;
-  doctor_role: string | null;
+  modality: Modality | null;
+  /** What the writer's eligibility rule says now: null (eligible), or why not and whether that is a skip or a failure. */
+  ineligible_reason: IneligibleReason | null;
+  ineligible_result: 'skipped' | 'failed' | null;
   patient_has_live_session: boolean;
 }
 
@@ -101,13 +104,13 @@ export async function selectRecoveryCandidates(ctx: AppContext, lookback: Lookba
          limit ${limit})
       select a.id as appointment_id, a.scheduled_at, a.appointment_type, a.patient_id, a.doctor_id, a.status,
              a.session_id, s.kind as session_kind, a.conversion_attempts, a.last_conversion_error,
-             p.role as patient_role, d.role as doctor_role,
+             ${modalitySql(sql.ref('a.appointment_type'))} as modality,
+             e.reason as ineligible_reason, ${ineligibleResultSql(sql.ref('e.reason'))} as ineligible_result,
              exists (select 1 from sessions l
                       where l.patient_id = a.patient_id
-                        and l.status in ('waiting_for_doctor', 'active', 'waiting', 'ringing', 'connected')) as patient_has_live_session
+                        and l.status in (${sql.join([...LIVE_STATUSES].map((st) => sql.lit(st)))})) as patient_has_live_session
         from appointments a
-        left join users p on p.id = a.patient_id
-        left join users d on d.id = a.doctor_id
+        cross join lateral (select ${ineligibleReasonSql(appointmentColumns('a'))} as reason) e
         left join sessions s on s.id = a.session_id
        where a.id in (select id from todo union all select id from done)
        order by (a.session_id is null) desc, a.scheduled_at, a.id
@@ -157,10 +160,9 @@ function audit(
 export function predictRecovery(candidates: RecoveryCandidate[]): RecoveryAudit[] {
   const busy = new Set<number>();
   return candidates.map((c) => {
-    const e = eligibility(c);
-    if (!e.ok) {
-      const kind = c.session_kind ?? (e.modality ? kindOf(e.modality) : null);
-      return audit(c, e.result === 'skipped' ? 'would_skip' : 'would_fail', c.session_id, kind, e.reason);
+    if (c.ineligible_reason !== null) {
+      const kind = c.session_kind ?? (c.modality ? kindOf(c.modality) : null);
+      return audit(c, c.ineligible_result === 'skipped' ? 'would_skip' : 'would_fail', c.session_id, kind, c.ineligible_reason);
     }
     // One live session per patient: a live session now, or one this run would create first.
     if (c.patient_has_live_session || busy.has(c.patient_id)) {
@@ -195,8 +197,7 @@ export async function executeRecovery(
   return candidates.map((c) => {
     const o = byId.get(c.appointment_id);
     if (!o) return audit(c, 'failed', null, null, 'unknown_error');
-    const modality: Modality | null = o.modality;
-    const kind = c.session_kind ?? (modality ? kindOf(modality) : null);
+    const kind = c.session_kind ?? (o.modality ? kindOf(o.modality) : null);
     return audit(c, o.result, o.sessionId, kind, o.reason);
   });
 }
