@@ -124,7 +124,9 @@ describe('appointments:process-sessions', () => {
 
   it('decides "completed" by the rule legacy billing uses: both flags, or a message from each', async () => {
     const say = async (appointmentId: number, senderId: number) =>
-      sql`insert into messages (appointment_id, sender_id, type, body) values (${appointmentId}, ${senderId}, 'text', 'hi')`.execute(t.ctx.db);
+      sql`insert into messages (appointment_id, sender_id, type, body) values (${appointmentId}, ${senderId}, 'text', 'hi')`.execute(
+        t.ctx.db,
+      );
     const chatted = await legacyInProgress(minutes(-45), false, false);
     await say(chatted.id, chatted.patient_id);
     await say(chatted.id, chatted.doctor_id);

@@ -6,10 +6,11 @@ import * as callRoutingKey from './20261129T2035_call_routing_key.js';
 import * as uploads from './20261129T2110_uploads.js';
 import * as overTime from './20261129T2040_over_time.js';
 import * as userDeactivation from './20261129T2100_user_deactivation.js';
+import * as sessionsEndedIndex from './20261129T2300_sessions_ended_index.js';
 
 export interface Migration {
   name: string;
   up: string;
 }
 
-export const migrations: Migration[] = [initial, outboxFanout, legacySendEvidence, callRoutingKey, overTime, userDeactivation, uploads];
+export const migrations: Migration[] = [initial, outboxFanout, legacySendEvidence, callRoutingKey, overTime, userDeactivation, uploads, sessionsEndedIndex];
