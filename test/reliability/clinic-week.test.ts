@@ -191,12 +191,8 @@ describe.skipIf(!isPostgres)('a week of a clinic', () => {
       const doctor = doctors[i % DOCTORS]!;
       const patient = patients[(day * PER_DAY + i) % PATIENTS]!;
       const variant = day + i;
-      const type =
-        scenario === 'call_ended' || scenario === 'call_nobody_ends' || scenario === 'closed_app'
-          ? variant % 2
-            ? 'voice'
-            : 'video'
-          : 'text';
+      const calls: Scenario[] = ['call_ended', 'call_nobody_ends', 'closed_app', 'back_to_back'];
+      const type = !calls.includes(scenario) ? 'text' : variant % 2 ? 'voice' : 'video';
       const at = new Date(Date.now() + (step * STEP_MIN + 1) * MIN - (i % DOCTORS) * 1000);
       const status = scenario === 'never_confirmed' ? 'pending' : 'confirmed';
       const a = await t.newAppointment({ patient, doctor, status, scheduled_at: at, appointment_type: type });
