@@ -45,6 +45,23 @@ describe.skipIf(!hasChromium)('/ops in headless Chromium', () => {
              now() - make_interval(mins => case when i <= 12 then 10 else 1 end) - make_interval(secs => i),
              case when i = 1 then 5 else 0 end
         from generate_series(1, 15) as i`.execute(db);
+    // The last of them waits for its patient's live session (deferred); one more is stale (2 days
+    // old, past the 24 h lateness); three sessions ended in the last day, one two days ago.
+    await sql`
+      update appointments set last_conversion_error = 'deferred_patient_busy'
+       where id = (select max(id) from appointments where patient_id = ${patient.id})`.execute(db);
+    await sql`
+      insert into appointments (patient_id, doctor_id, appointment_type, status, scheduled_at)
+      values (${patient.id}, ${doctor.id}, 'text', 'confirmed', now() - interval '2 days')`.execute(db);
+    await sql`
+      insert into sessions (kind, modality, source, patient_id, doctor_id, status, activated_at, ended_at, end_reason)
+      values ('text', 'text', 'INSTANT', ${patient.id}, ${doctor.id}, 'active', now() - interval '3 minutes', null, null),
+             ('text', 'text', 'INSTANT', ${patient.id}, ${doctor.id}, 'ended', now() - interval '2 hours', now() - interval '1 hour', 'inactive'),
+             ('text', 'text', 'INSTANT', ${patient.id}, ${doctor.id}, 'ended', now() - interval '3 hours', now() - interval '2 hours', 'inactive'),
+             ('text', 'text', 'INSTANT', ${patient.id}, ${doctor.id}, 'ended', now() - interval '4 hours', now() - interval '3 hours', 'time_limit'),
+             ('text', 'text', 'INSTANT', ${patient.id}, ${doctor.id}, 'ended', now() - interval '50 hours', now() - interval '49 hours', 'disconnected')`.execute(
+      db,
+    );
     // Conversions over the last hour and guard events by operation.
     const a = await t.newAppointment({ status: 'completed', scheduled_at: new Date(Date.now() - 86_400_000) });
     await sql`
@@ -163,6 +180,16 @@ describe.skipIf(!hasChromium)('/ops in headless Chromium', () => {
       expect(m.guards.chat.blocked).toBe(2);
       const guardRow = page.locator('[data-testid="guard-row"][data-guard="chat"][data-operation="getMessages"]');
       expect(await guardRow.textContent()).toContain('2');
+
+      expect(await text(page, 'deferred-waiting')).toBe(String(m.deferred.waiting));
+      expect(m.deferred.waiting).toBe(1);
+      expect(await text(page, 'stale-count')).toBe(String(m.stale.count));
+      expect(m.stale.count).toBe(1);
+      expect(await text(page, 'stale-days')).toBe('7');
+      expect(await text(page, 'sessions-ended-total')).toBe('3');
+      expect(await page.locator('[data-testid="ended-reason"][data-reason="inactive"]').textContent()).toContain('2');
+      expect(await page.locator('[data-testid="ended-reason"][data-reason="time_limit"]').textContent()).toContain('1');
+      expect(await page.locator('[data-testid="ended-reason"][data-reason="disconnected"]').count()).toBe(0);
 
       expect(await page.locator('[data-testid="job-run"]').count()).toBe(s.recent_job_runs.length);
       expect(await page.locator('[data-testid="legacy-trigger"][data-command="appointments:activate-booked"]').textContent()).toContain(

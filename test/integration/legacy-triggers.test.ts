@@ -121,6 +121,28 @@ describe('appointments:process-sessions', () => {
       .execute();
     expect(ledger).toEqual([]);
   });
+
+  it('decides "completed" by the rule legacy billing uses: both flags, or a message from each', async () => {
+    const say = async (appointmentId: number, senderId: number) =>
+      sql`insert into messages (appointment_id, sender_id, type, body) values (${appointmentId}, ${senderId}, 'text', 'hi')`.execute(
+        t.ctx.db,
+      );
+    const chatted = await legacyInProgress(minutes(-45), false, false);
+    await say(chatted.id, chatted.patient_id);
+    await say(chatted.id, chatted.doctor_id);
+    const doctorAlone = await legacyInProgress(minutes(-45), false, true);
+    await say(doctorAlone.id, doctorAlone.doctor_id);
+    await say(doctorAlone.id, doctorAlone.doctor_id);
+    const patientFlagDoctorMessage = await legacyInProgress(minutes(-45), true, false);
+    await say(patientFlagDoctorMessage.id, patientFlagDoctorMessage.doctor_id);
+
+    const counts = await processLegacySessions(t.ctx, { runId: randomUUID() });
+    expect(counts.details).toMatchObject({ completed: 1, missed: 2 });
+    expect((await appointment(chatted.id)).status).toBe('completed');
+    expect((await appointment(doctorAlone.id)).status).toBe('missed');
+    // One flag and the other side's message is neither "both flags" nor "a message from each".
+    expect((await appointment(patientFlagDoctorMessage.id)).status).toBe('missed');
+  });
 });
 
 describe('they never touch an appointment that has a session', () => {

@@ -17,7 +17,7 @@ const OFF: FlagSet = {
   DISABLE_LEGACY_APPOINTMENT_TRIGGERS: false,
   ALLOW_LEGACY_APPOINTMENT_CHAT: false,
 };
-const CONFIG = { autoStartMaxLatenessMinutes: 1440, autoStartMaxAttempts: 5 };
+const CONFIG = { autoStartMaxLatenessMinutes: 1440, autoStartMaxAttempts: 5, staleAppointmentDays: 7 };
 
 let t: TestHarness;
 let patient: User;
@@ -182,7 +182,7 @@ describe('monitorSnapshot', () => {
     expect(Date.now() - oldest).toBeGreaterThan(59 * 60_000);
     expect(Date.now() - oldest).toBeLessThan(62 * 60_000);
     // A shorter lateness moves the 30- and 60-minute-old ones out of auto-start's window.
-    const short = await monitorSnapshot(db, OFF, { autoStartMaxLatenessMinutes: 25, autoStartMaxAttempts: 5 });
+    const short = await monitorSnapshot(db, OFF, { ...CONFIG, autoStartMaxLatenessMinutes: 25 });
     expect(short.due).toMatchObject({ count: 3, given_up: 0, due_for_5m: 1, beyond_lateness: 8 });
     // Nothing converted while appointments have been due for 5 minutes: stalled.
     expect(s.stalled).toBe(true);
@@ -320,6 +320,73 @@ describe('monitorSnapshot', () => {
   });
 });
 
+describe('deferred, stale and ended sessions', () => {
+  async function session(db: Executor, s: { patientId: number; status: string; endReason?: string | null; endedHoursAgo?: number }) {
+    const r = await sql<{ id: number }>`
+      insert into sessions (kind, modality, source, patient_id, doctor_id, status, activated_at, ended_at, end_reason)
+      values ('text', 'text', 'INSTANT', ${s.patientId}, ${doctor.id}, ${s.status}, now() - interval '2 days',
+              ${s.endedHoursAgo === undefined ? null : sql`now() - make_interval(secs => ${Math.round(s.endedHoursAgo * 3600)})`},
+              ${s.endReason ?? null})
+      returning id`.execute(db);
+    return r.rows[0]!.id;
+  }
+
+  it('counts deferred appointments apart (not a stalled worker), stale ones past the lateness, settling and sessions ended by reason', async () => {
+    const db = t.ctx.db;
+    const free = await t.newPatient();
+    // The patient is in a live session; their appointment due 10 minutes ago was deferred.
+    await session(db, { patientId: patient.id, status: 'active' });
+    await dueAppointments(db, 1, 10);
+    // Marked deferred earlier, but that patient is free now: plain due (the next run converts it).
+    await dueAppointments(db, 1, 1, { patientId: free.id });
+    await sql`update appointments set last_conversion_error = 'deferred_patient_busy'`.execute(db);
+    // Confirmed, never converted, past the 24 h lateness: stale (missed after 7 days).
+    await dueAppointments(db, 2, 60 * 48, { patientId: free.id, doctorId: (await t.newDoctor()).id });
+    const a = await anyAppointmentId(db);
+    await sql`
+      insert into appointment_conversions (appointment_id, source, result, failure_reason, created_at)
+      values (${a}, 'auto_start', 'deferred', 'deferred_patient_busy', now() - interval '1 hour'),
+             (${a}, 'auto_start', 'deferred', 'deferred_patient_busy', now() - interval '2 hours'),
+             (${a}, 'auto_start', 'deferred', 'deferred_patient_busy', now() - interval '30 hours'),
+             (${a}, 'settle', 'missed', 'stale_confirmed', now() - interval '3 hours'),
+             (${a}, 'settle', 'expired', 'never_confirmed', now() - interval '4 hours'),
+             (${a}, 'settle', 'expired', 'never_confirmed', now() - interval '5 hours'),
+             (${a}, 'settle', 'missed', 'stale_confirmed', now() - interval '40 hours')`.execute(db);
+    for (const [reason, hoursAgo] of [
+      ['inactive', 1],
+      ['inactive', 2],
+      ['time_limit', 3],
+      ['disconnected', 23],
+      ['inactive', 30], // outside the window
+    ] as const) {
+      await session(db, { patientId: free.id, status: 'ended', endReason: reason, endedHoursAgo: hoursAgo });
+    }
+    await session(db, { patientId: free.id, status: 'expired', endReason: 'no_show', endedHoursAgo: 4 });
+    await session(db, { patientId: free.id, status: 'ended', endReason: null, endedHoursAgo: 5 });
+
+    const s = await monitorSnapshot(db, OFF, CONFIG);
+    expect(s.deferred).toMatchObject({ reason: 'deferred_patient_busy', waiting: 1, window_hours: 24, deferrals: 2, appointments: 1 });
+    expect(Date.now() - new Date(s.deferred.oldest_scheduled_at!).getTime()).toBeGreaterThan(9 * 60_000);
+    expect(s.stale).toMatchObject({ count: 2, lateness_minutes: 1440, missed_after_days: 7, missed: 1, pending_expired: 2 });
+    expect(s.due).toMatchObject({ count: 2, due_for_5m: 1, beyond_lateness: 2 });
+    expect(s.sessions_ended).toEqual({
+      window_hours: 24,
+      total: 6,
+      by_reason: [
+        { end_reason: 'inactive', count: 2 },
+        { end_reason: 'disconnected', count: 1 },
+        { end_reason: 'no_show', count: 1 },
+        { end_reason: 'time_limit', count: 1 },
+        { end_reason: 'unknown', count: 1 },
+      ],
+    });
+    // The only appointment due for 5 minutes waits for its patient: the worker is not stalled.
+    expect(s.stalled).toBe(false);
+    await dueAppointments(db, 1, 8, { patientId: free.id });
+    expect((await monitorSnapshot(db, OFF, CONFIG)).stalled).toBe(true);
+  });
+});
+
 // --- the CLI, against its own database (PGlite cannot open the harness's data directory twice)
 
 describe('sessiongate appointments:monitor-sessions', () => {
@@ -339,6 +406,9 @@ describe('sessiongate appointments:monitor-sessions', () => {
       expect(r.out).toContain('Backlog:    OK');
       expect(r.out).toContain('Rollout phase 2 (gradual)');
       expect(r.out).toMatch(/Due now\s+0/);
+      expect(r.out).toMatch(/Deferred now\s+0\s+\(deferred_patient_busy/);
+      expect(r.out).toMatch(/Stale\s+0\s+\(confirmed, past the \d+-min lateness/);
+      expect(r.out).toContain('Sessions ended, last 24 h: 0');
 
       await fixtures((db, p, d) => dueAppointments(db, 12, 10, { patientId: p, doctorId: d }));
       r = await run(['appointments:monitor-sessions', '--json']);
@@ -346,9 +416,24 @@ describe('sessiongate appointments:monitor-sessions', () => {
       const snap = JSON.parse(r.out);
       expect(snap).toMatchObject({ phase: 2, level: 'warning', due: { count: 12, due_for_5m: 12 }, backlog: { level: 'warning' } });
       expect(snap.flags.ENFORCE_SESSION_GATED_CHAT).toBe(true);
+      expect(snap).toMatchObject({
+        deferred: { waiting: 0, deferrals: 0 },
+        stale: { count: 0, missed_after_days: 7 },
+        sessions_ended: { total: 0, by_reason: [] },
+      });
 
+      await fixtures(async (db, p, d) => {
+        await sql`
+          insert into sessions (kind, modality, source, patient_id, doctor_id, status, activated_at, ended_at, end_reason)
+          select 'text', 'text', 'INSTANT', ${p}, ${d}, 'ended', now() - interval '1 hour', now() - make_interval(mins => i),
+                 case when i = 1 then 'time_limit' else 'inactive' end
+            from generate_series(1, 3) as i`.execute(db);
+      });
       r = await run(['appointments:monitor-sessions', '--alert']);
       expect(r.code).toBe(1);
+      expect(r.out).toContain('Sessions ended, last 24 h: 3');
+      expect(r.out).toMatch(/inactive\s+2/);
+      expect(r.out).toMatch(/time_limit\s+1/);
       expect(r.out).toContain('Backlog:    WARNING — 12 due for >= 5 min');
 
       await fixtures(async (db, p, d) => {
@@ -363,5 +448,5 @@ describe('sessiongate appointments:monitor-sessions', () => {
     } finally {
       await cli.close();
     }
-  });
+  }, 120_000);
 });

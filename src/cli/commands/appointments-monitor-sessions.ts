@@ -7,11 +7,16 @@ export const command: Command = {
   summary: 'Appointment-to-session conversion health: backlog, error rate, guards, legacy triggers',
   usage: `sessiongate appointments:monitor-sessions [--json] [--alert]
 
-Every number comes from the database (appointments, conversion records, guard events, job runs),
-so it is the same whichever process asks.
+Every number comes from the database (appointments, conversion records, sessions, guard events,
+job runs), so it is the same whichever process asks.
 
   backlog level     warning when >= 10 appointments have been due for 5 minutes, critical >= 50
   error-rate level  failed / (created + failed): warning > 2 % over 10 min, critical > 10 % over 5 min
+
+  deferred          due appointments waiting for their patient's other live session (not failures)
+  stale             confirmed, never converted, past the lateness window; missed after
+                    STALE_APPOINTMENT_DAYS
+  sessions ended    in the last 24 h, by end_reason
 
 --alert  exit with the worse level: 0 ok, 1 warning, 2 critical (for cron or a health check).
          Without --alert the command exits 0 whatever the levels are.
@@ -75,6 +80,8 @@ function render(s: MonitorSnapshot): string[] {
     ...(s.stalled ? ['Stalled:    appointments due for 5 min and no session created in 5 min — is the worker running?'] : []),
     `Overall:    ${LEVEL_MARK[s.level]}`,
     '',
+    ...outcomes(s),
+    '',
     `Guard events, last ${s.guards.window_hours} h`,
     ...table([
       ['', 'would-block', 'blocked', 'allowed-legacy', 'not-ready', 'appointments'],
@@ -108,5 +115,36 @@ function render(s: MonitorSnapshot): string[] {
         l.last_run_at ?? '—',
       ]),
     ]),
+  ];
+}
+
+/** Deferred, stale and ended-by-reason counts (src/modules/ops/outcomes.ts). */
+function outcomes(s: MonitorSnapshot): string[] {
+  const d = s.deferred;
+  const st = s.stale;
+  const e = s.sessions_ended;
+  return [
+    ...table([
+      [
+        'Deferred now',
+        d.waiting,
+        `(${d.reason}: waiting for the patient's other session; oldest ${d.oldest_scheduled_at ?? '—'}; ` +
+          `${d.deferrals} deferral(s) of ${d.appointments} appointment(s) in ${d.window_hours} h)`,
+      ],
+      [
+        'Stale',
+        st.count,
+        `(confirmed, past the ${st.lateness_minutes}-min lateness, not converted; oldest ${st.oldest_scheduled_at ?? '—'}; ` +
+          `missed after ${st.missed_after_days} d)`,
+      ],
+      [
+        'Settled',
+        st.missed + st.pending_expired,
+        `(last ${st.window_hours} h: ${st.missed} stale → missed, ${st.pending_expired} pending → expired)`,
+      ],
+    ]),
+    '',
+    `Sessions ended, last ${e.window_hours} h: ${e.total}`,
+    ...(e.by_reason.length > 0 ? table([['end reason', 'sessions'], ...e.by_reason.map((r) => [r.end_reason, r.count])]) : []),
   ];
 }

@@ -11,7 +11,8 @@ sessiongate appointments:process-sessions [--limit N] [--verbose] [--json]
 
 The legacy ProcessAppointmentSessions. Closes appointments started under the old flow — in_progress
 with NO session — once scheduled_at + duration_minutes has passed: completed when both participants
-were active in legacy chat, missed (no-show) otherwise. Never touches confirmed appointments nor
+took part (both legacy activity flags, or a message from each: the legacy billing endpoints' rule),
+missed (no-show) otherwise. Never touches confirmed appointments nor
 any appointment with a session. Does not bill: legacy appointments are billed through the legacy
 billing endpoints (end-session, process-payment, process-deduction), once per appointment.
 With DISABLE_LEGACY_APPOINTMENT_TRIGGERS=true it does nothing, logs "${LEGACY_DISABLED_MESSAGE}",

@@ -6,6 +6,7 @@ import * as callRoutingKey from './20261129T2035_call_routing_key.js';
 import * as uploads from './20261129T2110_uploads.js';
 import * as overTime from './20261129T2040_over_time.js';
 import * as userDeactivation from './20261129T2100_user_deactivation.js';
+import * as sessionsEndedIndex from './20261129T2300_sessions_ended_index.js';
 import * as dropSessionsUnsettled from './20261130T0100_drop_sessions_unsettled.js';
 import * as realtimeEvents from './20261130T0110_realtime_events.js';
 
@@ -22,6 +23,7 @@ export const migrations: Migration[] = [
   overTime,
   userDeactivation,
   uploads,
+  sessionsEndedIndex,
   dropSessionsUnsettled,
   realtimeEvents,
 ];

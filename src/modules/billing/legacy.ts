@@ -17,7 +17,6 @@
  * The decision for an appointment without a session is taken under its row lock, so a session
  * created concurrently (the single writer locks the same row) is never billed twice.
  */
-import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
 import type { Appointment, Executor, Session, Trx } from '../../db/types.js';
@@ -31,55 +30,26 @@ import { modalityForAppointmentType } from '../appointments/modality.js';
 import { isLive } from '../sessions/state.js';
 import { usableCredits } from '../users/credits.js';
 import { chargeRange, payoutRates, type ChargeReason } from './ledger.js';
+import { legacyConsultationHappened } from './legacy-participation.js';
+import {
+  claimIdempotencyKey,
+  hashRequest,
+  type LegacyBillingData,
+  type LegacyBillingRequest,
+  type LegacyBillingResponse,
+  type PaymentProcessing,
+} from './legacy-requests.js';
 import { legacyAppointmentUnits, payoutPerUnit, type Money } from './pricing.js';
 import { billSession } from './session-billing.js';
 
-export const DEDUCTION_REASONS = ['interval', 'manual_end', 'no_activity'] as const;
-
-export interface DeductionInput {
-  appointment_id: number;
-  sessions_to_deduct: number;
-  reason: (typeof DEDUCTION_REASONS)[number];
-}
-
-export interface LegacyBillingRequest {
-  endpoint: BillingEndpoint;
-  appointmentId: number;
-  deduction?: DeductionInput;
-  idempotencyKey?: string;
-}
-
-export interface PaymentProcessing {
-  doctor_payment_success: boolean;
-  patient_deduction_success: boolean;
-  doctor_payment_amount: number;
-  doctor_payment_amount_minor: number;
-  doctor_payment_currency: Money['currency'];
-  patient_sessions_deducted: number;
-  errors: string[];
-}
-
-export interface LegacyBillingData {
-  appointment_id: number;
-  appointment_status: string;
-  session_id: number | null;
-  session_context: string | null;
-  billed_through: 'session' | 'appointment';
-  already_processed: boolean;
-  units_charged: number;
-  units_total: number;
-  payment_processing: PaymentProcessing;
-  sessions_deducted?: number;
-  sessions_requested?: number;
-  remaining_sessions?: number;
-  reason?: string;
-}
-
-export interface LegacyBillingResponse {
-  status: number;
-  replayed: boolean;
-  body: { success: true; message: string; data: LegacyBillingData };
-}
+export {
+  DEDUCTION_REASONS,
+  type DeductionInput,
+  type LegacyBillingData,
+  type LegacyBillingRequest,
+  type LegacyBillingResponse,
+  type PaymentProcessing,
+} from './legacy-requests.js';
 
 /** The 400 messages the original endpoints used, kept for the clients that show them. */
 const BLOCK_MESSAGES: Record<BillingEndpoint, string> = {
@@ -278,7 +248,7 @@ async function billLegacyAppointment(ctx: AppContext, actor: Actor, req: LegacyB
 
     const { now } = (await sql<{ now: Date }>`select now() as now`.execute(trx)).rows[0]!;
     const billedSoFar = await appointmentUnitsBilled(trx, a.id);
-    const tookPart = legacyConsultationHappened(await legacyParticipation(trx, a));
+    const tookPart = await legacyConsultationHappened(trx, a.id);
     const endOp = await trx
       .selectFrom('legacy_billing_ops')
       .select('units')
@@ -411,74 +381,4 @@ export async function appointmentUnitsBilled(trx: Trx, appointmentId: number): P
     n: number;
   }>`select coalesce(max(unit_no), 0)::int as n from ledger_entries where appointment_id = ${appointmentId}`.execute(trx);
   return r.rows[0]?.n ?? 0;
-}
-
-function hashRequest(req: LegacyBillingRequest): string {
-  const canonical = JSON.stringify([
-    req.endpoint,
-    req.appointmentId,
-    req.deduction?.sessions_to_deduct ?? null,
-    req.deduction?.reason ?? null,
-  ]);
-  return createHash('sha256').update(canonical).digest('hex');
-}
-
-/**
- * Claims an Idempotency-Key in the caller's transaction. The first request inserts the key (a
- * concurrent one with the same key waits on the unique index until this one commits or rolls
- * back); a later one with the same request gets the stored response back; the same key with a
- * different request is a 409.
- */
-async function claimIdempotencyKey(
-  trx: Trx,
-  userId: number,
-  scope: string,
-  key: string,
-  requestHash: string,
-): Promise<LegacyBillingResponse | null> {
-  const claimed = await trx
-    .insertInto('idempotency_keys')
-    .values({ user_id: userId, scope, key, request_hash: requestHash, response_status: 0, response_body: '{}' })
-    .onConflict((oc) => oc.columns(['user_id', 'scope', 'key']).doNothing())
-    .returning('key')
-    .executeTakeFirst();
-  if (claimed) return null;
-  const prior = await trx
-    .selectFrom('idempotency_keys')
-    .select(['request_hash', 'response_status', 'response_body'])
-    .where('user_id', '=', userId)
-    .where('scope', '=', scope)
-    .where('key', '=', key)
-    .executeTakeFirstOrThrow();
-  if (prior.request_hash !== requestHash) {
-    throw conflict('This Idempotency-Key was already used for a different request', { idempotency_key: key });
-  }
-  return { status: prior.response_status, replayed: true, body: prior.response_body as LegacyBillingResponse['body'] };
-}
-
-/** Who took part in a legacy appointment: the legacy activity flags and who wrote in its chat. */
-export interface LegacyParticipation {
-  patientActive: boolean;
-  doctorActive: boolean;
-  patientMessaged: boolean;
-  doctorMessaged: boolean;
-}
-
-/**
- * Whether a legacy appointment (no session) was a consultation: both participants took part —
- * both activity flags set, or a message from each. Otherwise it is billed 0 and ends `missed`.
- */
-export function legacyConsultationHappened(p: LegacyParticipation): boolean {
-  return (p.patientActive && p.doctorActive) || (p.patientMessaged && p.doctorMessaged);
-}
-
-async function legacyParticipation(
-  trx: Executor,
-  a: { id: number; patient_id: number; doctor_id: number; legacy_patient_active: boolean; legacy_doctor_active: boolean },
-): Promise<LegacyParticipation> {
-  const r = await sql<{ p: boolean; d: boolean }>`
-    select exists (select 1 from messages where appointment_id = ${a.id} and sender_id = ${a.patient_id}) as p,
-           exists (select 1 from messages where appointment_id = ${a.id} and sender_id = ${a.doctor_id}) as d`.execute(trx);
-  const row = r.rows[0]!;
-  return { patientActive: a.legacy_patient_active, doctorActive: a.legacy_doctor_active, patientMessaged: row.p, doctorMessaged: row.d };
 }

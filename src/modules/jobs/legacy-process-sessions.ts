@@ -2,7 +2,8 @@
  * `appointments:process-sessions` — the legacy ProcessAppointmentSessions, kept behind
  * DISABLE_LEGACY_APPOINTMENT_TRIGGERS: closes appointments started under the old flow —
  * `in_progress` with NO session — once `scheduled_at + duration_minutes` has passed:
- * `completed` when both sides were active in legacy chat, `missed` (no-show) otherwise.
+ * `completed` when both participants took part (the one rule the legacy billing endpoints use:
+ * both activity flags, or a message from each — `legacyTookPart`), `missed` (no-show) otherwise.
  *
  * It never touches `confirmed` appointments (they belong to auto-start and recovery) nor any
  * appointment with a session (`session_id is null` is in the WHERE, under the row lock). It does
@@ -13,6 +14,7 @@
  */
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';
+import { legacyTookPart } from '../billing/legacy-participation.js';
 import { countLegacy, legacyTrigger } from './legacy.js';
 import type { JobCounts, JobDefinition } from './scheduler.js';
 
@@ -50,7 +52,7 @@ export async function processLegacySessions(
            limit ${size}
              for update skip locked)
         update appointments a
-           set status = case when a.legacy_patient_active and a.legacy_doctor_active then 'completed' else 'missed' end
+           set status = case when ${legacyTookPart('a')} then 'completed' else 'missed' end
           from claimed c
          where a.id = c.id and a.status = 'in_progress' and a.session_id is null
         returning a.id, a.status, a.session_id`.execute(ctx.db);

@@ -22,6 +22,7 @@ import { PHASE_NAMES, derivePhase, type FlagSet } from '../../config/flag-values
 import type { Db, Executor } from '../../db/types.js';
 import { iso } from '../../lib/schemas.js';
 import { LEGACY_TRIGGER_COMMANDS } from '../jobs/legacy.js';
+import { outcomeCounts } from './outcomes.js';
 import type { Level, MonitorSnapshot } from './schemas.js';
 
 export const BACKLOG_WARNING = 10;
@@ -31,7 +32,7 @@ export const ERROR_RATE_WARNING = 0.02;
 export const ERROR_RATE_CRITICAL = 0.1;
 export const GUARD_WINDOW_HOURS = 24;
 
-export type MonitorConfig = Pick<Config, 'autoStartMaxLatenessMinutes' | 'autoStartMaxAttempts'>;
+export type MonitorConfig = Pick<Config, 'autoStartMaxLatenessMinutes' | 'autoStartMaxAttempts' | 'staleAppointmentDays'>;
 
 const LEVEL_RANK: Record<Level, number> = { ok: 0, warning: 1, critical: 2 };
 
@@ -94,7 +95,6 @@ export async function monitorSnapshotIn(trx: Executor, flags: FlagSet, config: M
       given_up: number;
       retrying: number;
       due_for_5m: number;
-      beyond_lateness: number;
       oldest: Date | null;
     }>`
       select now() as now,
@@ -103,7 +103,6 @@ export async function monitorSnapshotIn(trx: Executor, flags: FlagSet, config: M
              count(*) filter (where in_window and conversion_attempts between 1 and ${maxAttempts - 1})::int as retrying,
              count(*) filter (where in_window
                                 and scheduled_at <= now() - make_interval(mins => ${BACKLOG_SUSTAIN_MINUTES}))::int as due_for_5m,
-             count(*) filter (where not in_window)::int as beyond_lateness,
              min(scheduled_at) filter (where in_window) as oldest
         from (select scheduled_at, conversion_attempts,
                      scheduled_at > now() - make_interval(mins => ${lateness}) as in_window
@@ -141,6 +140,12 @@ export async function monitorSnapshotIn(trx: Executor, flags: FlagSet, config: M
       select max(created_at) as at from appointment_conversions where result = 'created'`.execute(trx)
   ).rows[0]!;
 
+  const outcomes = await outcomeCounts(trx, {
+    latenessMinutes: lateness,
+    staleDays: config.staleAppointmentDays,
+    hours: GUARD_WINDOW_HOURS,
+    sustainMinutes: BACKLOG_SUSTAIN_MINUTES,
+  });
   const guards = await guardCounts(trx, GUARD_WINDOW_HOURS);
   const legacy = await legacyTriggerRuns(trx, GUARD_WINDOW_HOURS);
 
@@ -150,6 +155,8 @@ export async function monitorSnapshotIn(trx: Executor, flags: FlagSet, config: M
   const errLevel = errorRateLevel(rate10, rate5);
   const phase = derivePhase(flags);
   const createdWithin5m = conv.c5 > 0;
+  // Appointments waiting for their patient's other session are not a worker that stopped.
+  const stuckFor5m = due.due_for_5m - outcomes.deferredSustained;
 
   return {
     generated_at: iso(due.now)!,
@@ -162,7 +169,7 @@ export async function monitorSnapshotIn(trx: Executor, flags: FlagSet, config: M
       given_up: due.given_up,
       retrying: due.retrying,
       due_for_5m: due.due_for_5m,
-      beyond_lateness: due.beyond_lateness,
+      beyond_lateness: outcomes.stale.count,
       oldest_scheduled_at: iso(due.oldest),
       max_lateness_minutes: lateness,
       max_attempts: maxAttempts,
@@ -193,9 +200,12 @@ export async function monitorSnapshotIn(trx: Executor, flags: FlagSet, config: M
       warning_above: ERROR_RATE_WARNING,
       critical_above: ERROR_RATE_CRITICAL,
     },
-    stalled: due.due_for_5m > 0 && !createdWithin5m,
+    stalled: stuckFor5m > 0 && !createdWithin5m,
     guards: { window_hours: GUARD_WINDOW_HOURS, ...guards },
     legacy_triggers: { window_hours: GUARD_WINDOW_HOURS, commands: legacy },
+    deferred: outcomes.deferred,
+    stale: outcomes.stale,
+    sessions_ended: outcomes.sessions_ended,
   };
 }
 

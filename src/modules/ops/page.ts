@@ -84,6 +84,15 @@ export function opsPageHtml(nonce: string): string {
       </section>
     </div>
     <section>
+      <h2>Waiting, stale and ended, last 24 h</h2>
+      <p><span data-testid="deferred-waiting"></span> deferred now (patient in another session; oldest
+         <span data-testid="deferred-oldest"></span>) · <span data-testid="deferred-24h"></span> deferrals ·
+         <span data-testid="stale-count"></span> stale (past lateness, missed after <span data-testid="stale-days"></span> d) ·
+         settled: <span data-testid="stale-missed-24h"></span> missed, <span data-testid="pending-expired-24h"></span> expired</p>
+      <p><span data-testid="sessions-ended-total"></span> sessions ended</p>
+      <table><thead><tr><th>end reason</th><th class="num">sessions</th></tr></thead><tbody data-testid="ended-by-reason"></tbody></table>
+    </section>
+    <section>
       <h2>Guard events, last 24 h</h2>
       <p>chat: <span data-testid="chat-would-block"></span> would-block ·
          <span data-testid="chat-blocked"></span> blocked ·
@@ -221,6 +230,14 @@ const SCRIPT = `
     bars('conversion-bars', c.buckets.map(function (b) { return { total: b.created + b.failed, parts: [b.created, b.failed], title: time(b.start) + ': ' + b.created + ' created, ' + b.failed + ' failed' }; }), ['', 'failed']);
     var reasons = $('failures-by-reason'); clear(reasons);
     c.failures_by_reason.forEach(function (f) { row(reasons, 'failure-reason', [f.reason, f.count], { 'data-reason': f.reason }); });
+
+    setText('deferred-waiting', m.deferred.waiting); setText('deferred-oldest', time(m.deferred.oldest_scheduled_at));
+    setText('deferred-24h', m.deferred.deferrals);
+    setText('stale-count', m.stale.count); setText('stale-days', m.stale.missed_after_days);
+    setText('stale-missed-24h', m.stale.missed); setText('pending-expired-24h', m.stale.pending_expired);
+    setText('sessions-ended-total', m.sessions_ended.total);
+    var ended = $('ended-by-reason'); clear(ended);
+    m.sessions_ended.by_reason.forEach(function (e) { row(ended, 'ended-reason', [e.end_reason, e.count], { 'data-reason': e.end_reason }); });
 
     setText('chat-would-block', m.guards.chat.would_block); setText('chat-blocked', m.guards.chat.blocked);
     setText('billing-would-block', m.guards.billing.would_block); setText('billing-blocked', m.guards.billing.blocked);

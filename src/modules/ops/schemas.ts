@@ -95,6 +95,33 @@ export const MonitorSnapshot = Type.Object({
   stalled: Type.Boolean({ description: 'due for 5 min and no session created in 5 min (ConversionsStalled)' }),
   guards: Type.Object({ window_hours: Count, chat: GuardCounts, billing: GuardCounts }),
   legacy_triggers: Type.Object({ window_hours: Count, commands: Type.Array(LegacyTriggerRuns) }),
+  /** Due appointments waiting for their patient's other live session: not failures, not a stalled worker. */
+  deferred: Type.Object({
+    reason: Type.String(),
+    waiting: Count,
+    oldest_scheduled_at: NullableTime,
+    window_hours: Count,
+    /** Deferral records in the window (one per blocking episode) and the appointments they concern. */
+    deferrals: Count,
+    appointments: Count,
+  }),
+  /** Confirmed, never converted, past the auto-start lateness window; `missed` after `missed_after_days`. */
+  stale: Type.Object({
+    count: Count,
+    oldest_scheduled_at: NullableTime,
+    lateness_minutes: Count,
+    missed_after_days: Count,
+    window_hours: Count,
+    /** What appointments:settle did in the window: stale confirmed → missed, pending past its time → expired. */
+    missed: Count,
+    pending_expired: Count,
+  }),
+  /** Sessions that ended in the window, by end_reason (null end_reason counted as `unknown`). */
+  sessions_ended: Type.Object({
+    window_hours: Count,
+    total: Count,
+    by_reason: Type.Array(Type.Object({ end_reason: Type.String(), count: Count })),
+  }),
 });
 export type MonitorSnapshot = Static<typeof MonitorSnapshot>;
 
