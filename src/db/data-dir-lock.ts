@@ -120,7 +120,13 @@ export class DataDirLock {
   constructor(
     readonly dataDir: string,
     private record: LockRecord,
-  ) {}
+  ) {
+    // A process that exits without closing the database (process.exit, a second signal) still
+    // leaves no lock behind; after a crash or SIGKILL the next opener finds it stale.
+    process.once('exit', this.onExit);
+  }
+
+  private readonly onExit = () => this.release();
 
   /** Publishes the socket the database is served on (clients read it from the lock). */
   setSocket(socket: string): void {
@@ -137,6 +143,7 @@ export class DataDirLock {
   release(): void {
     if (this.released) return;
     this.released = true;
+    process.off('exit', this.onExit);
     const current = readLock(this.dataDir);
     if (current && current.pid !== process.pid) return;
     if (readFileSafe(join(this.dataDir, PID_FILE)).trim() === String(process.pid)) rmSync(join(this.dataDir, PID_FILE), { force: true });
