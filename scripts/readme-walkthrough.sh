@@ -11,7 +11,11 @@ fail() { echo "readme-walkthrough: $*" >&2; exit 1; }
 npm start > "${WALKTHROUGH_LOG:-/dev/null}" 2>&1 &
 SERVER=$!
 trap 'kill -TERM "$(cat "$DATA_DIR/sessiongate.pid" 2>/dev/null || echo $SERVER)" 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do curl -sf "$BASE/health/ready" > /dev/null && break; sleep 1; done
+for _ in $(seq 1 120); do
+  curl -sf "$BASE/health/ready" > /dev/null && break
+  kill -0 $SERVER 2> /dev/null || fail "npm start exited"
+  sleep 1
+done
 curl -sf "$BASE/health/ready" > /dev/null || fail "the server did not become ready"
 
 # npx sessiongate db:seed, then paste the export lines it printed

@@ -14,7 +14,7 @@ import { createBusFor } from '../../src/realtime/create-bus.js';
 import { PgBus } from '../../src/realtime/pg-bus.js';
 import { TEST_JWT_SECRET } from '../helpers/app.js';
 import { cloneTestDatabase, isPostgres, type TestDatabase } from '../helpers/db.js';
-import { freePort, runCli, spawnCli, waitForStatus, type Spawned } from '../helpers/process.js';
+import { freePort, ROOT, runCli, spawnCli, waitForStatus, type Spawned } from '../helpers/process.js';
 
 const readLockFile = (dir: string) => JSON.parse(readFileSync(join(dir, 'sessiongate.lock'), 'utf8')) as { pid: number; socket: string | null };
 
@@ -257,6 +257,26 @@ describe.skipIf(isPostgres)('the owner socket: isolation and events', () => {
       await clientBus.close();
       await clientPool.end();
       await ownerBus.close();
+    }
+  });
+});
+
+describe.skipIf(isPostgres)('the README walk-through', () => {
+  it('runs as written with the server running (scripts/readme-walkthrough.sh)', { timeout: 900_000 }, async () => {
+    const clone = await cloneTestDatabase();
+    try {
+      const port = await freePort();
+      const { spawnSync } = await import('node:child_process');
+      const r = spawnSync('bash', [join(ROOT, 'scripts', 'readme-walkthrough.sh')], {
+        cwd: ROOT,
+        env: { PATH: process.env['PATH'], HOME: process.env['HOME'], PORT: String(port), DATA_DIR: join(clone.dataDir, 'walkthrough') },
+        encoding: 'utf8',
+        timeout: 880_000,
+      });
+      expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+      expect(r.stdout).toContain('readme-walkthrough: ok');
+    } finally {
+      await clone.drop();
     }
   });
 });
