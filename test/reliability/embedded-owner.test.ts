@@ -20,7 +20,7 @@ const readLockFile = (dir: string) => JSON.parse(readFileSync(join(dir, 'session
 
 async function startServer(dataDir: string, extra: Record<string, string> = {}): Promise<{ proc: Spawned; port: number }> {
   const port = await freePort();
-  const proc = spawnCli(['serve'], { DATA_DIR: dataDir, JWT_SECRET: TEST_JWT_SECRET, PORT: String(port), LOG_LEVEL: 'warn', ...extra });
+  const proc = spawnCli(['serve'], { DATA_DIR: dataDir, JWT_SECRET: TEST_JWT_SECRET, PORT: String(port), LOG_LEVEL: 'info', ...extra });
   const ok = await waitForStatus(`http://127.0.0.1:${port}/health/ready`, 200, 90_000);
   if (!ok) throw new Error(`server did not start: ${proc.stderr()}${proc.stdout()}`);
   return { proc, port };
