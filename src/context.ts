@@ -50,7 +50,10 @@ export async function createContext(config: Config, opts: ContextOptions): Promi
     role: opts.role,
     serve: opts.serve ?? false,
     onWait: (holder) =>
-      log.warn({ holder_pid: holder.pid, holder_role: holder.role }, `waiting for process ${holder.pid} (sessiongate ${holder.role}) to release ${config.dataDir}`),
+      log.warn(
+        { holder_pid: holder.pid, holder_role: holder.role },
+        `waiting for process ${holder.pid} (sessiongate ${holder.role}) to release ${config.dataDir}`,
+      ),
   });
   try {
     if (opts.migrate !== false) {

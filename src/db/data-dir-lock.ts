@@ -44,7 +44,12 @@ export function readLock(dataDir: string): LockRecord | null {
   try {
     const v = JSON.parse(text) as Partial<LockRecord>;
     if (typeof v.pid !== 'number') return { pid: 0, role: 'unknown', socket: null, since: '' };
-    return { pid: v.pid, role: String(v.role ?? 'unknown'), socket: typeof v.socket === 'string' ? v.socket : null, since: String(v.since ?? '') };
+    return {
+      pid: v.pid,
+      role: String(v.role ?? 'unknown'),
+      socket: typeof v.socket === 'string' ? v.socket : null,
+      since: String(v.since ?? ''),
+    };
   } catch {
     // Written by a process killed between create and write: no live owner can be named.
     return { pid: 0, role: 'unknown', socket: null, since: '' };

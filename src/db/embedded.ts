@@ -30,11 +30,13 @@ export interface EmbeddedOptions {
 }
 
 export type EmbeddedOpening =
-  | { kind: 'owner'; host: EmbeddedHost; socketPath: string | null; close: () => Promise<void> }
-  | { kind: 'client'; socketPath: string };
+  { kind: 'owner'; host: EmbeddedHost; socketPath: string | null; close: () => Promise<void> } | { kind: 'client'; socketPath: string };
 
 /** The directories this process owns: a second open in the same process shares the first. */
-const owned = new Map<string, { opening: Promise<Extract<EmbeddedOpening, { kind: 'owner' }>>; refs: number; release: () => Promise<void> }>();
+const owned = new Map<
+  string,
+  { opening: Promise<Extract<EmbeddedOpening, { kind: 'owner' }>>; refs: number; release: () => Promise<void> }
+>();
 
 export async function openEmbedded(opts: EmbeddedOptions): Promise<EmbeddedOpening> {
   const dir = resolve(opts.dataDir);

@@ -21,7 +21,15 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { EmbeddedHost } from './pglite-open.js';
-import { backendMessages, frontendMessage, notification, queryMessage, startupReply, renameStatements, type FrontendMessage } from './wire.js';
+import {
+  backendMessages,
+  frontendMessage,
+  notification,
+  queryMessage,
+  startupReply,
+  renameStatements,
+  type FrontendMessage,
+} from './wire.js';
 
 /** A connection holding the database without sending anything for this long is dropped. */
 export const HOLD_TIMEOUT_MS = 30_000;

@@ -28,14 +28,12 @@ class PGliteConnection implements DatabaseConnection {
     // (migrations); with parameters, the extended protocol as usual.
     const res =
       query.parameters.length === 0
-        ? (await this.pg.exec(query.sql)).at(-1) ?? { rows: [], affectedRows: 0 }
+        ? ((await this.pg.exec(query.sql)).at(-1) ?? { rows: [], affectedRows: 0 })
         : await this.pg.query<R>(query.sql, query.parameters as unknown[]);
     const affected = res.affectedRows;
     return {
       rows: res.rows as R[],
-      ...(affected !== undefined && query.query.kind !== 'SelectQueryNode'
-        ? { numAffectedRows: BigInt(affected) }
-        : {}),
+      ...(affected !== undefined && query.query.kind !== 'SelectQueryNode' ? { numAffectedRows: BigInt(affected) } : {}),
     };
   }
 

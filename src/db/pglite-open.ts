@@ -22,9 +22,12 @@ const START_PARAMS = [
   '-O',
   '-j',
   ...['search_path=public', 'exit_on_error=false', 'log_checkpoints=false', 'io_method=sync'].flatMap((s) => ['-c', s]),
-  ...['max_worker_processes=0', 'max_parallel_workers=0', 'max_parallel_workers_per_gather=0', 'max_parallel_maintenance_workers=0'].flatMap(
-    (s) => ['-c', s],
-  ),
+  ...[
+    'max_worker_processes=0',
+    'max_parallel_workers=0',
+    'max_parallel_workers_per_gather=0',
+    'max_parallel_maintenance_workers=0',
+  ].flatMap((s) => ['-c', s]),
   ...['shared_buffers=32MB', 'max_connections=10', 'wal_buffers=1MB'].flatMap((s) => ['-c', s]),
 ];
 
@@ -113,7 +116,11 @@ async function openPglite(dataDir: string): Promise<EmbeddedHost> {
 /** PostgreSQL's own FATAL/PANIC line when there is one, else the error's first line. */
 function reasonOf(err: unknown, stderr: string[]): string {
   const fatal = stderr.find((l) => /\b(FATAL|PANIC|ERROR):/.test(l));
-  if (fatal) return fatal.replace(/^.*?\b(FATAL|PANIC|ERROR):\s*/, '').trim().slice(0, 200);
+  if (fatal)
+    return fatal
+      .replace(/^.*?\b(FATAL|PANIC|ERROR):\s*/, '')
+      .trim()
+      .slice(0, 200);
   const message = err instanceof Error ? err.message : String(err);
   const first = message.split('\n')[0]?.trim() ?? '';
   return first && first.length < 200 && !/^Aborted\(/.test(first) ? first : 'PGlite aborted while reading it';

@@ -54,7 +54,12 @@ export function* backendMessages(out: Uint8Array): Generator<BackendMessage> {
     else if (type === 'A') {
       const rest = bytes.subarray(9);
       const z = rest.indexOf(0);
-      yield { type, bytes, channel: rest.subarray(0, z).toString('utf8'), payload: rest.subarray(z + 1, rest.indexOf(0, z + 1)).toString('utf8') };
+      yield {
+        type,
+        bytes,
+        channel: rest.subarray(0, z).toString('utf8'),
+        payload: rest.subarray(z + 1, rest.indexOf(0, z + 1)).toString('utf8'),
+      };
     } else yield { type, bytes };
     at += len;
   }

@@ -16,7 +16,8 @@ import { TEST_JWT_SECRET } from '../helpers/app.js';
 import { cloneTestDatabase, isPostgres, type TestDatabase } from '../helpers/db.js';
 import { freePort, ROOT, runCli, spawnCli, waitForStatus, type Spawned } from '../helpers/process.js';
 
-const readLockFile = (dir: string) => JSON.parse(readFileSync(join(dir, 'sessiongate.lock'), 'utf8')) as { pid: number; socket: string | null };
+const readLockFile = (dir: string) =>
+  JSON.parse(readFileSync(join(dir, 'sessiongate.lock'), 'utf8')) as { pid: number; socket: string | null };
 
 async function startServer(dataDir: string, extra: Record<string, string> = {}): Promise<{ proc: Spawned; port: number }> {
   const port = await freePort();
@@ -115,39 +116,48 @@ describe.skipIf(isPostgres)('the embedded database served by its owner', () => {
     expect(server.proc.stdout().slice(before)).toContain('SIGHUP');
   });
 
-  it('keeps every acknowledged write after a SIGKILL of the owner mid-burst; the next owner takes the stale lock', { timeout: 240_000 }, async () => {
-    const { socket } = readLockFile(clone.dataDir);
-    const client = new pg.Client({ host: join(socket!, '..'), port: 5432, user: 'postgres', database: 'postgres' });
-    client.on('error', () => {});
-    await client.connect();
-    await client.query('create table burst (id int primary key, at timestamptz not null default now())');
-    const acked: number[] = [];
-    const burst = (async () => {
-      for (let i = 1; ; i++) {
-        try {
-          await client.query('insert into burst (id) values ($1)', [i]);
-          acked.push(i);
-        } catch {
-          return;
+  it(
+    'keeps every acknowledged write after a SIGKILL of the owner mid-burst; the next owner takes the stale lock',
+    { timeout: 240_000 },
+    async () => {
+      const { socket } = readLockFile(clone.dataDir);
+      const client = new pg.Client({ host: join(socket!, '..'), port: 5432, user: 'postgres', database: 'postgres' });
+      client.on('error', () => {});
+      await client.connect();
+      await client.query('create table burst (id int primary key, at timestamptz not null default now())');
+      const acked: number[] = [];
+      const burst = (async () => {
+        for (let i = 1; ; i++) {
+          try {
+            await client.query('insert into burst (id) values ($1)', [i]);
+            acked.push(i);
+          } catch {
+            return;
+          }
         }
-      }
-    })();
-    while (acked.length < 300) await new Promise((ok) => setTimeout(ok, 5));
-    server.proc.child.kill('SIGKILL');
-    await server.proc.exited;
-    await burst;
-    await client.end().catch(() => {});
-    expect(readLockFile(clone.dataDir).pid).toBe(server.proc.child.pid); // left behind, stale
+      })();
+      while (acked.length < 300) await new Promise((ok) => setTimeout(ok, 5));
+      server.proc.child.kill('SIGKILL');
+      await server.proc.exited;
+      await burst;
+      await client.end().catch(() => {});
+      expect(readLockFile(clone.dataDir).pid).toBe(server.proc.child.pid); // left behind, stale
 
-    server = await startServer(clone.dataDir);
-    expect(readLockFile(clone.dataDir).pid).toBe(server.proc.child.pid);
-    const after = new pg.Client({ host: join(readLockFile(clone.dataDir).socket!, '..'), port: 5432, user: 'postgres', database: 'postgres' });
-    await after.connect();
-    const rows = (await after.query<{ id: number }>('select id from burst order by id')).rows.map((r) => r.id);
-    await after.end();
-    expect(rows.slice(0, acked.length)).toEqual(acked);
-    expect(rows.length - acked.length).toBeLessThanOrEqual(1); // at most the insert in flight at the kill
-  });
+      server = await startServer(clone.dataDir);
+      expect(readLockFile(clone.dataDir).pid).toBe(server.proc.child.pid);
+      const after = new pg.Client({
+        host: join(readLockFile(clone.dataDir).socket!, '..'),
+        port: 5432,
+        user: 'postgres',
+        database: 'postgres',
+      });
+      await after.connect();
+      const rows = (await after.query<{ id: number }>('select id from burst order by id')).rows.map((r) => r.id);
+      await after.end();
+      expect(rows.slice(0, acked.length)).toEqual(acked);
+      expect(rows.length - acked.length).toBeLessThanOrEqual(1); // at most the insert in flight at the kill
+    },
+  );
 });
 
 describe.skipIf(isPostgres)('a data directory that cannot be opened', () => {
@@ -211,7 +221,9 @@ describe.skipIf(isPostgres)('the owner socket: isolation and events', () => {
     let bDone = false;
     const bCount = b.query<{ n: number }>('select count(*)::int as n from iso').then((r) => ((bDone = true), r.rows[0]!.n));
     let ownerDone = false;
-    const ownerCount = sql<{ n: number }>`select count(*)::int as n from iso`.execute(owner.db).then((r) => ((ownerDone = true), r.rows[0]!.n));
+    const ownerCount = sql<{ n: number }>`select count(*)::int as n from iso`
+      .execute(owner.db)
+      .then((r) => ((ownerDone = true), r.rows[0]!.n));
     await new Promise((ok) => setTimeout(ok, 300));
     expect(bDone).toBe(false); // nothing runs inside a's transaction
     expect(ownerDone).toBe(false);
@@ -247,7 +259,9 @@ describe.skipIf(isPostgres)('the owner socket: isolation and events', () => {
       clientBus.subscribe((e) => atClient.push(e.type));
       await clientBus.publish({ type: 'from.client', payload: {} });
       await ownerBus.publish({ type: 'from.owner', payload: {} });
-      const deliver = await owner.db.transaction().execute((trx) => ownerBus.publishInTransaction(trx, [{ type: 'from.owner.trx', payload: {} }]));
+      const deliver = await owner.db
+        .transaction()
+        .execute((trx) => ownerBus.publishInTransaction(trx, [{ type: 'from.owner.trx', payload: {} }]));
       deliver();
       const deadline = Date.now() + 5_000;
       while ((atOwner.length < 3 || atClient.length < 3) && Date.now() < deadline) await new Promise((ok) => setTimeout(ok, 20));
