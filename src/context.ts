@@ -35,6 +35,8 @@ export interface ContextOptions {
   role: string;
   logger?: Logger;
   flags?: FlagService;
+  /** Embedded database: serve DATA_DIR to other processes if this process becomes its owner. */
+  serve?: boolean;
   /** Run migrations on open (default true). */
   migrate?: boolean;
   bus?: (database: Database, log: Logger) => Promise<EventBus>;
@@ -49,6 +51,13 @@ export async function createContext(config: Config, opts: ContextOptions): Promi
     dataDir: config.dataDir,
     poolSize: config.dbPoolSize,
     applicationName: `sessiongate-${opts.role}`,
+    role: opts.role,
+    serve: opts.serve ?? false,
+    onWait: (holder) =>
+      log.warn(
+        { holder_pid: holder.pid, holder_role: holder.role },
+        `waiting for process ${holder.pid} (sessiongate ${holder.role}) to release ${config.dataDir}`,
+      ),
   });
   try {
     if (opts.migrate !== false) {

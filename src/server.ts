@@ -51,7 +51,7 @@ function loadOrExit(defaults: { runWorker: boolean; metricsPort: number }): Conf
 
 async function contextOrExit(config: Config, role: string): Promise<AppContext> {
   try {
-    return await createContext(config, { role, bus: createBusFor });
+    return await createContext(config, { role, bus: createBusFor, serve: true });
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     process.stderr.write(

@@ -1,10 +1,12 @@
 /**
  * A Kysely dialect for PGlite, the embedded PostgreSQL. PGlite is one connection, so the driver
- * hands it out to one holder at a time: a transaction owns it until commit/rollback and other
+ * hands it out to one holder at a time (the lock is shared with the owner's socket server, whose
+ * client connections hold it the same way): a transaction owns it until commit/rollback and other
  * queries queue behind. Consequence for callers: inside a transaction use the transaction
  * handle, never the database handle (on PGlite that would wait forever).
  */
 import type { PGlite } from '@electric-sql/pglite';
+import type { Mutex } from './mutex.js';
 import {
   CompiledQuery,
   PostgresAdapter,
@@ -18,17 +20,6 @@ import {
   type TransactionSettings,
 } from 'kysely';
 
-class Mutex {
-  private tail: Promise<void> = Promise.resolve();
-  lock(): Promise<() => void> {
-    let release!: () => void;
-    const next = new Promise<void>((r) => (release = r));
-    const acquired = this.tail.then(() => release);
-    this.tail = this.tail.then(() => next);
-    return acquired;
-  }
-}
-
 class PGliteConnection implements DatabaseConnection {
   constructor(private readonly pg: PGlite) {}
 
@@ -37,14 +28,12 @@ class PGliteConnection implements DatabaseConnection {
     // (migrations); with parameters, the extended protocol as usual.
     const res =
       query.parameters.length === 0
-        ? (await this.pg.exec(query.sql)).at(-1) ?? { rows: [], affectedRows: 0 }
+        ? ((await this.pg.exec(query.sql)).at(-1) ?? { rows: [], affectedRows: 0 })
         : await this.pg.query<R>(query.sql, query.parameters as unknown[]);
     const affected = res.affectedRows;
     return {
       rows: res.rows as R[],
-      ...(affected !== undefined && query.query.kind !== 'SelectQueryNode'
-        ? { numAffectedRows: BigInt(affected) }
-        : {}),
+      ...(affected !== undefined && query.query.kind !== 'SelectQueryNode' ? { numAffectedRows: BigInt(affected) } : {}),
     };
   }
 
@@ -55,11 +44,14 @@ class PGliteConnection implements DatabaseConnection {
 }
 
 class PGliteDriver implements Driver {
-  private readonly mutex = new Mutex();
   private readonly releases = new WeakMap<DatabaseConnection, () => void>();
   private readonly connection: PGliteConnection;
 
-  constructor(private readonly pg: PGlite) {
+  constructor(
+    private readonly pg: PGlite,
+    private readonly mutex: Mutex,
+    private readonly onDestroy: () => Promise<void>,
+  ) {
     this.connection = new PGliteConnection(pg);
   }
 
@@ -93,17 +85,22 @@ class PGliteDriver implements Driver {
   }
 
   async destroy(): Promise<void> {
-    if (!this.pg.closed) await this.pg.close();
+    await this.onDestroy();
   }
 }
 
+/** `mutex` is shared with everyone else using this PGlite (the owner's socket server); `onDestroy` closes it. */
 export class PGliteDialect implements Dialect {
-  constructor(private readonly pg: PGlite) {}
+  constructor(
+    private readonly pg: PGlite,
+    private readonly mutex: Mutex,
+    private readonly onDestroy: () => Promise<void>,
+  ) {}
   createAdapter() {
     return new PostgresAdapter();
   }
   createDriver(): Driver {
-    return new PGliteDriver(this.pg);
+    return new PGliteDriver(this.pg, this.mutex, this.onDestroy);
   }
   createQueryCompiler() {
     return new PostgresQueryCompiler();

@@ -22,8 +22,11 @@
  * VALIDATION_FAILED (PostgreSQL cannot store NUL in text, and the others are never typed).
  */
 
+import { createRequire } from 'node:module';
 import { LinkifyIt } from 'linkify-it';
-import tlds from 'tlds';
+
+// `tlds` is a JSON module: loaded with require, which compiled ESM (`npm start`) accepts without an import attribute.
+const tlds = createRequire(import.meta.url)('tlds') as string[];
 
 /** Why a body was blocked; returned to the client as `reasons`. */
 export type ContentReason = 'html' | 'script' | 'link';
