@@ -9,9 +9,9 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { invalid, unauthenticated } from '../../lib/errors.js';
+import { invalid } from '../../lib/errors.js';
 import { Ok, problems, toId } from '../../lib/schemas.js';
-import { bearerToken, currentUser } from '../../plugins/auth.js';
+import { currentUser } from '../../plugins/auth.js';
 import type { ChatOperation } from '../guard/decision.js';
 import { freshSession, participantSession, readableSession, sessionByContext } from '../sessions/service.js';
 import { legacyMarkRead, legacyMessageJson, resolveLegacyChat, sendLegacy, type LegacyTarget } from './legacy.js';
@@ -46,18 +46,16 @@ import {
   TypingOut,
   type LegacySendBody as LegacySendBodyT,
 } from './schemas.js';
+import { parseContextOrThrow, sendToSession } from './send.js';
 import {
   listConversation,
   markRead,
-  parseContextOrThrow,
-  sendToSession,
   sessionScope,
   setReaction,
   setTyping,
   typingUsers,
   type ChatActor,
   type MessageInput,
-  type Sender,
 } from './service.js';
 import { TypingRegistry } from './typing.js';
 import { chatSendLimit } from '../../plugins/rate-limit.js';
@@ -99,22 +97,6 @@ async function chatPlugin(fastify: FastifyInstance) {
   const anyone = app.auth();
 
   /**
-   * The send routes authenticate in two halves: `app.authToken` verifies the token (401 without a
-   * valid one, before the body is read); the user row is then loaded by the send's own statement
-   * — the one user look-up of the request — or, when that path does not apply, by
-   * `senderOf(req).load` (401 for a vanished user).
-   */
-  const senderOf = (req: FastifyRequest) => ({
-    id: req.tokenSubject!,
-    load: async (): Promise<ChatActor> => {
-      const user = await app.authenticateToken(bearerToken(req)!);
-      if (!user) throw unauthenticated('Invalid or expired token');
-      req.user = user;
-      return user;
-    },
-  });
-
-  /**
    * Route-level hook counting every request of the route (errors included). Where the operation
    * depends on the body (a reply is a send with `reply_to_message_id`; `typing: false` is a stop),
    * a request refused before its body was read (401) counts as the route's first operation.
@@ -141,7 +123,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   app.post(
     '/api/v2/sessions/:context/messages',
     {
-      onRequest: app.authToken,
+      preHandler: anyone,
       config: { rateLimit: chatSendLimit(app) },
       ...counted('session', sendOrReply),
       schema: {
@@ -166,7 +148,7 @@ async function chatPlugin(fastify: FastifyInstance) {
     },
     async (req, reply) => {
       const b = req.body;
-      const r = await sendToSession(ctx, senderOf(req), parseContextOrThrow(req.params.context), {
+      const r = await sendToSession(ctx, currentUser(req), parseContextOrThrow(req.params.context), {
         clientMessageId: b.client_message_id,
         type: b.type,
         body: b.body,
@@ -300,9 +282,6 @@ async function chatPlugin(fastify: FastifyInstance) {
 
   // ---- legacy appointment chat --------------------------------------------------------------
 
-  const legacySend = (sender: Sender, rawId: string, operation: ChatOperation, input: MessageInput) =>
-    sendLegacy(ctx, sender, rawId, operation, input);
-
   app.get(
     '/api/v2/chat/:id/messages',
     {
@@ -334,7 +313,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   app.post(
     '/api/v2/chat/:id/messages',
     {
-      onRequest: app.authToken,
+      preHandler: anyone,
       config: { rateLimit: chatSendLimit(app) },
       ...counted('legacy', 'sendMessage'),
       schema: {
@@ -359,7 +338,7 @@ async function chatPlugin(fastify: FastifyInstance) {
       },
     },
     async (req) => {
-      const r = await legacySend(senderOf(req), req.params.id, 'sendMessage', legacyInput(req.body, null));
+      const r = await sendLegacy(ctx, currentUser(req), req.params.id, 'sendMessage', legacyInput(req.body, null));
       return { success: true as const, data: legacyMessageJson(r.message) };
     },
   );
@@ -367,7 +346,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   app.post(
     '/api/v2/chat/:id/messages/:messageId/reply',
     {
-      onRequest: app.authToken,
+      preHandler: anyone,
       config: { rateLimit: chatSendLimit(app) },
       ...counted('legacy', 'replyToMessage'),
       schema: {
@@ -392,7 +371,7 @@ async function chatPlugin(fastify: FastifyInstance) {
       },
     },
     async (req) => {
-      const r = await legacySend(senderOf(req), req.params.id, 'replyToMessage', legacyInput(req.body, toId(req.params.messageId)));
+      const r = await sendLegacy(ctx, currentUser(req), req.params.id, 'replyToMessage', legacyInput(req.body, toId(req.params.messageId)));
       const original = await repo.messageInScope(ctx.db, r.scope, toId(req.params.messageId));
       return {
         success: true as const,
