@@ -26,7 +26,19 @@ import { cpus } from 'node:os';
 import type autocannon from 'autocannon';
 import { openDatabase } from '../src/db/index.js';
 import { migrate } from '../src/db/migrate.js';
-import { BODY, conversations, log, mean, measure, median, round, settle, startServer, type Conversation, type Sample } from './http-harness.js';
+import {
+  BODY,
+  conversations,
+  log,
+  mean,
+  measure,
+  median,
+  round,
+  settle,
+  startServer,
+  type Conversation,
+  type Sample,
+} from './http-harness.js';
 import { createScratchDatabase } from './scratch-database.js';
 
 const ADMIN_URL = process.env['BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -39,7 +51,9 @@ const PAGE = 20;
 type Call = 'poll' | 'send' | 'page';
 type Door = 'v2' | 'original';
 // BENCH_CALLS=send,page (a subset).
-const CALLS = (process.env['BENCH_CALLS']?.split(',') ?? ['poll', 'send', 'page']).filter((c): c is Call => ['poll', 'send', 'page'].includes(c));
+const CALLS = (process.env['BENCH_CALLS']?.split(',') ?? ['poll', 'send', 'page']).filter((c): c is Call =>
+  ['poll', 'send', 'page'].includes(c),
+);
 
 let seq = 0;
 function requestFor(call: Call, door: Door) {

@@ -176,20 +176,14 @@ export default async function chatRoutes(fastify: FastifyInstance) {
       const replyTo =
         typeof replyRaw === 'number' ? parsePositiveId(String(replyRaw)) : typeof replyRaw === 'string' ? parsePositiveId(replyRaw) : null;
       const clientId = b.temp_id ?? (b.id === undefined || b.id === null ? null : String(b.id));
-      const r = await sendLegacy(
-        ctx,
-        actor,
-        target.core,
-        replyTo !== null ? 'replyToMessage' : 'sendMessage',
-        {
-          clientMessageId: clientId,
-          type: b.message_type ?? 'text',
-          body: b.message,
-          mediaUrl: b.media_url ?? null,
-          replyTo,
-          unknownReplyTarget: 'ignore',
-        },
-      );
+      const r = await sendLegacy(ctx, actor, target.core, replyTo !== null ? 'replyToMessage' : 'sendMessage', {
+        clientMessageId: clientId,
+        type: b.message_type ?? 'text',
+        body: b.message,
+        mediaUrl: b.media_url ?? null,
+        replyTo,
+        unknownReplyTarget: 'ignore',
+      });
       return {
         success: true as const,
         message: 'Message sent',

@@ -338,7 +338,11 @@ const POLL: PreparedStatement = {
  * the most frequent request of all: the appointment and its session in one prepared statement.
  * 404 / 403 as for any appointment read.
  */
-export async function pollAppointmentSession(database: Pick<Database, 'kind' | 'pool' | 'db'>, actor: Actor, id: number): Promise<PolledAppointment> {
+export async function pollAppointmentSession(
+  database: Pick<Database, 'kind' | 'pool' | 'db'>,
+  actor: Actor,
+  id: number,
+): Promise<PolledAppointment> {
   const [row] = await runPrepared<PollRow>(database, POLL, [id]);
   if (!row) throw notFound('Appointment', { appointment_id: id });
   assertCanRead(actor, row);

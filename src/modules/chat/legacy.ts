@@ -49,7 +49,15 @@ export async function reportChatGuard(ctx: AppContext, e: ChatGuardReport): Prom
 
 /** The log line and the metric of a guard decision; returns the event to record. */
 function announceChatGuard(ctx: AppContext, e: ChatGuardReport): GuardEvent {
-  const event: GuardEvent = { guard: 'chat', operation: e.operation, outcome: e.outcome, enforced: e.enforced, appointmentId: e.appointmentId, sessionId: e.sessionId, userId: e.userId };
+  const event: GuardEvent = {
+    guard: 'chat',
+    operation: e.operation,
+    outcome: e.outcome,
+    enforced: e.enforced,
+    appointmentId: e.appointmentId,
+    sessionId: e.sessionId,
+    userId: e.userId,
+  };
   logGuardDecision(ctx.log, { ...event, errorCode: e.errorCode, reason: e.reason });
   countGuardDecision(ctx.metrics, event);
   return event;
@@ -68,7 +76,9 @@ async function guardAppointmentChat(
   actor: ChatActor,
   appointmentId: number,
   operation: ChatOperation,
-): Promise<{ mode: 'session'; sessionId: number; appointmentId: number; wouldBlock: GuardEvent } | { mode: 'appointment'; appointment: Appointment }> {
+): Promise<
+  { mode: 'session'; sessionId: number; appointmentId: number; wouldBlock: GuardEvent } | { mode: 'appointment'; appointment: Appointment }
+> {
   const a = await getAppointment(ctx.db, appointmentId);
   if (!a) throw notFound('Appointment', { appointment_id: appointmentId });
   if (READ_OPERATIONS.has(operation)) assertCanRead(actor, a);
@@ -133,7 +143,8 @@ export async function resolveLegacyChat(ctx: AppContext, actor: ChatActor, raw: 
       break;
   }
   const target = await guardAppointmentChat(ctx, actor, param.id, operation);
-  if (target.mode === 'appointment') return { mode: 'appointment', scope: appointmentScope(target.appointment), appointmentId: target.appointment.id };
+  if (target.mode === 'appointment')
+    return { mode: 'appointment', scope: appointmentScope(target.appointment), appointmentId: target.appointment.id };
   await recordGuardEvent(ctx.db, target.wouldBlock);
   let s = await ctx.db.selectFrom('sessions').selectAll().where('id', '=', target.sessionId).executeTakeFirstOrThrow();
   s = await freshSession(ctx, s);
@@ -151,9 +162,13 @@ async function refuseDirect(ctx: AppContext, actor: ChatActor, raw: string, oper
     errorCode: 'SESSION_CONTEXT_REQUIRED',
     reason: 'direct_session_key',
   });
-  throw new DomainError('SESSION_CONTEXT_REQUIRED', 'direct_session_* is a legacy call routing key, not a chat: use the session context (text_session:{id} or call_session:{id})', {
-    context: raw,
-  });
+  throw new DomainError(
+    'SESSION_CONTEXT_REQUIRED',
+    'direct_session_* is a legacy call routing key, not a chat: use the session context (text_session:{id} or call_session:{id})',
+    {
+      context: raw,
+    },
+  );
 }
 
 /** A message in the shape the old mobile clients parse (reference §4.4). */
@@ -187,7 +202,13 @@ export function legacyMessageJson(
  * records the would-block decision) or the appointment's pre-session chat. Every door of legacy
  * chat (`/api/v2/chat/{id}/…`, the original app's `/api/chat/{id}/…` and its socket) sends here.
  */
-export async function sendLegacy(ctx: AppContext, actor: ChatActor, rawId: string, operation: LegacySendOperation, input: MessageInput): Promise<SendResult> {
+export async function sendLegacy(
+  ctx: AppContext,
+  actor: ChatActor,
+  rawId: string,
+  operation: LegacySendOperation,
+  input: MessageInput,
+): Promise<SendResult> {
   validateMessage(input);
   const param = classifyChatPathParam(rawId);
   switch (param.type) {
@@ -243,7 +264,12 @@ export async function legacyMarkRead(
   }
   const upTo = await repo.latestMessageId(ctx.db, scope, at);
   if (upTo === null) {
-    return { success: true, message: 'Nothing to mark', marked_count: 0, last_read_message_id: await repo.readHorizon(ctx.db, scope, actor.id) };
+    return {
+      success: true,
+      message: 'Nothing to mark',
+      marked_count: 0,
+      last_read_message_id: await repo.readHorizon(ctx.db, scope, actor.id),
+    };
   }
   const r = await markRead(ctx, actor, scope, upTo);
   const marked = r.moved ? await repo.countFromOthersBetween(ctx.db, scope, actor.id, r.previous, r.last_read_message_id) : 0;

@@ -100,7 +100,13 @@ const sendReadSql = (lock: string) => `
 const SEND_READ: PreparedStatement = { name: 'chat_send_read_v1', text: sendReadSql('') };
 const SEND_READ_LOCKED = sendReadSql('for update of s');
 
-type SendReadInput = { sessionId: number; kind: SessionKind | null; senderId: number; clientMessageId: string | null; replyTo: number | null };
+type SendReadInput = {
+  sessionId: number;
+  kind: SessionKind | null;
+  senderId: number;
+  clientMessageId: string | null;
+  replyTo: number | null;
+};
 const sendReadValues = (i: SendReadInput) => [i.sessionId, i.kind, i.senderId, i.clientMessageId, i.replyTo];
 
 /** Reads the session a message is sent to, without a lock (the insert checks the version). */
@@ -375,5 +381,10 @@ export async function readHorizons(db: Executor, scope: ChatScope): Promise<Read
     .where('h.scope_key', 'in', horizonKeys(scope))
     .groupBy(['h.user_id', 'u.name'])
     .execute();
-  return rows.map((r) => ({ user_id: r.user_id, user_name: r.name, last_read_message_id: Number(r.last), read_at: new Date(r.at as Date) }));
+  return rows.map((r) => ({
+    user_id: r.user_id,
+    user_name: r.name,
+    last_read_message_id: Number(r.last),
+    read_at: new Date(r.at as Date),
+  }));
 }

@@ -51,7 +51,9 @@ export function parseContextOrThrow(raw: string): { id: number; kind: SessionKin
   const p = parseSessionContext(raw);
   if (p.type === 'session') return { id: p.id, kind: p.kind };
   if (p.type === 'direct') {
-    throw new DomainError('SESSION_CONTEXT_REQUIRED', 'direct_session_* is a legacy call routing key, not a session context', { context: raw });
+    throw new DomainError('SESSION_CONTEXT_REQUIRED', 'direct_session_* is a legacy call routing key, not a session context', {
+      context: raw,
+    });
   }
   if (p.type === 'nonexistent') throw notFound('Session', { session_context: raw });
   throw invalid('Not a session context: use text_session:{id} or call_session:{id}', { context: raw });
@@ -138,9 +140,16 @@ export async function sendToSession(
   legacyOperation: LegacySendOperation | null = null,
 ): Promise<SendResult> {
   validateMessage(input);
-  const read = { sessionId: target.id, kind: target.kind, senderId: actor.id, clientMessageId: input.clientMessageId, replyTo: input.replyTo };
+  const read = {
+    sessionId: target.id,
+    kind: target.kind,
+    senderId: actor.id,
+    clientMessageId: input.clientMessageId,
+    replyTo: input.replyTo,
+  };
   const s = await repo.readForSend(ctx.database, read);
-  if (!s) throw notFound('Session', target.kind ? { session_context: formatSessionContext(target.kind, target.id) } : { session_id: target.id });
+  if (!s)
+    throw notFound('Session', target.kind ? { session_context: formatSessionContext(target.kind, target.id) } : { session_id: target.id });
   const plan = planSend(actor, s, input, ctx.now(), timingOf(ctx));
   const scope = sessionScope(s);
   if (plan.kind === 'existing') return stored(ctx, actor, scope, plan.messageId);
@@ -197,7 +206,12 @@ export type AppointmentSendResult = SendResult | { rerouted: true };
  * never left behind. The legacy activity flags the old process-sessions trigger reads are set
  * here.
  */
-export async function sendToAppointment(ctx: AppContext, actor: ChatActor, appointmentId: number, input: MessageInput): Promise<AppointmentSendResult> {
+export async function sendToAppointment(
+  ctx: AppContext,
+  actor: ChatActor,
+  appointmentId: number,
+  input: MessageInput,
+): Promise<AppointmentSendResult> {
   validateMessage(input);
   const r = await ctx.db.transaction().execute(async (trx) => {
     const a = await trx
@@ -228,7 +242,12 @@ export async function sendToAppointment(ctx: AppContext, actor: ChatActor, appoi
       replyTo = null;
     }
     const flag = party === 'patient' ? 'legacy_patient_active' : 'legacy_doctor_active';
-    if (!a[flag]) await trx.updateTable('appointments').set({ [flag]: true }).where('id', '=', a.id).execute();
+    if (!a[flag])
+      await trx
+        .updateTable('appointments')
+        .set({ [flag]: true })
+        .where('id', '=', a.id)
+        .execute();
     const row = await repo.insertMessage(trx, scope, toNew(actor.id, input, replyTo));
     if (!row) return { kind: 'existing' as const, row: (await repo.findByClientId(trx, scope, actor.id, input.clientMessageId!))!, scope };
     return { kind: 'created' as const, row, scope };

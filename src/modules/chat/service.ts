@@ -25,11 +25,27 @@ export type ChatActor = Pick<AuthUser, 'id' | 'role' | 'name'>;
 export const OPEN_APPOINTMENT_STATUSES: ReadonlySet<string> = new Set(['pending', 'confirmed', 'in_progress']);
 
 export function sessionScope(s: Pick<Session, 'id' | 'kind' | 'status' | 'appointment_id' | 'patient_id' | 'doctor_id'>): ChatScope {
-  return { kind: 'session', sessionId: s.id, sessionKind: s.kind, status: s.status, appointmentId: s.appointment_id, patientId: s.patient_id, doctorId: s.doctor_id };
+  return {
+    kind: 'session',
+    sessionId: s.id,
+    sessionKind: s.kind,
+    status: s.status,
+    appointmentId: s.appointment_id,
+    patientId: s.patient_id,
+    doctorId: s.doctor_id,
+  };
 }
 
 export function appointmentScope(a: Pick<Appointment, 'id' | 'status' | 'patient_id' | 'doctor_id'>): ChatScope {
-  return { kind: 'appointment', sessionId: null, sessionKind: null, status: a.status, appointmentId: a.id, patientId: a.patient_id, doctorId: a.doctor_id };
+  return {
+    kind: 'appointment',
+    sessionId: null,
+    sessionKind: null,
+    status: a.status,
+    appointmentId: a.id,
+    patientId: a.patient_id,
+    doctorId: a.doctor_id,
+  };
 }
 
 export function scopeIds(scope: ChatScope): ChatScopeIds {
@@ -76,9 +92,13 @@ export function validateMessage(m: MessageInput): void {
     throw invalid(`A ${m.type} message needs a media_url (https:// or a same-origin path)`);
   }
   if (!check.ok) {
-    throw new DomainError('CONTENT_BLOCKED', 'Message contains content that is not allowed. Please remove any links, HTML, or scripts and try again.', {
-      reasons: check.reasons,
-    });
+    throw new DomainError(
+      'CONTENT_BLOCKED',
+      'Message contains content that is not allowed. Please remove any links, HTML, or scripts and try again.',
+      {
+        reasons: check.reasons,
+      },
+    );
   }
 }
 
@@ -116,9 +136,18 @@ export interface MessagePage {
   unread_count: number | null;
 }
 
-export async function listConversation(ctx: AppContext, actor: ChatActor, scope: ChatScope, page: Partial<Page>): Promise<{ page: MessagePage; rows: MessageWithSender[]; reactions: ReactionRow[] }> {
+export async function listConversation(
+  ctx: AppContext,
+  actor: ChatActor,
+  scope: ChatScope,
+  page: Partial<Page>,
+): Promise<{ page: MessagePage; rows: MessageWithSender[]; reactions: ReactionRow[] }> {
   const access = assertCanRead(actor, { patient_id: scope.patientId, doctor_id: scope.doctorId });
-  const { rows, hasMore } = await repo.listMessages(ctx.db, scope, { before: page.before, after: page.after, limit: page.limit ?? DEFAULT_PAGE });
+  const { rows, hasMore } = await repo.listMessages(ctx.db, scope, {
+    before: page.before,
+    after: page.after,
+    limit: page.limit ?? DEFAULT_PAGE,
+  });
   const reactions = await repo.reactionsOf(
     ctx.db,
     rows.map((r) => r.id),
@@ -130,7 +159,12 @@ export async function listConversation(ctx: AppContext, actor: ChatActor, scope:
     unread = await repo.unreadCount(ctx.db, scope, actor.id, horizon);
   }
   return {
-    page: { messages: rows.map((r) => messageJson(r, scope, reactions)), has_more: hasMore, last_read_message_id: horizon, unread_count: unread },
+    page: {
+      messages: rows.map((r) => messageJson(r, scope, reactions)),
+      has_more: hasMore,
+      last_read_message_id: horizon,
+      unread_count: unread,
+    },
     rows,
     reactions,
   };
@@ -153,9 +187,16 @@ export async function setReaction(
   validateReaction(reaction);
   const message = await repo.messageInScope(ctx.db, scope, messageId);
   if (!message) throw notFound('Message', { message_id: messageId, ...scopeIds(scope) });
-  const changed = add ? await repo.addReaction(ctx.db, messageId, actor.id, reaction) : await repo.removeReaction(ctx.db, messageId, actor.id, reaction);
+  const changed = add
+    ? await repo.addReaction(ctx.db, messageId, actor.id, reaction)
+    : await repo.removeReaction(ctx.db, messageId, actor.id, reaction);
   if (changed) {
-    publishEvent(ctx.bus, add ? 'reaction.added' : 'reaction.removed', { ...scopeIds(scope), message_id: messageId, user_id: actor.id, reaction }, eventRoute(scope));
+    publishEvent(
+      ctx.bus,
+      add ? 'reaction.added' : 'reaction.removed',
+      { ...scopeIds(scope), message_id: messageId, user_id: actor.id, reaction },
+      eventRoute(scope),
+    );
   }
   return { changed, message };
 }
@@ -165,7 +206,10 @@ function assertWritable(scope: ChatScope): void {
     throw new DomainError('SESSION_NOT_ACTIVE', `The session is ${scope.status}`, { ...scopeIds(scope), session_status: scope.status });
   }
   if (scope.kind === 'appointment' && !OPEN_APPOINTMENT_STATUSES.has(scope.status)) {
-    throw new DomainError('SESSION_NOT_ACTIVE', `The appointment is ${scope.status}`, { appointment_id: scope.appointmentId, appointment_status: scope.status });
+    throw new DomainError('SESSION_NOT_ACTIVE', `The appointment is ${scope.status}`, {
+      appointment_id: scope.appointmentId,
+      appointment_status: scope.status,
+    });
   }
 }
 
