@@ -38,61 +38,23 @@ async function prepare(env: Env) {
   const database = await openDatabase({ databaseUrl: env['DATABASE_URL'] ?? null, dataDir: env['DATA_DIR'] ?? '' });
   await migrate(database.db);
   const db = database.db;
-  const plan = await db
-    .insertInto('plans')
-    .values({ name: 'bench', text_credits: 100, validity_days: 30 })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  const doctors = await db
-    .insertInto('users')
-    .values(Array.from({ length: SESSIONS }, (_, i) => ({ role: 'doctor' as const, name: `D${i}` })))
-    .returning('id')
-    .execute();
-  const patients = await db
-    .insertInto('users')
-    .values(Array.from({ length: SESSIONS }, (_, i) => ({ role: 'patient' as const, name: `P${i}` })))
-    .returning('id')
-    .execute();
+  const plan = await db.insertInto('plans').values({ name: 'bench', text_credits: 100, validity_days: 30 }).returning('id').executeTakeFirstOrThrow();
+  const doctors = await db.insertInto('users').values(Array.from({ length: SESSIONS }, (_, i) => ({ role: 'doctor' as const, name: `D${i}` }))).returning('id').execute();
+  const patients = await db.insertInto('users').values(Array.from({ length: SESSIONS }, (_, i) => ({ role: 'patient' as const, name: `P${i}` }))).returning('id').execute();
   const rows = [];
   for (let i = 0; i < SESSIONS; i++) {
     await db
       .insertInto('subscriptions')
-      .values({
-        patient_id: patients[i]!.id,
-        plan_id: plan.id,
-        payment_reference: `b${i}`,
-        text_credits: 100,
-        voice_credits: 0,
-        video_credits: 0,
-        text_remaining: 100,
-        voice_remaining: 0,
-        video_remaining: 0,
-        expires_at: new Date(Date.now() + 86_400_000),
-      })
+      .values({ patient_id: patients[i]!.id, plan_id: plan.id, payment_reference: `b${i}`, text_credits: 100, voice_credits: 0, video_credits: 0, text_remaining: 100, voice_remaining: 0, video_remaining: 0, expires_at: new Date(Date.now() + 86_400_000) })
       .execute();
     const appt = await db
       .insertInto('appointments')
-      .values({
-        patient_id: patients[i]!.id,
-        doctor_id: doctors[i]!.id,
-        appointment_type: 'text',
-        status: 'in_progress',
-        scheduled_at: new Date(Date.now() - 60_000),
-      })
+      .values({ patient_id: patients[i]!.id, doctor_id: doctors[i]!.id, appointment_type: 'text', status: 'in_progress', scheduled_at: new Date(Date.now() - 60_000) })
       .returning('id')
       .executeTakeFirstOrThrow();
     const s = await db
       .insertInto('sessions')
-      .values({
-        kind: 'text',
-        modality: 'text',
-        source: 'APPOINTMENT',
-        appointment_id: appt.id,
-        patient_id: patients[i]!.id,
-        doctor_id: doctors[i]!.id,
-        status: 'active',
-        activated_at: new Date(),
-      })
+      .values({ kind: 'text', modality: 'text', source: 'APPOINTMENT', appointment_id: appt.id, patient_id: patients[i]!.id, doctor_id: doctors[i]!.id, status: 'active', activated_at: new Date() })
       .returning('id')
       .executeTakeFirstOrThrow();
     await db.updateTable('appointments').set({ session_id: s.id }).where('id', '=', appt.id).execute();
@@ -169,12 +131,7 @@ const SAMPLE_SECONDS = Number(process.env['SAMPLE_SECONDS'] ?? 30);
 async function memory(port: number, pid: number, at: number): Promise<MemorySample> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   const metric = (name: string) => Number(new RegExp(`^${name} ([0-9.e+]+)`, 'm').exec(text)?.[1] ?? NaN) / 1048576;
-  return {
-    at_s: at,
-    rss_mb: Math.round(rssMb(pid)),
-    heap_used_mb: Math.round(metric('nodejs_heap_size_used_bytes')),
-    external_mb: Math.round(metric('nodejs_external_memory_bytes')),
-  };
+  return { at_s: at, rss_mb: Math.round(rssMb(pid)), heap_used_mb: Math.round(metric('nodejs_heap_size_used_bytes')), external_mb: Math.round(metric('nodejs_external_memory_bytes')) };
 }
 
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
@@ -200,29 +157,14 @@ async function mix(port: number, data: Conversation[], seconds: number, withPoll
   for (const ws of sockets) ws.on('message', () => wsEvents++);
   let n = 0;
   const conversation = (d: Conversation): autocannon.Request[] => [
-    {
-      method: 'GET' as const,
-      path: `/api/v2/appointments/${d.appointment}/session`,
-      headers: { authorization: `Bearer ${d.patientToken}` },
-    },
-    {
-      method: 'GET' as const,
-      path: `/api/v2/appointments/${d.appointment}/session`,
-      headers: { authorization: `Bearer ${d.patientToken}` },
-    },
-    {
-      method: 'GET' as const,
-      path: `/api/v2/sessions/text_session:${d.session}/messages?limit=20`,
-      headers: { authorization: `Bearer ${d.patientToken}` },
-    },
+    { method: 'GET' as const, path: `/api/v2/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } },
+    { method: 'GET' as const, path: `/api/v2/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } },
+    { method: 'GET' as const, path: `/api/v2/sessions/text_session:${d.session}/messages?limit=20`, headers: { authorization: `Bearer ${d.patientToken}` } },
     {
       method: 'POST' as const,
       path: `/api/v2/sessions/text_session:${d.session}/messages`,
       headers: { authorization: `Bearer ${d.patientToken}`, 'content-type': 'application/json' },
-      setupRequest: (req) => ({
-        ...req,
-        body: JSON.stringify({ client_message_id: `load-${process.pid}-${++n}`, type: 'text', body: 'How are you feeling today?' }),
-      }),
+      setupRequest: (req) => ({ ...req, body: JSON.stringify({ client_message_id: `load-${process.pid}-${++n}`, type: 'text', body: 'How are you feeling today?' }) }),
     },
   ];
   // Each connection is its own patients' client: it works through its own share of the
@@ -240,11 +182,7 @@ async function mix(port: number, data: Conversation[], seconds: number, withPoll
     url: `http://127.0.0.1:${port}`,
     connections: CONNECTIONS,
     duration: Math.max(5, Math.round(seconds / 3)),
-    requests: data.map((d) => ({
-      method: 'GET' as const,
-      path: `/api/v2/appointments/${d.appointment}/session`,
-      headers: { authorization: `Bearer ${d.patientToken}` },
-    })),
+    requests: data.map((d) => ({ method: 'GET' as const, path: `/api/v2/appointments/${d.appointment}/session`, headers: { authorization: `Bearer ${d.patientToken}` } })),
   });
   return {
     mix_rps: Math.round(result.requests.average),
@@ -263,13 +201,7 @@ async function mix(port: number, data: Conversation[], seconds: number, withPoll
 async function serveCeiling(env: Env) {
   const database = await openDatabase({ databaseUrl: env['DATABASE_URL'] ?? null, dataDir: env['DATA_DIR'] ?? '' });
   const app = Fastify();
-  app.get('/row/:id', async (req) =>
-    database.db
-      .selectFrom('appointments')
-      .selectAll()
-      .where('id', '=', Number((req.params as { id: string }).id))
-      .executeTakeFirst(),
-  );
+  app.get('/row/:id', async (req) => database.db.selectFrom('appointments').selectAll().where('id', '=', Number((req.params as { id: string }).id)).executeTakeFirst());
   await app.listen({ port: 0, host: '127.0.0.1' });
   process.send!((app.server.address() as { port: number }).port);
   process.once('message', async () => {
@@ -281,19 +213,12 @@ async function serveCeiling(env: Env) {
 
 /** The ceiling, in its own process like the API (the load generator stays out of its event loop). */
 async function ceiling(env: Env) {
-  const child = fork(import.meta.filename, ['--ceiling', JSON.stringify(env)], {
-    execArgv: process.execArgv,
-    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-  });
+  const child = fork(import.meta.filename, ['--ceiling', JSON.stringify(env)], { execArgv: process.execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   const port = await new Promise<number>((resolve, reject) => {
     child.once('message', (m) => resolve(m as number));
     child.once('exit', (code) => reject(new Error(`ceiling server exited with ${code}`)));
   });
-  const r = await autocannon({
-    url: `http://127.0.0.1:${port}/row/1`,
-    connections: CONNECTIONS,
-    duration: Math.max(5, Math.round(DURATION / 3)),
-  });
+  const r = await autocannon({ url: `http://127.0.0.1:${port}/row/1`, connections: CONNECTIONS, duration: Math.max(5, Math.round(DURATION / 3)) });
   child.send('stop');
   await new Promise((r) => child.once('exit', r));
   return { rps: Math.round(r.requests.average), p50_ms: r.latency.p50, p99_ms: r.latency.p99 };
@@ -356,23 +281,19 @@ async function main() {
     if (which.includes('postgresql')) results.push(await runCase('postgresql', { DATABASE_URL: scratch.url }, SOAK_SECONDS > 0));
     if (which.includes('pglite')) results.push(await runCase('pglite', { DATA_DIR: dataDir }, false));
     console.log(JSON.stringify({ duration_s: DURATION, connections: CONNECTIONS, results }, null, 2));
-    console.log(
-      '\n| database | mix req/s | mix p50 | mix p99 | errors | poll req/s | poll p99 (target ≤ 20 ms on PG) | minimal route req/s | minimal p99 | mix / minimal |',
-    );
+    console.log('\n| database | mix req/s | mix p50 | mix p99 | errors | poll req/s | poll p99 (target ≤ 20 ms on PG) | minimal route req/s | minimal p99 | mix / minimal |');
     console.log('|---|---|---|---|---|---|---|---|---|---|');
     for (const r of results as any[]) {
       console.log(
         `| ${r.name} | ${r.mix_rps} | ${r.mix_p50_ms} ms | ${r.mix_p99_ms} ms | ${r.errors + r.poll_errors} | ${r.poll_rps} | ${r.poll_p99_ms} ms | ${r.ceiling.rps} | ${r.ceiling.p99_ms} ms | ${(r.mix_rps / r.ceiling.rps).toFixed(2)} |`,
       );
       if (r.soak) {
-        console.log(
-          `soak (${r.soak.seconds} s of the mix at ${r.soak.requests_per_s} req/s after ${r.soak.warmup_seconds} s warm-up, ${r.soak.errors} errors): ` +
-            `RSS median ${r.soak.rss_early_median_mb} MB (first third) → ${r.soak.rss_late_median_mb} MB (last third), ${r.soak.growth_pct} % (target ≤ 10 %); max ${r.soak.rss_max_mb} MB`,
-        );
-        console.log(
-          `  RSS / heap used / external (MB): ${r.soak.samples.map((m: MemorySample) => `${m.at_s}s ${m.rss_mb}/${m.heap_used_mb}/${m.external_mb}`).join(', ')}`,
-        );
-      }
+      console.log(
+        `soak (${r.soak.seconds} s of the mix at ${r.soak.requests_per_s} req/s after ${r.soak.warmup_seconds} s warm-up, ${r.soak.errors} errors): ` +
+          `RSS median ${r.soak.rss_early_median_mb} MB (first third) → ${r.soak.rss_late_median_mb} MB (last third), ${r.soak.growth_pct} % (target ≤ 10 %); max ${r.soak.rss_max_mb} MB`,
+      );
+      console.log(`  RSS / heap used / external (MB): ${r.soak.samples.map((m: MemorySample) => `${m.at_s}s ${m.rss_mb}/${m.heap_used_mb}/${m.external_mb}`).join(', ')}`);
+    }
     }
   } finally {
     rmSync(dataDir, { recursive: true, force: true });

@@ -64,17 +64,12 @@ async function series(name: string, env: Record<string, string>) {
 const dataDir = mkdtempSync(join(tmpdir(), 'sg-startup-'));
 const scratch = await createScratchDatabase(PG_URL, 'sg_bench_startup');
 try {
-  const results = [
-    await series('pglite (existing data dir)', { DATA_DIR: dataDir }),
-    await series('postgresql', { DATABASE_URL: scratch.url }),
-  ];
+  const results = [await series('pglite (existing data dir)', { DATA_DIR: dataDir }), await series('postgresql', { DATABASE_URL: scratch.url })];
   const targets = { 'pglite (existing data dir)': 3000, postgresql: 1500 };
   console.log(JSON.stringify({ runs: RUNS, results }, null, 2));
   console.log('\n| database | ready (median) | ready (max) | target | idle RSS | target |\n|---|---|---|---|---|---|');
   for (const r of results) {
-    console.log(
-      `| ${r.name} | ${r.ready_ms_median} ms | ${r.ready_ms_max} ms | ≤ ${targets[r.name as keyof typeof targets]} ms | ${r.idle_rss_mb} MB | ≤ 150 MB |`,
-    );
+    console.log(`| ${r.name} | ${r.ready_ms_median} ms | ${r.ready_ms_max} ms | ≤ ${targets[r.name as keyof typeof targets]} ms | ${r.idle_rss_mb} MB | ≤ 150 MB |`);
   }
 } finally {
   rmSync(dataDir, { recursive: true, force: true });

@@ -37,8 +37,7 @@ interface SeenState {
 }
 
 /** `session:{id}` or `appointment:{id}`: the conversation a typing signal belongs to. */
-export const typingKey = (ids: ChatScopeIds) =>
-  ids.session_id !== null ? `session:${ids.session_id}` : `appointment:${ids.appointment_id}`;
+export const typingKey = (ids: ChatScopeIds) => (ids.session_id !== null ? `session:${ids.session_id}` : `appointment:${ids.appointment_id}`);
 
 export class TypingRegistry {
   private readonly local = new Map<string, LocalState>();
