@@ -18,31 +18,24 @@
  *   npm run bench:contracts   (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres;
  *                              creates and drops its own database)
  *   DURATION=6 ROUNDS=6 CONNECTIONS=50 npm run bench:contracts
+ *   BENCH_CALLS=send,page BENCH_PROFILE=/tmp/prof npm run bench:contracts   (a CPU profile of the API)
  *
  * Not a test: prints JSON and a table.
  */
 import { cpus } from 'node:os';
 import type autocannon from 'autocannon';
-import { buildApp } from '../src/app.js';
-import { loadConfig } from '../src/config/env.js';
-import { FlagService } from '../src/config/flags.js';
-import { createContext } from '../src/context.js';
 import { openDatabase } from '../src/db/index.js';
 import { migrate } from '../src/db/migrate.js';
-import { createBusFor } from '../src/realtime/create-bus.js';
 import {
   BODY,
-  SECRET,
-  answerParent,
   conversations,
-  forkServer,
   log,
   mean,
   measure,
   median,
   round,
-  NO_USER_LIMITS,
   settle,
+  startServer,
   type Conversation,
   type Sample,
 } from './http-harness.js';
@@ -55,18 +48,12 @@ const ROUNDS = Number(process.env['ROUNDS'] ?? 6);
 const CONNECTIONS = Number(process.env['CONNECTIONS'] ?? 50);
 const PAGE = 20;
 
-async function serve(databaseUrl: string): Promise<void> {
-  const config = loadConfig({ DATABASE_URL: databaseUrl, JWT_SECRET: SECRET, LOG_LEVEL: 'warn', ...NO_USER_LIMITS });
-  const ctx = await createContext(config, { role: 'bench', flags: new FlagService(() => ({})), migrate: false, bus: createBusFor });
-  const app = await buildApp(ctx);
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  process.send!({ api: (app.server.address() as { port: number }).port });
-  answerParent(() => app.close());
-}
-
 type Call = 'poll' | 'send' | 'page';
 type Door = 'v2' | 'original';
-const CALLS: Call[] = ['poll', 'send', 'page'];
+// BENCH_CALLS=send,page (a subset).
+const CALLS = (process.env['BENCH_CALLS']?.split(',') ?? ['poll', 'send', 'page']).filter((c): c is Call =>
+  ['poll', 'send', 'page'].includes(c),
+);
 
 let seq = 0;
 function requestFor(call: Call, door: Door) {
@@ -119,7 +106,7 @@ async function main() {
     const reading = await conversations(scratch.url, CONNECTIONS, 'r', PAGE);
     const convsOf = (call: Call) => (call === 'page' ? reading : talking);
 
-    const server = await forkServer<{ api: number }>(new URL(import.meta.url).pathname, scratch.url);
+    const server = await startServer(scratch.url);
     stopServer = server.stop;
     const window = (call: Call, door: Door, seconds: number) =>
       measure(server.child, server.ports.api, convsOf(call), requestFor(call, door), { connections: CONNECTIONS, seconds });
@@ -139,6 +126,7 @@ async function main() {
       'page:v2': [],
       'page:original': [],
     };
+    await server.profile(true);
     for (let r = 1; r <= ROUNDS; r++) {
       for (const call of CALLS) {
         const doors: Door[] = r % 2 === 1 ? ['v2', 'original'] : ['original', 'v2'];
@@ -152,6 +140,7 @@ async function main() {
         }
       }
     }
+    await server.profile(false);
 
     const agg = (xs: Sample[]) => ({
       rps: Math.round(mean(xs.map((s) => s.rps))),
@@ -199,5 +188,4 @@ async function main() {
   }
 }
 
-if (process.argv[2] === '--serve') await serve(process.argv[3]!);
-else await main();
+await main();

@@ -1,7 +1,8 @@
 /**
- * What the HTTP benchmarks share: the API in a child process (its own event loop, built exactly as
- * `sessiongate serve` builds it), conversations made in SQL, one autocannon window measured with the
- * CPU it cost the API and PostgreSQL, and the statistics of the rounds.
+ * What the HTTP benchmarks share: the server process (bench/server.ts: the API built exactly as
+ * `sessiongate serve` builds it, and the minimal insert route), conversations made in SQL, one
+ * autocannon window measured with the CPU it cost the API and PostgreSQL, and the statistics of the
+ * rounds.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -99,36 +100,55 @@ export async function settle(databaseUrl: string): Promise<void> {
 
 // ---- the server process ---------------------------------------------------------------------
 
-/**
- * Forks `script --serve <databaseUrl>` and waits for the ports it reports. The child answers
- * `'cpu'` with its `process.cpuUsage()` and exits on `'stop'`.
- */
-export async function forkServer<P>(
-  script: string,
-  databaseUrl: string,
-): Promise<{ child: ChildProcess; ports: P; stop(): Promise<void> }> {
-  const child = fork(script, ['--serve', databaseUrl], { execArgv: process.execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-  const ports = await new Promise<P>((resolve, reject) => {
-    child.once('message', (m) => resolve(m as P));
+/** The ports of the server process (bench/server.ts): the API and the minimal insert route. */
+export interface ServerPorts {
+  api: number;
+  minimal: number;
+}
+
+export interface BenchServer {
+  child: ChildProcess;
+  ports: ServerPorts;
+  /** BENCH_PROFILE=<dir>: start / stop (and write) a CPU profile of the server process. */
+  profile(on: boolean): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Forks the one server process of the HTTP benchmarks (bench/server.ts) and waits for its ports. */
+export async function startServer(databaseUrl: string): Promise<BenchServer> {
+  const script = new URL('./server.ts', import.meta.url).pathname;
+  const child = fork(script, [databaseUrl], { execArgv: process.execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const ports = await new Promise<ServerPorts>((resolve, reject) => {
+    child.once('message', (m) => resolve(m as ServerPorts));
     child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
   });
   return {
     child,
     ports,
+    async profile(on) {
+      if (!process.env['BENCH_PROFILE']) return;
+      if (on) {
+        child.send('profile-start');
+        return;
+      }
+      const written = new Promise<void>((resolve) => {
+        const done = (m: unknown) => {
+          if ((m as { profiled?: boolean }).profiled) {
+            child.off('message', done);
+            resolve();
+          }
+        };
+        child.on('message', done);
+      });
+      child.send('profile-stop');
+      await written;
+    },
     async stop() {
       if (child.exitCode !== null) return;
       child.send('stop');
       await new Promise((r) => child.once('exit', r));
     },
   };
-}
-
-/** In the child: answer the parent's `cpu` and `stop` messages. */
-export function answerParent(stop: () => Promise<unknown>): void {
-  process.on('message', (m) => {
-    if (m === 'stop') void stop().finally(() => process.exit(0));
-    if (m === 'cpu') process.send!({ cpu: process.cpuUsage() });
-  });
 }
 
 const childCpu = (child: ChildProcess) =>

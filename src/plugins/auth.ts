@@ -4,15 +4,24 @@
  * proves who the caller is; the stored role says what they may do (a token without a `role`
  * claim, as the existing Laravel login issues, authenticates the same way).
  * `app.auth(roles?)` is the route-level gate: 401 without a valid token, 403 for a wrong role.
+ * It is the one way a request is authenticated (the WebSocket handshakes call
+ * `authenticateToken`, its core): routes receive the loaded user in `req.user`.
  */
-import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler, preHandlerAsyncHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
 import { createVerifier, type TokenVerifier } from '../lib/auth.js';
 import { rememberingVerifier } from '../lib/verified-tokens.js';
 import { DomainError, forbidden, unauthenticated } from '../lib/errors.js';
+import { runPrepared, type PreparedStatement } from '../db/index.js';
 import type { Role } from '../db/types.js';
 
 const AUTH_GATE = Symbol('sessiongate.auth-gate');
+
+/** The user a verified token names, if it still exists and is active: every request runs it. */
+const ACTIVE_USER: PreparedStatement = {
+  name: 'auth_active_user_v1',
+  text: `select id, role, name, country, timezone from users where id = $1::bigint and deactivated_at is null`,
+};
 
 export interface AuthUser {
   id: number;
@@ -25,17 +34,9 @@ export interface AuthUser {
 declare module 'fastify' {
   interface FastifyRequest {
     user: AuthUser | null;
-    /** The verified token's subject behind `app.authToken` (the route loads the user itself). */
-    tokenSubject: number | null;
   }
   interface FastifyInstance {
     auth(roles?: Role[]): preHandlerAsyncHookHandler;
-    /**
-     * The first half of authentication, as an `onRequest` hook: 401 without a valid token, before
-     * the body is read; sets `req.tokenSubject`. For the hottest routes, whose one statement
-     * loads the user row together with the data (401 when it is gone or deactivated).
-     */
-    authToken: onRequestAsyncHookHandler;
     verifier: TokenVerifier;
     /** Resolves a raw JWT to a user (WebSocket handshakes use it too). */
     authenticateToken(token: string): Promise<AuthUser | null>;
@@ -55,25 +56,11 @@ export default fp(
     const verifier = rememberingVerifier(createVerifier({ secret: app.ctx.jwtSecret, jwksUrl, issuer: jwtIssuer, audience: jwtAudience }));
     app.decorate('verifier', verifier);
     app.decorateRequest('user', null);
-    app.decorateRequest('tokenSubject', null);
-
-    app.decorate('authToken', async (req: FastifyRequest) => {
-      const token = bearerToken(req);
-      if (!token) throw unauthenticated('Missing bearer token');
-      const claims = await verifier.verify(token);
-      if (!claims) throw unauthenticated('Invalid or expired token');
-      req.tokenSubject = claims.sub;
-    });
 
     app.decorate('authenticateToken', async (token: string): Promise<AuthUser | null> => {
       const claims = await verifier.verify(token);
       if (!claims) return null;
-      const user = await app.ctx.db
-        .selectFrom('users')
-        .select(['id', 'role', 'name', 'country', 'timezone'])
-        .where('id', '=', claims.sub)
-        .where('deactivated_at', 'is', null)
-        .executeTakeFirst();
+      const [user] = await runPrepared<AuthUser>(app.ctx.database, ACTIVE_USER, [claims.sub]);
       return user ?? null;
     });
 

@@ -87,7 +87,7 @@ function storeFor(counter: HitCounter) {
 
 /** The identity a limit counts against: the verified user, else the client address. */
 export function rateLimitKey(req: FastifyRequest): string {
-  const id = req.user?.id ?? req.tokenSubject;
+  const id = req.user?.id;
   return id != null ? `u:${id}` : `ip:${req.ip}`;
 }
 

@@ -489,7 +489,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   app.get(
     '/api/appointments/:id/session',
     {
-      onRequest: app.authToken,
+      preHandler: anyone,
       schema: {
         ...original('The appointment’s session, if it has one (poll while waiting for it)'),
         params: IdParams,
@@ -497,7 +497,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
       },
     },
     async (req) => {
-      const { appointment: a, session: s } = await pollAppointmentSession(ctx.database, req.tokenSubject!, toId(req.params.id));
+      const { appointment: a, session: s } = await pollAppointmentSession(ctx.database, currentUser(req), toId(req.params.id));
       return {
         success: true as const,
         data: {

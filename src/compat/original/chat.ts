@@ -7,18 +7,17 @@
  * allowed, served by its session (would-block) or refused exactly as on `/api/v2/chat/{id}/…`.
  * Delivery and read state are derived from the core's read horizons, never stored here.
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { AppContext } from '../../context.js';
-import { notFound, unauthenticated } from '../../lib/errors.js';
+import { notFound } from '../../lib/errors.js';
 import { Literals } from '../../lib/schemas.js';
-import { bearerToken, currentUser } from '../../plugins/auth.js';
+import { currentUser } from '../../plugins/auth.js';
 import { accessOf, type Actor } from '../../modules/access.js';
 import { pollAppointmentSession, readableAppointment } from '../../modules/appointments/service.js';
 import { legacyMarkRead, resolveLegacyChat, sendLegacy } from '../../modules/chat/legacy.js';
-import type { ChatScope } from '../../modules/chat/repository.js';
-import { listConversation, readState, type ChatActor } from '../../modules/chat/service.js';
+import type { ChatScope, ReadHorizon } from '../../modules/chat/repository.js';
+import { conversationHistory } from '../../modules/chat/service.js';
 import type { ChatMessageJson } from '../../modules/chat/schemas.js';
 import { START_EARLY_MINUTES, contextOf, freshSession, readableSession } from '../../modules/sessions/service.js';
 import { parsePositiveId } from '../../modules/session-context.js';
@@ -71,14 +70,12 @@ const SendBody = Type.Object(
   open,
 );
 
-type Horizon = { user_id: number; last_read_message_id: number; read_at: Date };
-
 /** The room number the app keys its local history by: the appointment, or the text session. */
 const roomOf = (target: ChatTarget, scope: ChatScope): number =>
   target.type === 'appointment' ? target.id : target.type === 'session' ? target.id : (scope.appointmentId ?? scope.sessionId ?? 0);
 
 /** §4.1 from the core's message, with delivery and read state from the read horizons. */
-function appMessage(m: ChatMessageJson, room: number, viewerId: number, horizons: Horizon[], names: Map<number, string>) {
+function appMessage(m: ChatMessageJson, room: number, viewerId: number, horizons: ReadHorizon[]) {
   const readers = horizons.filter((h) => h.user_id !== m.sender_id && h.last_read_message_id >= m.id);
   return {
     id: m.id,
@@ -95,31 +92,8 @@ function appMessage(m: ChatMessageJson, room: number, viewerId: number, horizons
     created_at: m.created_at,
     timestamp: m.created_at,
     delivery_status: readers.length > 0 ? ('read' as const) : m.sender_id === viewerId ? ('sent' as const) : ('delivered' as const),
-    read_by: readers.map((h) => ({ user_id: h.user_id, user_name: names.get(h.user_id) ?? '', read_at: h.read_at.toISOString() })),
+    read_by: readers.map((h) => ({ user_id: h.user_id, user_name: h.user_name, read_at: h.read_at.toISOString() })),
   };
-}
-
-async function participantNames(ctx: AppContext, scope: ChatScope): Promise<Map<number, string>> {
-  const [p, d] = await Promise.all([getUser(ctx.db, scope.patientId), getUser(ctx.db, scope.doctorId)]);
-  return new Map([
-    [scope.patientId, p?.name ?? ''],
-    [scope.doctorId, d?.name ?? ''],
-  ]);
-}
-
-/** The whole conversation, oldest first (the app's history is unpaginated, §4.2). */
-const PAGE = 500;
-const MAX_PAGES = 40;
-async function wholeConversation(ctx: AppContext, actor: ChatActor, scope: ChatScope): Promise<ChatMessageJson[]> {
-  const all: ChatMessageJson[] = [];
-  let after: number | undefined;
-  for (let i = 0; i < MAX_PAGES; i++) {
-    const { page } = await listConversation(ctx, actor, scope, { after, limit: PAGE });
-    all.push(...page.messages);
-    if (!page.has_more || page.messages.length === 0) break;
-    after = page.messages[page.messages.length - 1]!.id;
-  }
-  return all;
 }
 
 /** Appointment status as the app's integer (reference §0). */
@@ -160,14 +134,6 @@ export default async function chatRoutes(fastify: FastifyInstance) {
   const anyone = app.auth();
   humanErrors(app);
 
-  const loadUser = async (req: FastifyRequest): Promise<ChatActor> => {
-    if (req.user) return req.user;
-    const user = await app.authenticateToken(bearerToken(req)!);
-    if (!user) throw unauthenticated('Invalid or expired token');
-    req.user = user;
-    return user;
-  };
-
   app.get(
     '/api/chat/:id/messages',
     {
@@ -184,20 +150,16 @@ export default async function chatRoutes(fastify: FastifyInstance) {
       const actor = currentUser(req);
       const target = await resolveChatTarget(ctx, actor, req.params.id);
       const conv = await resolveLegacyChat(ctx, actor, target.core, 'getMessages');
-      const [messages, horizons, names] = await Promise.all([
-        wholeConversation(ctx, actor, conv.scope),
-        readState(ctx, actor, conv.scope),
-        participantNames(ctx, conv.scope),
-      ]);
+      const { messages, horizons } = await conversationHistory(ctx, actor, conv.scope);
       const room = roomOf(target, conv.scope);
-      return { success: true as const, data: messages.map((m) => appMessage(m, room, actor.id, horizons, names)) };
+      return { success: true as const, data: messages.map((m) => appMessage(m, room, actor.id, horizons)) };
     },
   );
 
   app.post(
     '/api/chat/:id/messages',
     {
-      onRequest: app.authToken,
+      preHandler: anyone,
       schema: {
         ...ORIGINAL,
         summary: 'Send a text, image or voice message (temp_id makes a retry return the stored message)',
@@ -208,32 +170,24 @@ export default async function chatRoutes(fastify: FastifyInstance) {
     },
     async (req) => {
       const b = req.body;
-      // Session-form ids need no user look-up before the send (the send's own statement loads
-      // the sender); a bare number is disambiguated by the caller's participation.
-      const target = await resolveChatTarget(ctx, () => loadUser(req), req.params.id);
+      const actor = currentUser(req);
+      const target = await resolveChatTarget(ctx, actor, req.params.id);
       const replyRaw = b.reply_to?.messageId;
       const replyTo =
         typeof replyRaw === 'number' ? parsePositiveId(String(replyRaw)) : typeof replyRaw === 'string' ? parsePositiveId(replyRaw) : null;
       const clientId = b.temp_id ?? (b.id === undefined || b.id === null ? null : String(b.id));
-      const r = await sendLegacy(
-        ctx,
-        { id: req.tokenSubject!, load: () => loadUser(req) },
-        target.core,
-        replyTo !== null ? 'replyToMessage' : 'sendMessage',
-        {
-          clientMessageId: clientId,
-          type: b.message_type ?? 'text',
-          body: b.message,
-          mediaUrl: b.media_url ?? null,
-          replyTo,
-          unknownReplyTarget: 'ignore',
-        },
-      );
-      const names = new Map([[r.message.sender_id, r.message.sender_name]]);
+      const r = await sendLegacy(ctx, actor, target.core, replyTo !== null ? 'replyToMessage' : 'sendMessage', {
+        clientMessageId: clientId,
+        type: b.message_type ?? 'text',
+        body: b.message,
+        mediaUrl: b.media_url ?? null,
+        replyTo,
+        unknownReplyTarget: 'ignore',
+      });
       return {
         success: true as const,
         message: 'Message sent',
-        data: appMessage(r.message, roomOf(target, r.scope), req.tokenSubject!, [], names),
+        data: appMessage(r.message, roomOf(target, r.scope), actor.id, []),
       };
     },
   );
@@ -300,17 +254,13 @@ export default async function chatRoutes(fastify: FastifyInstance) {
       const actor = currentUser(req);
       const target = await resolveChatTarget(ctx, actor, req.params.id);
       const conv = await resolveLegacyChat(ctx, actor, target.core, 'getMessages');
-      const [messages, horizons, names] = await Promise.all([
-        wholeConversation(ctx, actor, conv.scope),
-        readState(ctx, actor, conv.scope),
-        participantNames(ctx, conv.scope),
-      ]);
+      const { messages, horizons } = await conversationHistory(ctx, actor, conv.scope);
       const room = roomOf(target, conv.scope);
       return {
         success: true as const,
         data: {
           appointment_id: room,
-          messages: messages.map((m) => appMessage(m, room, actor.id, horizons, names)),
+          messages: messages.map((m) => appMessage(m, room, actor.id, horizons)),
           last_sync: ctx.now().toISOString(),
           message_count: messages.length,
         },
@@ -390,7 +340,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
         };
       }
       const a = await readableAppointment(ctx.db, actor as Actor, target.id);
-      const { session } = await pollAppointmentSession(ctx.database, actor.id, a.id);
+      const { session } = await pollAppointmentSession(ctx.database, actor, a.id);
       const [patient, doctor] = await Promise.all([getUser(ctx.db, a.patient_id), getUser(ctx.db, a.doctor_id)]);
       const p = person(patient);
       const d = person(doctor);

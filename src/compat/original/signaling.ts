@@ -48,17 +48,11 @@ import { DomainError, forbidden, invalid, notFound, unauthenticated } from '../.
 import type { AuthUser } from '../../plugins/auth.js';
 import { assertParticipant, type Actor } from '../../modules/access.js';
 import { getAppointment } from '../../modules/appointments/service.js';
-import { resolveLegacyChat } from '../../modules/chat/legacy.js';
+import { sendLegacy } from '../../modules/chat/legacy.js';
 import type { ChatScope } from '../../modules/chat/repository.js';
 import type { ChatMessageJson } from '../../modules/chat/schemas.js';
-import {
-  markRead,
-  sendToAppointment,
-  sendToSession,
-  sendToSessionLocked,
-  setTyping,
-  type MessageInput,
-} from '../../modules/chat/service.js';
+import { sendToSession } from '../../modules/chat/send.js';
+import { markRead, setTyping, type MessageInput } from '../../modules/chat/service.js';
 import { formatSessionContext, parsePositiveId, parseSessionContext, type SessionKind } from '../../modules/session-context.js';
 import { modalityForAppointmentType, sessionKindForModality } from '../../modules/appointments/modality.js';
 import { recordCallPresence } from '../../modules/sessions/limits.js';
@@ -458,17 +452,10 @@ export default async function signalingRoutes(app: FastifyInstance) {
     const input = messageInput(f);
     // An appointment-keyed socket is an appointment-keyed chat: the SessionContextGuard decides, as for REST.
     if (parsePositiveId(c.label) !== null && room.appointmentId === Number(c.label)) {
-      let target = await resolveLegacyChat(ctx, c.user, c.label, 'sendMessage');
-      if (target.mode === 'appointment') {
-        const r = await sendToAppointment(ctx, c.user, target.appointmentId, input);
-        if (!('rerouted' in r)) return;
-        target = await resolveLegacyChat(ctx, c.user, c.label, 'sendMessage');
-        if (target.mode === 'appointment') return;
-      }
-      await sendToSessionLocked(ctx, c.user, target.session.id, input);
+      await sendLegacy(ctx, c.user, c.label, 'sendMessage', input);
       return;
     }
-    await sendToSession(ctx, { id: c.user.id, load: async () => c.user }, { id: room.sessionId!, kind: room.kind! }, input);
+    await sendToSession(ctx, c.user, { id: room.sessionId!, kind: room.kind! }, input);
   };
 
   const statusResponse = async (c: AppSocket) => {

@@ -158,7 +158,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   app.get(
     '/api/v2/appointments/:id/session',
     {
-      onRequest: app.authToken,
+      preHandler: app.auth(),
       schema: {
         summary: "The appointment's session, if any: what clients poll while waiting",
         tags: ['appointments'],
@@ -168,7 +168,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
       },
     },
     async (req) => {
-      const { appointment: a, session: s } = await pollAppointmentSession(app.ctx.database, req.tokenSubject!, toId(req.params.id));
+      const { appointment: a, session: s } = await pollAppointmentSession(app.ctx.database, currentUser(req), toId(req.params.id));
       return {
         success: true as const,
         data: {

@@ -11,10 +11,9 @@ import {
   type AppointmentStatus,
   type Db,
   type Executor,
-  type Role,
   type Session,
 } from '../../db/types.js';
-import { DomainError, conflict, invalid, isUniqueViolation, notFound, unauthenticated } from '../../lib/errors.js';
+import { DomainError, conflict, invalid, isUniqueViolation, notFound } from '../../lib/errors.js';
 import { assertCanRead, assertParticipant, type Actor } from '../access.js';
 import { usableCredits } from '../users/credits.js';
 import { formatSessionContext } from '../session-context.js';
@@ -304,7 +303,6 @@ export async function doctorBookedTimes(db: Executor, doctorId: number, from: Da
   return rows.map((r) => r.scheduled_at);
 }
 
-/** The appointment with its session (if any), for `GET /api/v2/appointments/{id}/session`. */
 /** What the session poll answers with. */
 export interface PolledAppointment {
   appointment: Pick<Appointment, 'id' | 'patient_id' | 'doctor_id' | 'status' | 'appointment_type' | 'scheduled_at' | 'session_id'>;
@@ -312,8 +310,7 @@ export interface PolledAppointment {
 }
 
 interface PollRow {
-  actor_role: Role;
-  id: number | null;
+  id: number;
   patient_id: number;
   doctor_id: number;
   status: AppointmentStatus;
@@ -325,39 +322,35 @@ interface PollRow {
   session_deadline: Date | null;
 }
 
-// $1 the caller's user id, $2 the appointment id.
+// $1 the appointment id.
 const POLL: PreparedStatement = {
-  name: 'appointment_session_poll_v2',
+  name: 'appointment_session_poll_v3',
   text: `
-    select u.role as actor_role,
-           a.id, a.patient_id, a.doctor_id, a.status, a.appointment_type, a.scheduled_at, a.session_id,
+    select a.id, a.patient_id, a.doctor_id, a.status, a.appointment_type, a.scheduled_at, a.session_id,
            s.kind as session_kind, s.status as session_status, s.doctor_response_deadline as session_deadline
-      from users u
-      left join appointments a on a.id = $2::bigint
+      from appointments a
       left join sessions s on s.id = a.session_id
-     where u.id = $1::bigint and u.deactivated_at is null`,
+     where a.id = $1::bigint`,
 };
 
 /**
  * `GET /api/v2/appointments/{id}/session` — what clients poll while chat answers SESSION_NOT_READY,
- * the most frequent request of all: the caller's user row, the appointment and its session in
- * one prepared statement. 401 when the user is gone, 404 / 403 as for any appointment read.
+ * the most frequent request of all: the appointment and its session in one prepared statement.
+ * 404 / 403 as for any appointment read.
  */
 export async function pollAppointmentSession(
   database: Pick<Database, 'kind' | 'pool' | 'db'>,
-  userId: number,
+  actor: Actor,
   id: number,
 ): Promise<PolledAppointment> {
-  const [row] = await runPrepared<PollRow>(database, POLL, [userId, id]);
-  if (!row) throw unauthenticated('Invalid or expired token');
-  if (row.id === null) throw notFound('Appointment', { appointment_id: id });
-  assertCanRead({ id: userId, role: row.actor_role }, row);
-  const appointment = { ...row, id: row.id };
+  const [row] = await runPrepared<PollRow>(database, POLL, [id]);
+  if (!row) throw notFound('Appointment', { appointment_id: id });
+  assertCanRead(actor, row);
   const session =
     row.session_id !== null && row.session_kind !== null && row.session_status !== null
       ? { id: row.session_id, kind: row.session_kind, status: row.session_status, doctor_response_deadline: row.session_deadline }
       : null;
-  return { appointment, session };
+  return { appointment: row, session };
 }
 
 export function sessionContextOf(s: Pick<Session, 'kind' | 'id'> | null): string | null {

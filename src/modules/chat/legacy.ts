@@ -17,7 +17,7 @@
  * `… allowed (legacy)`), counted, and recorded as a guard event with its ids.
  */
 import type { AppContext } from '../../context.js';
-import type { Session } from '../../db/types.js';
+import type { Appointment, Session } from '../../db/types.js';
 import { DomainError, invalid, notFound } from '../../lib/errors.js';
 import { assertCanRead, assertParticipant } from '../access.js';
 import { getAppointment } from '../appointments/service.js';
@@ -27,21 +27,10 @@ import { countGuardDecision, logGuardDecision } from '../guard/report.js';
 import { classifyChatPathParam, formatSessionContext } from '../session-context.js';
 import { freshSession, sessionByContext } from '../sessions/service.js';
 import * as repo from './repository.js';
-import type { ChatScope } from './repository.js';
+import type { ChatScope, LegacySendOperation } from './repository.js';
 import type { ChatMessageJson, LegacyMessageJson } from './schemas.js';
-import {
-  appointmentScope,
-  fastResult,
-  markRead,
-  sendToAppointment,
-  sendToSessionLocked,
-  sessionScope,
-  validateMessage,
-  type ChatActor,
-  type MessageInput,
-  type SendResult,
-  type Sender,
-} from './service.js';
+import { sendToAppointment, sendToSession, type SendResult } from './send.js';
+import { appointmentScope, markRead, sessionScope, validateMessage, type ChatActor, type MessageInput } from './service.js';
 
 /** The operations that only read; admins may do these (read-only), everything else is participants only. */
 const READ_OPERATIONS: ReadonlySet<ChatOperation> = new Set(['getMessages']);
@@ -50,59 +39,49 @@ export type LegacyTarget =
   | { mode: 'session'; session: Session; scope: ChatScope; appointmentId: number | null }
   | { mode: 'appointment'; scope: ChatScope; appointmentId: number };
 
+type ChatGuardReport = Omit<GuardEvent, 'guard'> & { errorCode?: string; reason?: string };
+
 /** Reports one guard decision: log line, metric, guard-event row. */
-export async function reportChatGuard(ctx: AppContext, e: Omit<GuardEvent, 'guard'> & { errorCode?: string; reason?: string }): Promise<void> {
-  const event: GuardEvent = { guard: 'chat', operation: e.operation, outcome: e.outcome, enforced: e.enforced, appointmentId: e.appointmentId, sessionId: e.sessionId, userId: e.userId };
+export async function reportChatGuard(ctx: AppContext, e: ChatGuardReport): Promise<void> {
+  await recordGuardEvent(ctx.db, announceChatGuard(ctx, e));
+}
+
+/** The log line and the metric of a guard decision; returns the event to record. */
+function announceChatGuard(ctx: AppContext, e: ChatGuardReport): GuardEvent {
+  const event: GuardEvent = {
+    guard: 'chat',
+    operation: e.operation,
+    outcome: e.outcome,
+    enforced: e.enforced,
+    appointmentId: e.appointmentId,
+    sessionId: e.sessionId,
+    userId: e.userId,
+  };
   logGuardDecision(ctx.log, { ...event, errorCode: e.errorCode, reason: e.reason });
   countGuardDecision(ctx.metrics, event);
-  await recordGuardEvent(ctx.db, event);
+  return event;
 }
 
 const sessionChatUrl = (context: string) => `/api/v2/sessions/${context}/messages`;
 export const pollUrl = (appointmentId: number) => `/api/v2/appointments/${appointmentId}/session`;
 
 /**
- * Resolves the `{id}` of a legacy chat route to a conversation, applying the guard. Throws the
- * guard's errors (and 404/403) as domain errors.
+ * The guard on an appointment-addressed chat: 404 / 403 FORBIDDEN, then `decideLegacyChat`.
+ * Blocks throw (reported); a conversation served by the session is logged and counted as
+ * would-block, and its event returned for the caller to record (a send records it on its message).
  */
-export async function resolveLegacyChat(ctx: AppContext, actor: ChatActor, raw: string, operation: ChatOperation): Promise<LegacyTarget> {
-  const write = !READ_OPERATIONS.has(operation);
-  const param = classifyChatPathParam(raw);
-  switch (param.type) {
-    case 'session':
-    case 'nonexistent': {
-      // Old clients put `text_session_123` here: that is a session context, served as such.
-      let s = await sessionByContext(ctx.db, raw);
-      if (write) assertParticipant(actor, s);
-      else assertCanRead(actor, s);
-      s = await freshSession(ctx, s);
-      return { mode: 'session', session: s, scope: sessionScope(s), appointmentId: s.appointment_id };
-    }
-    case 'direct': {
-      await reportChatGuard(ctx, {
-        operation,
-        outcome: 'blocked',
-        enforced: true,
-        appointmentId: null,
-        sessionId: null,
-        userId: actor.id,
-        errorCode: 'SESSION_CONTEXT_REQUIRED',
-        reason: 'direct_session_key',
-      });
-      throw new DomainError('SESSION_CONTEXT_REQUIRED', 'direct_session_* is a legacy call routing key, not a chat: use the session context (text_session:{id} or call_session:{id})', {
-        context: raw,
-      });
-    }
-    case 'invalid':
-      throw new DomainError('VALIDATION_FAILED', 'Not an appointment id or a session context', { id: raw });
-    case 'appointment':
-      break;
-  }
-
-  const a = await getAppointment(ctx.db, param.id);
-  if (!a) throw notFound('Appointment', { appointment_id: param.id });
-  if (write) assertParticipant(actor, a);
-  else assertCanRead(actor, a);
+async function guardAppointmentChat(
+  ctx: AppContext,
+  actor: ChatActor,
+  appointmentId: number,
+  operation: ChatOperation,
+): Promise<
+  { mode: 'session'; sessionId: number; appointmentId: number; wouldBlock: GuardEvent } | { mode: 'appointment'; appointment: Appointment }
+> {
+  const a = await getAppointment(ctx.db, appointmentId);
+  if (!a) throw notFound('Appointment', { appointment_id: appointmentId });
+  if (READ_OPERATIONS.has(operation)) assertCanRead(actor, a);
+  else assertParticipant(actor, a);
 
   const flags = await ctx.flags.current();
   const decision = decideLegacyChat({
@@ -132,13 +111,63 @@ export async function resolveLegacyChat(ctx: AppContext, actor: ChatActor, raw: 
     );
   }
   if (decision.action === 'serve_session') {
-    await reportChatGuard(ctx, { ...base, outcome: 'would_block', enforced: false });
-    let s = await ctx.db.selectFrom('sessions').selectAll().where('id', '=', a.session_id!).executeTakeFirstOrThrow();
-    s = await freshSession(ctx, s);
-    return { mode: 'session', session: s, scope: sessionScope(s), appointmentId: a.id };
+    const wouldBlock = announceChatGuard(ctx, { ...base, outcome: 'would_block', enforced: false });
+    return { mode: 'session', sessionId: a.session_id!, appointmentId: a.id, wouldBlock };
   }
   await reportChatGuard(ctx, { ...base, outcome: 'allowed_legacy', enforced: false });
-  return { mode: 'appointment', scope: appointmentScope(a), appointmentId: a.id };
+  return { mode: 'appointment', appointment: a };
+}
+
+/**
+ * Resolves the `{id}` of a legacy chat route to a conversation, applying the guard. Throws the
+ * guard's errors (and 404/403) as domain errors.
+ */
+export async function resolveLegacyChat(ctx: AppContext, actor: ChatActor, raw: string, operation: ChatOperation): Promise<LegacyTarget> {
+  const param = classifyChatPathParam(raw);
+  switch (param.type) {
+    case 'session':
+    case 'nonexistent': {
+      // Old clients put `text_session_123` here: that is a session context, served as such.
+      let s = await sessionByContext(ctx.db, raw);
+      if (READ_OPERATIONS.has(operation)) assertCanRead(actor, s);
+      else assertParticipant(actor, s);
+      s = await freshSession(ctx, s);
+      return { mode: 'session', session: s, scope: sessionScope(s), appointmentId: s.appointment_id };
+    }
+    case 'direct':
+      return refuseDirect(ctx, actor, raw, operation);
+    case 'invalid':
+      throw new DomainError('VALIDATION_FAILED', 'Not an appointment id or a session context', { id: raw });
+    case 'appointment':
+      break;
+  }
+  const target = await guardAppointmentChat(ctx, actor, param.id, operation);
+  if (target.mode === 'appointment')
+    return { mode: 'appointment', scope: appointmentScope(target.appointment), appointmentId: target.appointment.id };
+  await recordGuardEvent(ctx.db, target.wouldBlock);
+  let s = await ctx.db.selectFrom('sessions').selectAll().where('id', '=', target.sessionId).executeTakeFirstOrThrow();
+  s = await freshSession(ctx, s);
+  return { mode: 'session', session: s, scope: sessionScope(s), appointmentId: target.appointmentId };
+}
+
+async function refuseDirect(ctx: AppContext, actor: ChatActor, raw: string, operation: ChatOperation): Promise<never> {
+  await reportChatGuard(ctx, {
+    operation,
+    outcome: 'blocked',
+    enforced: true,
+    appointmentId: null,
+    sessionId: null,
+    userId: actor.id,
+    errorCode: 'SESSION_CONTEXT_REQUIRED',
+    reason: 'direct_session_key',
+  });
+  throw new DomainError(
+    'SESSION_CONTEXT_REQUIRED',
+    'direct_session_* is a legacy call routing key, not a chat: use the session context (text_session:{id} or call_session:{id})',
+    {
+      context: raw,
+    },
+  );
 }
 
 /** A message in the shape the old mobile clients parse (reference §4.4). */
@@ -167,36 +196,47 @@ export function legacyMessageJson(
 }
 
 /**
- * Legacy send / reply addressed by a legacy chat `{id}`. With enforcement off, a send addressed
- * by an appointment that has a live session first tries the one-statement path (session lock,
- * insert and the would-block guard event in one statement); everything else resolves through the
- * guard explicitly. Both doors of legacy chat (`/api/v2/chat/{id}/…` and the original client's
- * `/api/chat/{id}/…`) send through here.
+ * Legacy send / reply addressed by a legacy chat `{id}`: a session context is that session's
+ * send; an appointment id goes through the guard, then into the session it serves (the message
+ * records the would-block decision) or the appointment's pre-session chat. Every door of legacy
+ * chat (`/api/v2/chat/{id}/…`, the original app's `/api/chat/{id}/…` and its socket) sends here.
  */
-export async function sendLegacy(ctx: AppContext, sender: Sender, rawId: string, operation: ChatOperation, input: MessageInput): Promise<SendResult> {
+export async function sendLegacy(
+  ctx: AppContext,
+  actor: ChatActor,
+  rawId: string,
+  operation: LegacySendOperation,
+  input: MessageInput,
+): Promise<SendResult> {
   validateMessage(input);
   const param = classifyChatPathParam(rawId);
-  if (param.type === 'appointment') {
-    const flags = await ctx.flags.current();
-    if (!flags.ENFORCE_SESSION_GATED_CHAT) {
-      const row = await repo.fastInsertSessionMessage(ctx.database, {
-        target: { appointmentId: param.id, operation },
-        senderId: sender.id,
-        message: { ...input },
-      });
-      if (row) {
-        const event = { guard: 'chat' as const, operation, outcome: 'would_block' as const, enforced: false, appointmentId: param.id, sessionId: row.session_id, userId: row.sender_id };
-        logGuardDecision(ctx.log, event);
-        countGuardDecision(ctx.metrics, event);
-        return fastResult(ctx, row);
-      }
-    }
+  switch (param.type) {
+    case 'session':
+      return sendToSession(ctx, actor, { id: param.id, kind: param.kind }, input);
+    case 'nonexistent':
+      throw notFound('Session', { session_context: rawId });
+    case 'direct':
+      return refuseDirect(ctx, actor, rawId, operation);
+    case 'invalid':
+      throw new DomainError('VALIDATION_FAILED', 'Not an appointment id or a session context', { id: rawId });
+    case 'appointment':
+      break;
   }
-  const actor = await sender.load();
   for (let attempt = 0; ; attempt++) {
-    const target = await resolveLegacyChat(ctx, actor, rawId, operation);
-    if (target.mode === 'session') return sendToSessionLocked(ctx, actor, target.session.id, input);
-    const r = await sendToAppointment(ctx, actor, target.appointmentId, input);
+    const target = await guardAppointmentChat(ctx, actor, param.id, operation);
+    if (target.mode === 'session') {
+      // The would-block decision is recorded on the message; a send that wrote none records it as a row.
+      let r: SendResult;
+      try {
+        r = await sendToSession(ctx, actor, { id: target.sessionId, kind: null }, input, operation);
+      } catch (err) {
+        await recordGuardEvent(ctx.db, target.wouldBlock);
+        throw err;
+      }
+      if (!r.created) await recordGuardEvent(ctx.db, target.wouldBlock);
+      return r;
+    }
+    const r = await sendToAppointment(ctx, actor, target.appointment.id, input);
     // The session started between the guard's look and the appointment lock: decide again.
     if ('rerouted' in r) {
       if (attempt < 2) continue;
@@ -223,7 +263,12 @@ export async function legacyMarkRead(
   }
   const upTo = await repo.latestMessageId(ctx.db, scope, at);
   if (upTo === null) {
-    return { success: true, message: 'Nothing to mark', marked_count: 0, last_read_message_id: await repo.readHorizon(ctx.db, scope, actor.id) };
+    return {
+      success: true,
+      message: 'Nothing to mark',
+      marked_count: 0,
+      last_read_message_id: await repo.readHorizon(ctx.db, scope, actor.id),
+    };
   }
   const r = await markRead(ctx, actor, scope, upTo);
   const marked = r.moved ? await repo.countFromOthersBetween(ctx.db, scope, actor.id, r.previous, r.last_read_message_id) : 0;

@@ -10,9 +10,9 @@
  * indexes, `ON CONFLICT DO NOTHING`), one reaction per (message, user, emoji) (primary key), a
  * read horizon that only moves forward (conditional upsert).
  */
-import { sql } from 'kysely';
+import { CompiledQuery, sql } from 'kysely';
 import { runPrepared, type Database, type PreparedStatement } from '../../db/index.js';
-import type { Executor, Message, Role } from '../../db/types.js';
+import type { Executor, Message, Session, Trx } from '../../db/types.js';
 import type { SessionKind } from '../session-context.js';
 import type { MessageType } from './schemas.js';
 
@@ -31,6 +31,9 @@ export interface ChatScope {
 export interface MessageWithSender extends Message {
   sender_name: string;
 }
+
+/** The legacy operations a send may be recorded under (the messages' `legacy_operation`). */
+export type LegacySendOperation = 'sendMessage' | 'replyToMessage';
 
 export interface NewMessage {
   senderId: number;
@@ -67,13 +70,6 @@ const MESSAGE_COLUMNS = [
 ] as const;
 
 /**
- * The messages of a scope. A session's history also includes pre-session messages of its
- * appointment that were never linked: the writer links them when it creates the session, but it
- * does so in the statement that takes the appointment lock, whose snapshot predates a pre-session
- * send that held that lock — such a message (committed a moment before the session) would
- * otherwise fall out of both conversations.
- */
-/**
  * The messages of a scope. A session's are exactly `session_id = ?` — pre-session legacy chat is
  * given the session's id when the session starts (`carryPreSessionChat` in the session writer) —
  * so every read is an index range on `(session_id, id)`, whatever the table's size.
@@ -83,85 +79,100 @@ function inScope(scope: ChatScope) {
   return sql<boolean>`m.session_id = ${scope.sessionId}`;
 }
 
-/** What the one-statement send returns: the message, its session, and the sender as loaded. */
-export type FastInsertRow = Message & {
-  session_kind: SessionKind;
-  session_appointment_id: number | null;
-  sender_name: string;
-  sender_role: Role;
+/** A session as the send reads it: the row, its version, and what the request refers to. */
+export type SendRow = Session & {
+  /** The row version (`xmin`): changes with every update of the row, not with a lock. */
+  version: string;
+  /** The sender's earlier message with this client id (a retry), if any. */
+  existing_id: number | null;
+  /** Whether the reply target (if any) is a message of this session. */
+  reply_ok: boolean;
 };
 
-/**
- * The hot path of a session send, in ONE statement (its own transaction): load the sender (the
- * request's only user look-up — the token was verified, the user row decides the role), lock the
- * session row, insert the message if the session is in a state where a message changes nothing
- * (text `active`, call `connected`), the sender is one of its participants and the reply target
- * (if any) is in the same session, and — on the legacy guarded route — mark the message with the
- * legacy operation, which is its would-block guard event (the view `guard_event_log`).
- * The row lock serialises sends per session, so ids are assigned in commit order within a session
- * (keyset pagination with `after` never skips a message that commits late).
- *
- * On PostgreSQL it runs as a named prepared statement: planning this CTE costs more than
- * executing it (measured: twice the throughput prepared), and it runs once per message.
- *
- * Returns null when nothing was inserted, for any reason (unknown user or session, other state,
- * not a participant, bad reply target, a retried client id): the caller then takes the explicit
- * path, which decides the precise answer.
- */
-export async function fastInsertSessionMessage(
-  database: Pick<Database, 'kind' | 'pool' | 'db'>,
-  input: {
-    target: { sessionId: number; kind: SessionKind } | { appointmentId: number; operation: string };
-    senderId: number;
-    message: Omit<NewMessage, 'senderId'>;
-  },
-): Promise<FastInsertRow | null> {
-  const { target, senderId, message: m } = input;
-  const bySession = 'sessionId' in target;
-  const statement = bySession ? FAST_SEND_BY_SESSION : FAST_SEND_BY_APPOINTMENT;
-  const values: unknown[] = [senderId, m.clientMessageId, m.type, m.body, m.mediaUrl, m.replyTo];
-  if (bySession) values.push(target.sessionId, target.kind);
-  else values.push(target.appointmentId, target.operation);
-  const rows = await runPrepared<FastInsertRow>(database, statement, values);
-  return rows[0] ?? null;
+// $1 session id, $2 session kind (null: any), $3 sender id, $4 client message id, $5 reply-to id.
+const sendReadSql = (lock: string) => `
+    select s.*, s.xmin::text as version, e.id as existing_id,
+           ($5::bigint is null or exists (select 1 from messages r where r.id = $5::bigint and r.session_id = s.id)) as reply_ok
+      from sessions s
+      left join messages e on e.session_id = s.id and e.sender_id = $3::bigint and e.client_message_id = $4::text
+     where s.id = $1::bigint and ($2::text is null or s.kind = $2::text)
+     ${lock}`;
+const SEND_READ: PreparedStatement = { name: 'chat_send_read_v1', text: sendReadSql('') };
+const SEND_READ_LOCKED = sendReadSql('for update of s');
+
+type SendReadInput = {
+  sessionId: number;
+  kind: SessionKind | null;
+  senderId: number;
+  clientMessageId: string | null;
+  replyTo: number | null;
+};
+const sendReadValues = (i: SendReadInput) => [i.sessionId, i.kind, i.senderId, i.clientMessageId, i.replyTo];
+
+/** Reads the session a message is sent to, without a lock (the insert checks the version). */
+export async function readForSend(database: Pick<Database, 'kind' | 'pool' | 'db'>, input: SendReadInput): Promise<SendRow | undefined> {
+  return (await runPrepared<SendRow>(database, SEND_READ, sendReadValues(input)))[0];
 }
 
-// $1 sender id, $2 client message id, $3 type, $4 body, $5 media url, $6 reply-to id, then
-// by session: $7 session id, $8 kind; by appointment: $7 appointment id, $8 the legacy operation,
-// stored on the message as its would-block guard event (see the view guard_event_log).
-const fastSendSql = (targetWhere: string, legacyOperation: string) => `
-    with u as (
-      select id, role, name from users where id = $1 and deactivated_at is null
-    ), target as (
-      select s.id, s.kind, s.status, s.patient_id, s.doctor_id, s.appointment_id
-        from sessions s
-       where ${targetWhere}
-         for update
+/** The same read inside a transaction, taking the session's row lock. */
+export async function lockForSend(trx: Trx, input: SendReadInput): Promise<SendRow | undefined> {
+  return (await trx.executeQuery<SendRow>(CompiledQuery.raw(SEND_READ_LOCKED, sendReadValues(input)))).rows[0];
+}
+
+// $1 session id, $2 version, $3 sender id, $4 client message id, $5 type, $6 body, $7 media url,
+// $8 reply-to id, $9 legacy operation (a would-block legacy send is recorded on its message; see
+// the view guard_event_log).
+const INSERT_IF_CURRENT: PreparedStatement = {
+  name: 'chat_send_insert_v1',
+  text: `
+    with s as (
+      select id from sessions where id = $1::bigint and xmin::text = $2::text for update
     ), ins as (
       insert into messages (session_id, sender_id, client_message_id, type, body, media_url, reply_to_message_id, legacy_operation)
-      select t.id, u.id, $2::text, $3::text, $4::text, $5::text, $6::bigint, ${legacyOperation}
-        from target t cross join u
-       where t.status in ('active', 'connected')
-         and ((u.role = 'patient' and t.patient_id = u.id) or (u.role = 'doctor' and t.doctor_id = u.id))
-         and ($6::bigint is null or exists (select 1 from messages r where r.id = $6::bigint and r.session_id = t.id))
+      select s.id, $3::bigint, $4::text, $5::text, $6::text, $7::text, $8::bigint, $9::text from s
           on conflict (session_id, sender_id, client_message_id)
              where session_id is not null and client_message_id is not null
           do nothing
       returning id, session_id, appointment_id, sender_id, client_message_id, type, body, media_url, reply_to_message_id, created_at
     )
-    select ins.*, t.kind as session_kind, t.appointment_id as session_appointment_id, u.name as sender_name, u.role as sender_role
-      from ins cross join target t cross join u`;
-
-const FAST_SEND_BY_SESSION: PreparedStatement = {
-  name: 'chat_fast_send_by_session_v3',
-  text: fastSendSql('s.id = $7::bigint and s.kind = $8::text', 'null'),
-};
-const FAST_SEND_BY_APPOINTMENT: PreparedStatement = {
-  name: 'chat_fast_send_by_appointment_v3',
-  text: fastSendSql('s.id = (select a.session_id from appointments a where a.id = $7::bigint)', '$8::text'),
+    select exists (select 1 from s) as current, ins.*
+      from (values (1)) as one (x) left join ins on true`,
 };
 
-export async function insertMessage(db: Executor, scope: ChatScope, m: NewMessage): Promise<Message | undefined> {
+/**
+ * Inserts a message into a session if the session row is still the version its state was decided
+ * on: the row lock it takes serialises sends per session, so ids are assigned in commit order
+ * within a session (keyset pagination with `after` never skips a message that commits late).
+ * `current` false: the session changed since it was read (decide again). `message` undefined with
+ * `current` true: a concurrent retry with the same client id won.
+ */
+export async function insertIfCurrent(
+  database: Pick<Database, 'kind' | 'pool' | 'db'>,
+  input: { sessionId: number; version: string; message: NewMessage; legacyOperation: LegacySendOperation | null },
+): Promise<{ current: boolean; message: Message | undefined }> {
+  const m = input.message;
+  const [row] = await runPrepared<Message & { current: boolean }>(database, INSERT_IF_CURRENT, [
+    input.sessionId,
+    input.version,
+    m.senderId,
+    m.clientMessageId,
+    m.type,
+    m.body,
+    m.mediaUrl,
+    m.replyTo,
+    input.legacyOperation,
+  ]);
+  if (!row?.current) return { current: false, message: undefined };
+  const { current: _current, ...message } = row;
+  return { current: true, message: message.id === null ? undefined : message };
+}
+
+export async function insertMessage(
+  db: Executor,
+  scope: ChatScope,
+  m: NewMessage,
+  legacyOperation: LegacySendOperation | null = null,
+): Promise<Message | undefined> {
   const values = {
     session_id: scope.kind === 'session' ? scope.sessionId : null,
     appointment_id: scope.kind === 'appointment' ? scope.appointmentId : null,
@@ -177,9 +188,9 @@ export async function insertMessage(db: Executor, scope: ChatScope, m: NewMessag
       ? sql`on conflict (session_id, sender_id, client_message_id) where session_id is not null and client_message_id is not null do nothing`
       : sql`on conflict (appointment_id, sender_id, client_message_id) where session_id is null and client_message_id is not null do nothing`;
   const r = await sql<Message>`
-    insert into messages (session_id, appointment_id, sender_id, client_message_id, type, body, media_url, reply_to_message_id)
+    insert into messages (session_id, appointment_id, sender_id, client_message_id, type, body, media_url, reply_to_message_id, legacy_operation)
     values (${values.session_id}::bigint, ${values.appointment_id}::bigint, ${values.sender_id}, ${values.client_message_id}, ${values.type},
-            ${values.body}, ${values.media_url}, ${values.reply_to_message_id}::bigint)
+            ${values.body}, ${values.media_url}, ${values.reply_to_message_id}::bigint, ${legacyOperation}::text)
     ${conflict}
     returning id, session_id, appointment_id, sender_id, client_message_id, type, body, media_url, reply_to_message_id, created_at`.execute(
     db,
@@ -354,16 +365,26 @@ export async function userName(db: Executor, id: number): Promise<string | null>
   return r?.name ?? null;
 }
 
-/** Every participant's read horizon in the scope (the furthest of its keys) and when it last moved. */
-export async function readHorizons(
-  db: Executor,
-  scope: ChatScope,
-): Promise<{ user_id: number; last_read_message_id: number; read_at: Date }[]> {
+export interface ReadHorizon {
+  user_id: number;
+  user_name: string;
+  last_read_message_id: number;
+  read_at: Date;
+}
+
+/** Every reader's horizon in the scope (the furthest of its keys), when it last moved, and their name. */
+export async function readHorizons(db: Executor, scope: ChatScope): Promise<ReadHorizon[]> {
   const rows = await db
-    .selectFrom('read_horizons')
-    .select((eb) => ['user_id', eb.fn.max('last_read_message_id').as('h'), eb.fn.max('updated_at').as('at')])
-    .where('scope_key', 'in', horizonKeys(scope))
-    .groupBy('user_id')
+    .selectFrom('read_horizons as h')
+    .innerJoin('users as u', 'u.id', 'h.user_id')
+    .select((eb) => ['h.user_id', 'u.name', eb.fn.max('h.last_read_message_id').as('last'), eb.fn.max('h.updated_at').as('at')])
+    .where('h.scope_key', 'in', horizonKeys(scope))
+    .groupBy(['h.user_id', 'u.name'])
     .execute();
-  return rows.map((r) => ({ user_id: r.user_id, last_read_message_id: Number(r.h), read_at: new Date(r.at as Date) }));
+  return rows.map((r) => ({
+    user_id: r.user_id,
+    user_name: r.name,
+    last_read_message_id: Number(r.last),
+    read_at: new Date(r.at as Date),
+  }));
 }

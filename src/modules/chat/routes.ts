@@ -1,38 +1,23 @@
 /**
- * Chat routes: session chat under `/api/v2/sessions/{context}/…` (SPEC §2.6, §5) and the legacy
- * appointment-addressed routes under `/api/v2/chat/{id}/…` behind the SessionContextGuard (§3.2).
+ * Chat routes: session chat under `/api/v2/sessions/{context}/…` (SPEC §2.6, §5); the legacy
+ * appointment-addressed routes under `/api/v2/chat/{id}/…` behind the SessionContextGuard (§3.2)
+ * are registered from `legacy-routes.ts`.
  *
  * Every request to a chat route — served, refused or blocked — counts once in
  * `chat_operations_total{operation, path}` (path "session" or "legacy").
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { invalid, unauthenticated } from '../../lib/errors.js';
 import { Ok, problems, toId } from '../../lib/schemas.js';
-import { bearerToken, currentUser } from '../../plugins/auth.js';
+import { currentUser } from '../../plugins/auth.js';
+import { chatSendLimit } from '../../plugins/rate-limit.js';
 import type { ChatOperation } from '../guard/decision.js';
 import { freshSession, participantSession, readableSession, sessionByContext } from '../sessions/service.js';
-import { legacyMarkRead, legacyMessageJson, resolveLegacyChat, sendLegacy, type LegacyTarget } from './legacy.js';
-import * as repo from './repository.js';
+import { legacyChatRoutes, parsePage, type ChatPath, type Counted } from './legacy-routes.js';
 import {
   ChatMessageOut,
   ContextParams,
-  LegacyListQuery,
-  LegacyMarkReadBody,
-  LegacyMarkReadOut,
-  LegacyMessageOut,
-  LegacyMessageParams,
-  LegacyOptionalReactionBody,
-  LegacyParams,
-  LegacyReactionBody,
-  LegacyReactionQuery,
-  LegacyReactionResultOut,
-  LegacyReplyOut,
-  LegacySendBody,
-  LegacyTypingBody,
-  LegacyTypingOut,
   ListQuery,
   MessagePageOut,
   MessageParams,
@@ -44,50 +29,16 @@ import {
   SendBody,
   TypingBody,
   TypingOut,
-  type LegacySendBody as LegacySendBodyT,
 } from './schemas.js';
-import {
-  listConversation,
-  markRead,
-  parseContextOrThrow,
-  sendToSession,
-  sessionScope,
-  setReaction,
-  setTyping,
-  typingUsers,
-  type ChatActor,
-  type MessageInput,
-  type Sender,
-} from './service.js';
+import { parseContextOrThrow, sendToSession } from './send.js';
+import { listConversation, markRead, sessionScope, setReaction, setTyping } from './service.js';
 import { TypingRegistry } from './typing.js';
-import { chatSendLimit } from '../../plugins/rate-limit.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** Who is typing where; shared by the HTTP routes and the WebSocket gateway. */
     chatTyping: TypingRegistry;
   }
-}
-
-type ChatPath = 'session' | 'legacy';
-
-function parsePage(q: { before?: string; after?: string; limit?: string }) {
-  return {
-    before: q.before === undefined ? undefined : toId(q.before),
-    after: q.after === undefined ? undefined : toId(q.after),
-    limit: q.limit === undefined ? undefined : Number(q.limit),
-  };
-}
-
-function legacyInput(body: LegacySendBodyT, replyTo: number | null): MessageInput {
-  const cid = body.temp_id ?? body.message_id ?? null;
-  return {
-    clientMessageId: cid === null ? null : String(cid),
-    type: body.message_type ?? 'text',
-    body: body.message,
-    mediaUrl: body.media_url ?? null,
-    replyTo,
-  };
 }
 
 async function chatPlugin(fastify: FastifyInstance) {
@@ -97,22 +48,6 @@ async function chatPlugin(fastify: FastifyInstance) {
   app.decorate('chatTyping', typing);
   app.addHook('onClose', async () => typing.close());
   const anyone = app.auth();
-
-  /**
-   * The send routes authenticate in two halves: `app.authToken` verifies the token (401 without a
-   * valid one, before the body is read); the user row is then loaded by the send's own statement
-   * — the one user look-up of the request — or, when that path does not apply, by
-   * `senderOf(req).load` (401 for a vanished user).
-   */
-  const senderOf = (req: FastifyRequest) => ({
-    id: req.tokenSubject!,
-    load: async (): Promise<ChatActor> => {
-      const user = await app.authenticateToken(bearerToken(req)!);
-      if (!user) throw unauthenticated('Invalid or expired token');
-      req.user = user;
-      return user;
-    },
-  });
 
   /**
    * Route-level hook counting every request of the route (errors included). Where the operation
@@ -125,7 +60,7 @@ async function chatPlugin(fastify: FastifyInstance) {
     if (!c) counters.set(`${operation}:${path}`, (c = ctx.metrics.guard.chatOperations.labels({ operation, path })));
     return c;
   };
-  const counted = (path: ChatPath, op: ChatOperation | ((req: FastifyRequest) => ChatOperation)) => ({
+  const counted: Counted = (path, op) => ({
     onSend: async (req: FastifyRequest, _reply: FastifyReply, payload: unknown) => {
       counter(typeof op === 'function' ? op(req) : op, path).inc();
       return payload;
@@ -141,7 +76,7 @@ async function chatPlugin(fastify: FastifyInstance) {
   app.post(
     '/api/v2/sessions/:context/messages',
     {
-      onRequest: app.authToken,
+      preHandler: anyone,
       config: { rateLimit: chatSendLimit(app) },
       ...counted('session', sendOrReply),
       schema: {
@@ -166,7 +101,7 @@ async function chatPlugin(fastify: FastifyInstance) {
     },
     async (req, reply) => {
       const b = req.body;
-      const r = await sendToSession(ctx, senderOf(req), parseContextOrThrow(req.params.context), {
+      const r = await sendToSession(ctx, currentUser(req), parseContextOrThrow(req.params.context), {
         clientMessageId: b.client_message_id,
         type: b.type,
         body: b.body,
@@ -298,238 +233,7 @@ async function chatPlugin(fastify: FastifyInstance) {
     },
   );
 
-  // ---- legacy appointment chat --------------------------------------------------------------
-
-  const legacySend = (sender: Sender, rawId: string, operation: ChatOperation, input: MessageInput) =>
-    sendLegacy(ctx, sender, rawId, operation, input);
-
-  app.get(
-    '/api/v2/chat/:id/messages',
-    {
-      preHandler: anyone,
-      ...counted('legacy', 'getMessages'),
-      schema: {
-        deprecated: true,
-        tags: ['legacy chat'],
-        summary: 'Legacy (guarded): messages of an appointment or session; use /api/v2/sessions/{context}/messages',
-        params: LegacyParams,
-        querystring: LegacyListQuery,
-        response: {
-          200: Ok(Type.Array(LegacyMessageOut)),
-          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'SESSION_NOT_READY'),
-        },
-      },
-    },
-    async (req) => {
-      const actor = currentUser(req);
-      const target = await resolveLegacyChat(ctx, actor, req.params.id, 'getMessages');
-      const { page, reactions } = await listConversation(ctx, actor, target.scope, {
-        ...parsePage(req.query),
-        limit: parsePage(req.query).limit ?? 100,
-      });
-      return { success: true as const, data: page.messages.map((m) => legacyMessageJson(m, reactions)) };
-    },
-  );
-
-  app.post(
-    '/api/v2/chat/:id/messages',
-    {
-      onRequest: app.authToken,
-      config: { rateLimit: chatSendLimit(app) },
-      ...counted('legacy', 'sendMessage'),
-      schema: {
-        deprecated: true,
-        tags: ['legacy chat'],
-        summary: 'Legacy (guarded): send; temp_id is the idempotency key',
-        params: LegacyParams,
-        body: LegacySendBody,
-        response: {
-          200: Ok(LegacyMessageOut),
-          ...problems(
-            'UNAUTHENTICATED',
-            'FORBIDDEN',
-            'NOT_FOUND',
-            'SESSION_CONTEXT_REQUIRED',
-            'SESSION_NOT_READY',
-            'SESSION_NOT_ACTIVE',
-            'CONTENT_BLOCKED',
-            'CONFLICT',
-          ),
-        },
-      },
-    },
-    async (req) => {
-      const r = await legacySend(senderOf(req), req.params.id, 'sendMessage', legacyInput(req.body, null));
-      return { success: true as const, data: legacyMessageJson(r.message) };
-    },
-  );
-
-  app.post(
-    '/api/v2/chat/:id/messages/:messageId/reply',
-    {
-      onRequest: app.authToken,
-      config: { rateLimit: chatSendLimit(app) },
-      ...counted('legacy', 'replyToMessage'),
-      schema: {
-        summary: 'Legacy: reply to a message by appointment id (guarded)',
-        deprecated: true,
-        tags: ['legacy chat'],
-        params: LegacyMessageParams,
-        body: LegacySendBody,
-        response: {
-          200: LegacyReplyOut,
-          ...problems(
-            'UNAUTHENTICATED',
-            'FORBIDDEN',
-            'NOT_FOUND',
-            'SESSION_CONTEXT_REQUIRED',
-            'SESSION_NOT_READY',
-            'SESSION_NOT_ACTIVE',
-            'CONTENT_BLOCKED',
-            'CONFLICT',
-          ),
-        },
-      },
-    },
-    async (req) => {
-      const r = await legacySend(senderOf(req), req.params.id, 'replyToMessage', legacyInput(req.body, toId(req.params.messageId)));
-      const original = await repo.messageInScope(ctx.db, r.scope, toId(req.params.messageId));
-      return {
-        success: true as const,
-        message: 'Reply sent successfully',
-        data: {
-          ...legacyMessageJson(r.message),
-          reply_to_message: original?.body ?? null,
-          reply_to_sender_name: original?.sender_name ?? null,
-          read_by: [],
-        },
-      };
-    },
-  );
-
-  const legacyReaction = async (actor: ChatActor, rawId: string, messageIdRaw: string, reaction: string | undefined, add: boolean) => {
-    if (reaction === undefined) throw invalid('reaction is required (in the body or the query string)');
-    const operation = add ? 'addReaction' : 'removeReaction';
-    const target: LegacyTarget = await resolveLegacyChat(ctx, actor, rawId, operation);
-    const { changed } = await setReaction(ctx, actor, target.scope, toId(messageIdRaw), reaction, add);
-    const message = add
-      ? changed
-        ? 'Reaction added'
-        : 'Reaction already present'
-      : changed
-        ? 'Reaction removed'
-        : 'Reaction was not present';
-    return {
-      success: true as const,
-      data: {
-        success: true,
-        message,
-        ...(add ? { reaction: { reaction, user_id: actor.id, user_name: actor.name, timestamp: ctx.now().toISOString() } } : {}),
-      },
-    };
-  };
-
-  app.post(
-    '/api/v2/chat/:id/messages/:messageId/reactions',
-    {
-      preHandler: anyone,
-      ...counted('legacy', 'addReaction'),
-      schema: {
-        summary: 'Legacy: add a reaction by appointment id (guarded)',
-        deprecated: true,
-        tags: ['legacy chat'],
-        params: LegacyMessageParams,
-        body: LegacyReactionBody,
-        response: {
-          200: Ok(LegacyReactionResultOut),
-          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'SESSION_NOT_READY', 'SESSION_NOT_ACTIVE'),
-        },
-      },
-    },
-    async (req) => legacyReaction(currentUser(req), req.params.id, req.params.messageId, req.body.reaction, true),
-  );
-
-  app.delete(
-    '/api/v2/chat/:id/messages/:messageId/reactions',
-    {
-      preHandler: anyone,
-      ...counted('legacy', 'removeReaction'),
-      schema: {
-        summary: 'Legacy: remove a reaction by appointment id (guarded)',
-        deprecated: true,
-        tags: ['legacy chat'],
-        params: LegacyMessageParams,
-        querystring: LegacyReactionQuery,
-        body: LegacyOptionalReactionBody,
-        response: {
-          200: Ok(LegacyReactionResultOut),
-          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'SESSION_NOT_READY', 'SESSION_NOT_ACTIVE'),
-        },
-      },
-    },
-    async (req) => legacyReaction(currentUser(req), req.params.id, req.params.messageId, req.query.reaction ?? req.body?.reaction, false),
-  );
-
-  for (const [action, operation] of [
-    ['start', 'startTyping'],
-    ['stop', 'stopTyping'],
-  ] as const) {
-    app.post(
-      `/api/v2/chat/:id/typing/${action}`,
-      {
-        preHandler: anyone,
-        ...counted('legacy', operation),
-        schema: {
-          summary: 'Legacy: start or stop typing by appointment id (guarded)',
-          deprecated: true,
-          tags: ['legacy chat'],
-          params: LegacyParams,
-          body: LegacyTypingBody,
-          response: {
-            200: Ok(LegacyTypingOut),
-            ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'SESSION_NOT_READY', 'SESSION_NOT_ACTIVE'),
-          },
-        },
-      },
-      async (req) => {
-        const actor = currentUser(req);
-        const target = await resolveLegacyChat(ctx, actor, req.params.id, operation);
-        setTyping(ctx, typing, actor, target.scope, action === 'start');
-        return {
-          success: true as const,
-          data: {
-            success: true,
-            message: action === 'start' ? 'Typing started' : 'Typing stopped',
-            typing_users: typingUsers(typing, target.scope),
-          },
-        };
-      },
-    );
-  }
-
-  app.post(
-    '/api/v2/chat/:id/mark-read',
-    {
-      preHandler: anyone,
-      ...counted('legacy', 'markAsRead'),
-      schema: {
-        deprecated: true,
-        tags: ['legacy chat'],
-        summary: 'Legacy (guarded): mark everything (up to `timestamp`) read for the authenticated user',
-        params: LegacyParams,
-        body: LegacyMarkReadBody,
-        response: {
-          200: Ok(LegacyMarkReadOut),
-          ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'SESSION_CONTEXT_REQUIRED', 'SESSION_NOT_READY'),
-        },
-      },
-    },
-    async (req) => {
-      const actor = currentUser(req);
-      const target = await resolveLegacyChat(ctx, actor, req.params.id, 'markAsRead');
-      return { success: true as const, data: await legacyMarkRead(ctx, actor, target.scope, req.body?.timestamp) };
-    },
-  );
+  legacyChatRoutes(app, { typing, anyone, counted });
 }
 
 export default fp(chatPlugin, { name: 'chat', dependencies: ['context', 'auth'] });

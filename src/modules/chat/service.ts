@@ -1,41 +1,51 @@
 /**
  * Chat operations on a conversation (a session, or an appointment's pre-session legacy chat):
- * send, list, react, typing, read. The session routes and the legacy routes both call these;
- * only the addressing and the response shapes differ.
- *
- * Sending into a session takes the session row lock in the transaction that inserts the message
- * and asks the state machine (`onMessage`): the patient's first message starts the doctor's
- * response window, the doctor's first message activates the session, and a message into an
- * ended or expired session is refused — race-free, because concurrent sends, ends and expiries
- * of one session serialise on that lock. Events go out after commit.
+ * list, react, typing, read, and what a message must be (sending is `send.ts`). The session
+ * routes, the legacy routes and the original app's routes all call these; only the addressing
+ * and the response shapes differ.
  */
 import type { AppContext } from '../../context.js';
-import type { Appointment, Message, Session, Trx } from '../../db/types.js';
+import type { Appointment, Message, Session } from '../../db/types.js';
 import { DomainError, invalid, notFound } from '../../lib/errors.js';
 import { iso } from '../../lib/schemas.js';
 import type { AuthUser } from '../../plugins/auth.js';
 import { publishEvent, type ChatScopeIds, type EventRoute } from '../../realtime/events.js';
 import { assertCanRead, assertParticipant } from '../access.js';
-import { formatSessionContext, parseSessionContext, type SessionKind } from '../session-context.js';
-import { lockSession, publishStatus, sessionByContext, timingOf, writeChange } from '../sessions/service.js';
-import { isLive, onMessage, onTick } from '../sessions/state.js';
+import { formatSessionContext, type SessionKind } from '../session-context.js';
+import { isLive } from '../sessions/state.js';
 import { checkBody, isAcceptableMediaUrl, isAcceptableReaction, isStorableText } from './content.js';
 import * as repo from './repository.js';
-import type { ChatScope, MessageWithSender, NewMessage, Page } from './repository.js';
+import type { ChatScope, MessageWithSender, Page } from './repository.js';
 import { DEFAULT_PAGE, type ChatMessageJson, type MessageType } from './schemas.js';
 import { typingKey, type TypingRegistry } from './typing.js';
 
 export type ChatActor = Pick<AuthUser, 'id' | 'role' | 'name'>;
 
 /** Appointment statuses in which pre-session legacy chat still accepts writes. */
-const OPEN_APPOINTMENT_STATUSES = new Set(['pending', 'confirmed', 'in_progress']);
+export const OPEN_APPOINTMENT_STATUSES: ReadonlySet<string> = new Set(['pending', 'confirmed', 'in_progress']);
 
 export function sessionScope(s: Pick<Session, 'id' | 'kind' | 'status' | 'appointment_id' | 'patient_id' | 'doctor_id'>): ChatScope {
-  return { kind: 'session', sessionId: s.id, sessionKind: s.kind, status: s.status, appointmentId: s.appointment_id, patientId: s.patient_id, doctorId: s.doctor_id };
+  return {
+    kind: 'session',
+    sessionId: s.id,
+    sessionKind: s.kind,
+    status: s.status,
+    appointmentId: s.appointment_id,
+    patientId: s.patient_id,
+    doctorId: s.doctor_id,
+  };
 }
 
 export function appointmentScope(a: Pick<Appointment, 'id' | 'status' | 'patient_id' | 'doctor_id'>): ChatScope {
-  return { kind: 'appointment', sessionId: null, sessionKind: null, status: a.status, appointmentId: a.id, patientId: a.patient_id, doctorId: a.doctor_id };
+  return {
+    kind: 'appointment',
+    sessionId: null,
+    sessionKind: null,
+    status: a.status,
+    appointmentId: a.id,
+    patientId: a.patient_id,
+    doctorId: a.doctor_id,
+  };
 }
 
 export function scopeIds(scope: ChatScope): ChatScopeIds {
@@ -82,9 +92,13 @@ export function validateMessage(m: MessageInput): void {
     throw invalid(`A ${m.type} message needs a media_url (https:// or a same-origin path)`);
   }
   if (!check.ok) {
-    throw new DomainError('CONTENT_BLOCKED', 'Message contains content that is not allowed. Please remove any links, HTML, or scripts and try again.', {
-      reasons: check.reasons,
-    });
+    throw new DomainError(
+      'CONTENT_BLOCKED',
+      'Message contains content that is not allowed. Please remove any links, HTML, or scripts and try again.',
+      {
+        reasons: check.reasons,
+      },
+    );
   }
 }
 
@@ -115,175 +129,6 @@ export function messageJson(m: Message & { sender_name: string }, scope: ChatSco
   };
 }
 
-export interface SendResult {
-  message: ChatMessageJson;
-  /** False when a retry returned the stored message. */
-  created: boolean;
-  scope: ChatScope;
-}
-
-/** The reply target to store: `m.replyTo` when it is a message of the scope, else per `unknownReplyTarget`. */
-async function replyTarget(trx: Trx, scope: ChatScope, m: MessageInput, what: string, ids: Record<string, number | null>): Promise<number | null> {
-  if (m.replyTo === null || (await repo.messageInScope(trx, scope, m.replyTo))) return m.replyTo;
-  if (m.unknownReplyTarget === 'ignore') return null;
-  throw notFound(`Message to reply to (in this ${what})`, { reply_to_message_id: m.replyTo, ...ids });
-}
-
-function toNew(senderId: number, m: MessageInput): NewMessage {
-  return { senderId, clientMessageId: m.clientMessageId, type: m.type, body: m.body, mediaUrl: m.mediaUrl, replyTo: m.replyTo };
-}
-
-function announce(ctx: AppContext, r: SendResult): void {
-  if (r.created) publishEvent(ctx.bus, 'message.created', r.message, eventRoute(r.scope));
-}
-
-/** Parses a session context for the send path, with the same errors as `sessionByContext`. */
-export function parseContextOrThrow(raw: string): { id: number; kind: SessionKind } {
-  const p = parseSessionContext(raw);
-  if (p.type === 'session') return { id: p.id, kind: p.kind };
-  if (p.type === 'direct') {
-    throw new DomainError('SESSION_CONTEXT_REQUIRED', 'direct_session_* is a legacy call routing key, not a session context', { context: raw });
-  }
-  if (p.type === 'nonexistent') throw notFound('Session', { session_context: raw });
-  throw invalid('Not a session context: use text_session:{id} or call_session:{id}', { context: raw });
-}
-
-/**
- * Who sends: the verified token's subject, and how to load the full user if the one-statement
- * path does not apply (the route's authentication, which answers 401 for a vanished user).
- */
-export interface Sender {
-  id: number;
-  load: () => Promise<ChatActor>;
-}
-
-/**
- * Sends into a session. Tries the one-statement path first (an `active` / `connected` session,
- * where a message changes no state; the user look-up is part of that statement); anything else —
- * a waiting session, a retry, an admin, an error to explain — takes the explicit transaction.
- */
-export async function sendToSession(ctx: AppContext, sender: Sender, target: { id: number; kind: SessionKind }, input: MessageInput): Promise<SendResult> {
-  validateMessage(input);
-  const row = await repo.fastInsertSessionMessage(ctx.database, {
-    target: { sessionId: target.id, kind: target.kind },
-    senderId: sender.id,
-    message: toNew(sender.id, input),
-  });
-  if (row) return fastResult(ctx, row);
-  const actor = await sender.load();
-  const s = await sessionByContext(ctx.db, formatSessionContext(target.kind, target.id));
-  return sendToSessionLocked(ctx, actor, s.id, input);
-}
-
-/** The result of the one-statement path (announced). */
-export function fastResult(ctx: AppContext, row: repo.FastInsertRow): SendResult {
-  const scope: ChatScope = {
-    kind: 'session',
-    sessionId: row.session_id,
-    sessionKind: row.session_kind,
-    status: 'active',
-    appointmentId: row.session_appointment_id,
-    // The sender is a participant (the statement checked it); only their own side matters here.
-    patientId: row.sender_role === 'patient' ? row.sender_id : -1,
-    doctorId: row.sender_role === 'doctor' ? row.sender_id : -1,
-  };
-  const r: SendResult = { message: messageJson(row, scope), created: true, scope };
-  announce(ctx, r);
-  return r;
-}
-
-/** The explicit send path: lock, expire if due, ask the state machine, insert, apply. */
-export async function sendToSessionLocked(ctx: AppContext, actor: ChatActor, sessionId: number, input: MessageInput): Promise<SendResult> {
-  validateMessage(input);
-  const now = ctx.now();
-  const timing = timingOf(ctx);
-  const r = await ctx.db.transaction().execute(async (trx) => {
-    const before = await lockSession(trx, sessionId);
-    const party = assertParticipant(actor, before);
-    let scope = sessionScope(before);
-    if (input.clientMessageId !== null) {
-      const existing = await repo.findByClientId(trx, scope, actor.id, input.clientMessageId);
-      if (existing) return { kind: 'existing' as const, row: existing, before, after: before };
-    }
-    const replyTo = await replyTarget(trx, scope, input, 'session', { session_id: before.id });
-    let s = before;
-    const tick = onTick(s, now, timing);
-    if (tick.ok && Object.keys(tick.change).length > 0) s = await writeChange(trx, ctx.sessionHooks, s, tick.change);
-    const t = onMessage(s, party, now, timing);
-    if (!t.ok) return { kind: 'refused' as const, before, after: s };
-    const row = await repo.insertMessage(trx, scope, toNew(actor.id, { ...input, replyTo }));
-    if (!row) {
-      // A concurrent retry with the same client id won the insert.
-      const existing = await repo.findByClientId(trx, scope, actor.id, input.clientMessageId!);
-      return { kind: 'existing' as const, row: existing!, before, after: s };
-    }
-    if (Object.keys(t.change).length > 0) s = await writeChange(trx, ctx.sessionHooks, s, t.change);
-    scope = sessionScope(s);
-    return { kind: 'created' as const, row, before, after: s };
-  });
-  publishStatus(ctx, r.before, r.after);
-  if (r.kind === 'refused') {
-    throw new DomainError('SESSION_NOT_ACTIVE', `The session is ${r.after.status}; no more messages can be sent`, {
-      session_id: r.after.id,
-      session_context: formatSessionContext(r.after.kind, r.after.id),
-      session_status: r.after.status,
-    });
-  }
-  const scope = sessionScope(r.after);
-  const name = r.row.sender_id === actor.id ? actor.name : ((await repo.userName(ctx.db, r.row.sender_id)) ?? '');
-  const reactions = r.kind === 'existing' ? await repo.reactionsOf(ctx.db, [r.row.id]) : [];
-  const result: SendResult = { message: messageJson({ ...r.row, sender_name: name }, scope, reactions), created: r.kind === 'created', scope };
-  announce(ctx, result);
-  return result;
-}
-
-export type AppointmentSendResult = SendResult | { rerouted: true };
-
-/**
- * Pre-session legacy chat (ALLOW_LEGACY_APPOINTMENT_CHAT, no session yet). The appointment row
- * is locked: the session writer locks it too, so a message is either stored before the session
- * exists (and carried into it by the writer) or, if the session won the race, re-routed to it —
- * never left behind. The legacy activity flags the old process-sessions trigger reads are set
- * here.
- */
-export async function sendToAppointment(ctx: AppContext, actor: ChatActor, appointmentId: number, input: MessageInput): Promise<AppointmentSendResult> {
-  validateMessage(input);
-  const r = await ctx.db.transaction().execute(async (trx) => {
-    const a = await trx
-      .selectFrom('appointments')
-      .select(['id', 'status', 'session_id', 'patient_id', 'doctor_id', 'legacy_patient_active', 'legacy_doctor_active'])
-      .where('id', '=', appointmentId)
-      .forNoKeyUpdate()
-      .executeTakeFirst();
-    if (!a) throw notFound('Appointment', { appointment_id: appointmentId });
-    const party = assertParticipant(actor, a);
-    if (a.session_id !== null) return { kind: 'rerouted' as const };
-    const scope = appointmentScope(a);
-    if (input.clientMessageId !== null) {
-      const existing = await repo.findByClientId(trx, scope, actor.id, input.clientMessageId);
-      if (existing) return { kind: 'existing' as const, row: existing, scope };
-    }
-    if (!OPEN_APPOINTMENT_STATUSES.has(a.status)) {
-      throw new DomainError('SESSION_NOT_ACTIVE', `The appointment is ${a.status}; no more messages can be sent`, {
-        appointment_id: a.id,
-        appointment_status: a.status,
-      });
-    }
-    const replyTo = await replyTarget(trx, scope, input, 'conversation', { appointment_id: a.id });
-    const flag = party === 'patient' ? 'legacy_patient_active' : 'legacy_doctor_active';
-    if (!a[flag]) await trx.updateTable('appointments').set({ [flag]: true }).where('id', '=', a.id).execute();
-    const row = await repo.insertMessage(trx, scope, toNew(actor.id, { ...input, replyTo }));
-    if (!row) return { kind: 'existing' as const, row: (await repo.findByClientId(trx, scope, actor.id, input.clientMessageId!))!, scope };
-    return { kind: 'created' as const, row, scope };
-  });
-  if (r.kind === 'rerouted') return { rerouted: true };
-  const name = r.row.sender_id === actor.id ? actor.name : ((await repo.userName(ctx.db, r.row.sender_id)) ?? '');
-  const reactions = r.kind === 'existing' ? await repo.reactionsOf(ctx.db, [r.row.id]) : [];
-  const result: SendResult = { message: messageJson({ ...r.row, sender_name: name }, r.scope, reactions), created: r.kind === 'created', scope: r.scope };
-  announce(ctx, result);
-  return result;
-}
-
 export interface MessagePage {
   messages: ChatMessageJson[];
   has_more: boolean;
@@ -291,9 +136,18 @@ export interface MessagePage {
   unread_count: number | null;
 }
 
-export async function listConversation(ctx: AppContext, actor: ChatActor, scope: ChatScope, page: Partial<Page>): Promise<{ page: MessagePage; rows: MessageWithSender[]; reactions: ReactionRow[] }> {
+export async function listConversation(
+  ctx: AppContext,
+  actor: ChatActor,
+  scope: ChatScope,
+  page: Partial<Page>,
+): Promise<{ page: MessagePage; rows: MessageWithSender[]; reactions: ReactionRow[] }> {
   const access = assertCanRead(actor, { patient_id: scope.patientId, doctor_id: scope.doctorId });
-  const { rows, hasMore } = await repo.listMessages(ctx.db, scope, { before: page.before, after: page.after, limit: page.limit ?? DEFAULT_PAGE });
+  const { rows, hasMore } = await repo.listMessages(ctx.db, scope, {
+    before: page.before,
+    after: page.after,
+    limit: page.limit ?? DEFAULT_PAGE,
+  });
   const reactions = await repo.reactionsOf(
     ctx.db,
     rows.map((r) => r.id),
@@ -305,7 +159,12 @@ export async function listConversation(ctx: AppContext, actor: ChatActor, scope:
     unread = await repo.unreadCount(ctx.db, scope, actor.id, horizon);
   }
   return {
-    page: { messages: rows.map((r) => messageJson(r, scope, reactions)), has_more: hasMore, last_read_message_id: horizon, unread_count: unread },
+    page: {
+      messages: rows.map((r) => messageJson(r, scope, reactions)),
+      has_more: hasMore,
+      last_read_message_id: horizon,
+      unread_count: unread,
+    },
     rows,
     reactions,
   };
@@ -328,9 +187,16 @@ export async function setReaction(
   validateReaction(reaction);
   const message = await repo.messageInScope(ctx.db, scope, messageId);
   if (!message) throw notFound('Message', { message_id: messageId, ...scopeIds(scope) });
-  const changed = add ? await repo.addReaction(ctx.db, messageId, actor.id, reaction) : await repo.removeReaction(ctx.db, messageId, actor.id, reaction);
+  const changed = add
+    ? await repo.addReaction(ctx.db, messageId, actor.id, reaction)
+    : await repo.removeReaction(ctx.db, messageId, actor.id, reaction);
   if (changed) {
-    publishEvent(ctx.bus, add ? 'reaction.added' : 'reaction.removed', { ...scopeIds(scope), message_id: messageId, user_id: actor.id, reaction }, eventRoute(scope));
+    publishEvent(
+      ctx.bus,
+      add ? 'reaction.added' : 'reaction.removed',
+      { ...scopeIds(scope), message_id: messageId, user_id: actor.id, reaction },
+      eventRoute(scope),
+    );
   }
   return { changed, message };
 }
@@ -340,7 +206,10 @@ function assertWritable(scope: ChatScope): void {
     throw new DomainError('SESSION_NOT_ACTIVE', `The session is ${scope.status}`, { ...scopeIds(scope), session_status: scope.status });
   }
   if (scope.kind === 'appointment' && !OPEN_APPOINTMENT_STATUSES.has(scope.status)) {
-    throw new DomainError('SESSION_NOT_ACTIVE', `The appointment is ${scope.status}`, { appointment_id: scope.appointmentId, appointment_status: scope.status });
+    throw new DomainError('SESSION_NOT_ACTIVE', `The appointment is ${scope.status}`, {
+      appointment_id: scope.appointmentId,
+      appointment_status: scope.status,
+    });
   }
 }
 
@@ -375,10 +244,45 @@ export async function markRead(
 
 /**
  * Who has read what in a conversation: each participant's read horizon (a message is read by a
- * participant when its id is at or below their horizon) and when it last moved.
+ * participant when its id is at or below their horizon), when it last moved, and their name.
  */
-export async function readState(ctx: AppContext, actor: ChatActor, scope: ChatScope) {
+export async function readState(ctx: AppContext, actor: ChatActor, scope: ChatScope): Promise<repo.ReadHorizon[]> {
   assertCanRead(actor, { patient_id: scope.patientId, doctor_id: scope.doctorId });
   const rows = await repo.readHorizons(ctx.db, scope);
   return rows.filter((r) => r.user_id === scope.patientId || r.user_id === scope.doctorId);
+}
+
+/** Pages the whole history is read in, and at most how many. */
+const HISTORY_PAGE = 500;
+const HISTORY_PAGES = 40;
+
+/**
+ * The whole conversation, oldest first, with its read state: what a client that keeps no pages
+ * (the original app) reads. Participants and admins.
+ */
+export async function conversationHistory(
+  ctx: AppContext,
+  actor: ChatActor,
+  scope: ChatScope,
+): Promise<{ messages: ChatMessageJson[]; horizons: repo.ReadHorizon[] }> {
+  assertCanRead(actor, { patient_id: scope.patientId, doctor_id: scope.doctorId });
+  const [messages, horizons] = await Promise.all([
+    (async () => {
+      const all: ChatMessageJson[] = [];
+      let after: number | undefined;
+      for (let i = 0; i < HISTORY_PAGES; i++) {
+        const { rows, hasMore } = await repo.listMessages(ctx.db, scope, { after, limit: HISTORY_PAGE });
+        const reactions = await repo.reactionsOf(
+          ctx.db,
+          rows.map((r) => r.id),
+        );
+        all.push(...rows.map((r) => messageJson(r, scope, reactions)));
+        if (!hasMore || rows.length === 0) break;
+        after = rows[rows.length - 1]!.id;
+      }
+      return all;
+    })(),
+    readState(ctx, actor, scope),
+  ]);
+  return { messages, horizons };
 }

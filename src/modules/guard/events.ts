@@ -4,7 +4,7 @@
  * would block, and how many distinct appointments that touches.
  *
  * One decision is recorded elsewhere: a legacy send served by the session's chat marks the message
- * it inserts with `legacy_operation` (same statement, no second row; `fastInsertSessionMessage`).
+ * it inserts with `legacy_operation` (same statement, no second row; `sendLegacy` in chat).
  * Readers use the view `guard_event_log`, which returns both.
  */
 import type { Executor } from '../../db/types.js';
