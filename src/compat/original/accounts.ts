@@ -17,7 +17,18 @@ import { doctorEarnings, doctorWallet, formatMinor, walletTransactionsPage, type
 import { contextOf, liveSessionsOf } from '../../modules/sessions/service.js';
 import { findPlan, listSubscriptions, unreadNotificationCount, usersByIds } from '../../modules/users/service.js';
 import { AppointmentItem, appointmentContext, appointmentItem } from './appointments.js';
-import { OkMsg, PageQuery, Paginator, PersonOut, original, originalErrorHandler, pageOf, paginator, person, splitName } from './shapes.js';
+import {
+  Envelope,
+  PageQuery,
+  Paginator,
+  PersonOut,
+  original,
+  originalErrorHandler,
+  pageOf,
+  paginator,
+  person,
+  splitName,
+} from './shapes.js';
 
 // ---------------------------------------------------------------------------------------------
 // Subscription (§8)
@@ -319,7 +330,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
           'The patient’s credits (camelCase and snake_case keys); `data: null` without an active plan',
           'Credits are summed over the unexpired subscriptions; doctors have none.',
         ),
-        response: { 200: OkMsg(Type.Union([SubscriptionView, Type.Null()])), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
+        response: { 200: Envelope(Type.Union([SubscriptionView, Type.Null()])), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
       },
     },
     async (req) => ({ success: true as const, data: await subscriptionView(ctx, currentUser(req)) }),
@@ -331,7 +342,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
       preHandler: anyone,
       schema: {
         ...original('The doctor’s balance, earnings and per-unit rates (decimals as strings)'),
-        response: { 200: OkMsg(WalletOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
+        response: { 200: Envelope(WalletOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
       },
     },
     async (req) => {
@@ -349,7 +360,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
       schema: {
         ...original('The doctor’s earnings, one credit per charged 10-minute unit, newest first'),
         querystring: PageQuery,
-        response: { 200: OkMsg(Paginator(Transaction)), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
+        response: { 200: Envelope(Paginator(Transaction)), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
       },
     },
     async (req) => {
@@ -368,7 +379,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
       schema: {
         ...original('Earnings by consultation type and the latest five transactions'),
         response: {
-          200: OkMsg(
+          200: Envelope(
             Type.Object({
               wallet: Type.Object(WalletTotals),
               earnings_by_type: Type.Object({ text: Money, audio: Money, video: Money }),
@@ -403,7 +414,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
       preHandler: anyone,
       schema: {
         ...original('What the doctor earns per charged 10-minute unit'),
-        response: { 200: OkMsg(PaymentRates), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
+        response: { 200: Envelope(PaymentRates), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
       },
     },
     async (req) => {
@@ -420,7 +431,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
       schema: {
         ...original('Withdrawal requests: always empty (sessiongate takes none)'),
         querystring: PageQuery,
-        response: { 200: OkMsg(Paginator(Type.Unknown())), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
+        response: { 200: Envelope(Paginator(Type.Unknown())), ...problems('UNAUTHENTICATED', 'FORBIDDEN') },
       },
     },
     async (req) => {
@@ -459,7 +470,7 @@ export default async function accountsRoutes(fastify: FastifyInstance) {
       preHandler: anyone,
       schema: {
         ...original('The home tab: upcoming appointments, live sessions, wallet (doctor) or credits (patient), unread notifications'),
-        response: { 200: OkMsg(DashboardOut), ...problems('UNAUTHENTICATED') },
+        response: { 200: Envelope(DashboardOut), ...problems('UNAUTHENTICATED') },
       },
     },
     async (req) => {

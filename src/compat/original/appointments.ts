@@ -25,7 +25,7 @@ import { contextOf, doctorInLiveSession, sessionsByIds, startAppointmentSession 
 import { isValidTimezone, usersByIds } from '../../modules/users/service.js';
 import {
   DATE_PATTERN,
-  OkMsg,
+  Envelope,
   PageQuery,
   Paginator,
   PersonOut,
@@ -282,7 +282,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   const { ctx } = app;
   const { db } = ctx;
   const anyone = app.auth();
-  const one = { 200: OkMsg(AppointmentItem), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT') };
+  const one = { 200: Envelope(AppointmentItem), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT') };
 
   app.get(
     '/api/appointments',
@@ -294,7 +294,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
           'Laravel’s paginator; 50 per page by default (the app asks for no page and reads only the first).',
         ),
         querystring: PageQuery,
-        response: { 200: OkMsg(Paginator(AppointmentItem)), ...problems('UNAUTHENTICATED') },
+        response: { 200: Envelope(Paginator(AppointmentItem)), ...problems('UNAUTHENTICATED') },
       },
     },
     async (req) => {
@@ -316,7 +316,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
         ...original('Book an appointment (date + time in the patient’s zone)'),
         body: BookBody,
         response: {
-          201: OkMsg(AppointmentItem),
+          201: Envelope(AppointmentItem),
           ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT', 'INSUFFICIENT_CREDITS'),
         },
       },
@@ -365,7 +365,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
       schema: {
         ...original('One appointment, in the details screen’s shape'),
         params: IdParams,
-        response: { 200: OkMsg(AppointmentDetails), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
+        response: { 200: Envelope(AppointmentDetails), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
       },
     },
     async (req) => {
@@ -493,7 +493,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
       schema: {
         ...original('The appointment’s session, if it has one (poll while waiting for it)'),
         params: IdParams,
-        response: { 200: OkMsg(SessionPollOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
+        response: { 200: Envelope(SessionPollOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
       },
     },
     async (req) => {
@@ -527,7 +527,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
         querystring: SlotsQuery,
         headers: TimezoneHeaders,
         response: {
-          200: OkMsg(
+          200: Envelope(
             Type.Object({
               doctor_id: Type.Integer(),
               date: Type.String(),
@@ -567,7 +567,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
             '`is_available_now` is false while the doctor is in a live session.',
         ),
         params: DoctorParams,
-        response: { 200: OkMsg(AvailabilityOut), ...problems('UNAUTHENTICATED', 'NOT_FOUND') },
+        response: { 200: Envelope(AvailabilityOut), ...problems('UNAUTHENTICATED', 'NOT_FOUND') },
       },
     },
     async (req) => {
