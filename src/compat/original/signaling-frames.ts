@@ -11,7 +11,7 @@ import { parsePositiveId } from '../../modules/sessions/context.js';
 import { isLive } from '../../modules/sessions/state.js';
 import type { BusEvent } from '../../realtime/bus.js';
 import type { CallSignalEventData, ReadEventData, SessionStatusEventData, TypingEventData } from '../../realtime/events.js';
-import { appCallStatus } from './calls.js';
+import { appCallStatus } from './call-shapes.js';
 import { appMessageJson } from './chat-shapes.js';
 import type { Target } from './signaling-target.js';
 

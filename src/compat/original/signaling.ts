@@ -60,7 +60,7 @@ import { freshSession, sessionByContext, sessionJson } from '../../modules/sessi
 import { isLive } from '../../modules/sessions/state.js';
 import { activeUser } from '../../modules/users/service.js';
 import type { HubSocket, SocketRoute, Topic } from '../../realtime/socket-hub.js';
-import { appCallStatus, callKeyOf } from './calls.js';
+import { appCallStatus, callKeyOf } from './call-shapes.js';
 import {
   appFrames,
   CALL_END_FRAMES,
