@@ -22,7 +22,7 @@ import chatRoutes from './modules/chat/routes.js';
 import billingRoutes from './modules/billing/routes.js';
 import opsRoutes from './modules/ops/routes.js';
 import asyncApiRoute from './realtime/asyncapi.js';
-import realtimeGateway, { DEFAULTS as WS_LIMITS } from './gateway/gateway.js';
+import realtimeGateway from './gateway/gateway.js';
 import websocketSupport from './gateway/websocket.js';
 import mediaRoutes from './modules/media/routes.js';
 import originalContract from './compat/original/index.js';
@@ -141,7 +141,7 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
   await app.register(opsRoutes);
   // One WebSocket server for every socket route: `bearer` for /api/v2/ws, `no-compression` for the
   // original app's sockets (it offers that one sub-protocol and needs it echoed).
-  await app.register(websocketSupport, { maxPayloadBytes: WS_LIMITS.maxPayloadBytes, protocols: ['bearer', 'no-compression'] });
+  await app.register(websocketSupport, { protocols: ['bearer', 'no-compression'] });
   await app.register(mediaRoutes);
   await app.register(realtimeGateway);
   // The original client contract at /api (src/compat/original): a translation layer over the

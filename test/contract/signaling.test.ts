@@ -3,7 +3,9 @@
  * listening on a real port: the handshake (`no-compression` echoed, `connection-established`),
  * who is refused, chat frames stored through the core and delivered to the other party, typing,
  * read receipts, a message sent over /api/v2 REST reaching the app's socket, and call signalling
- * relayed to the other participant only — from the token-less call sockets the store build opens.
+ * relayed to the other participant only — from the token-less call sockets the store build opens;
+ * and the socket hub's rules shared with /api/v2/ws: revocation, per-frame authorization against
+ * the current user and session, the per-user connection cap and handshake rate.
  */
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +13,7 @@ import WebSocket from 'ws';
 import type { User } from '../../src/db/types.js';
 import { redactUrl } from '../../src/lib/logger.js';
 import { createHarness, type TestHarness } from '../helpers/app.js';
+import { WsClient } from '../helpers/ws-client.js';
 import { sent, startSession, type StartedSession } from '../integration/chat-helpers.js';
 
 type Frame = { type: string; [k: string]: any };
@@ -80,6 +83,14 @@ class AppSocket {
 
   send(frame: Record<string, unknown>) {
     this.ws.send(JSON.stringify(frame));
+  }
+
+  /** The close, or a timeout error after `ms`. */
+  closedWithin(ms: number): Promise<{ code: number; reason: string }> {
+    return Promise.race([
+      this.closed,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`socket still open after ${ms} ms`)), ms).unref()),
+    ]);
   }
 }
 
@@ -425,5 +436,147 @@ describe('phase 3 (ENFORCE_SESSION_GATED_CHAT): the same guard as the REST door'
     expect((await doctor.next((f) => f.type === 'chat-message')).message.message).toBe('By session');
     doctor.send({ type: 'call-answered', appointmentId: String(s.appointmentId), senderId: s.doctor.id });
     expect((await patient.next((f) => f.type === 'call-answered')).senderId).toBe(s.doctor.id);
+  });
+});
+
+/** A video call started by the store build's call screen (a `direct_session_*` key), live. */
+async function liveCall(h: TestHarness) {
+  const patient = await h.newPatient();
+  const doctor = await h.newDoctor();
+  await h.giveCredits(patient, { video: 1 });
+  const key = `direct_session_${Date.now()}_${patient.id}`;
+  const start = await h.app.inject({
+    method: 'POST',
+    url: '/api/call-sessions/start',
+    headers: await h.auth(patient),
+    payload: { call_type: 'video', appointment_id: key, doctor_id: doctor.id },
+  });
+  expect(start.statusCode).toBe(200);
+  return { patient, doctor, key, sessionId: start.json().data.session_id as number };
+}
+
+describe('access after the handshake: the socket hub of /api/v2/ws', () => {
+  const storedBodies = async (s: StartedSession) =>
+    (await t.ctx.db.selectFrom('messages').select('body').where('session_id', '=', s.sessionId).execute()).map((m) => m.body);
+
+  it("a deactivated user's app sockets (chat, and token-less call) are closed at once and receive nothing more", async () => {
+    const s = await startSession(t);
+    const admin = await t.newAdmin();
+    const sock = await chatSocket(s.patient, `text_session_${s.sessionId}`);
+    await sent(t, s.doctor, s.context, { body: 'before' });
+    await sock.next((f) => f.type === 'chat-message' && f.message.message === 'before');
+    const call = await liveCall(t);
+    const callSock = await dial('/call-signaling', { appointmentId: call.key, userId: call.doctor.id, userType: 'doctor' });
+
+    for (const u of [s.patient, call.doctor]) {
+      const res = await t.app.inject({ method: 'POST', url: `/api/v2/admin/users/${u.id}/deactivate`, headers: await t.auth(admin) });
+      expect(res.statusCode).toBe(200);
+    }
+    expect((await sock.closedWithin(3_000)).code).toBe(4003);
+    expect((await callSock.closedWithin(3_000)).code).toBe(4003);
+    await sent(t, s.doctor, s.context, { body: 'after' });
+    expect(sock.frames.some((f) => f.type === 'chat-message' && f.message.message === 'after')).toBe(false);
+    // Neither door opens again: the token is refused, and a token-less socket names no active user.
+    expect(
+      await refused('/chat-signaling', {
+        appointmentId: `text_session_${s.sessionId}`,
+        userId: s.patient.id,
+        authToken: await t.token(s.patient),
+      }),
+    ).toBe('HTTP 401');
+    expect(await refused('/call-signaling', { appointmentId: call.key, userId: call.doctor.id, userType: 'doctor' })).toBe('HTTP 404');
+  });
+
+  it('a user demoted without a signal is cut off at their next frame, which is not acted on', async () => {
+    const s = await startSession(t);
+    const patient = await chatSocket(s.patient, `text_session_${s.sessionId}`);
+    const doctor = await chatSocket(s.doctor, `text_session_${s.sessionId}`);
+    await t.ctx.db.updateTable('users').set({ role: 'patient' }).where('id', '=', s.doctor.id).execute();
+    doctor.send({ type: 'chat-message', content: 'from a former doctor', messageType: 'text', tempId: 'msg_demoted' });
+    expect((await doctor.closedWithin(3_000)).code).toBe(4003);
+    expect(await patient.never((f) => f.type === 'chat-message')).toBe(true);
+    expect(await storedBodies(s)).not.toContain('from a former doctor');
+  });
+
+  it('each frame is checked against the session as it is now, not as it was at the handshake or the last event', async () => {
+    const s = await startSession(t);
+    const patient = await chatSocket(s.patient, `text_session_${s.sessionId}`);
+    const doctor = await chatSocket(s.doctor, String(s.appointmentId));
+    // Ended behind the sockets' back (no event reaches them): only a re-read can know.
+    await t.ctx.db
+      .updateTable('sessions')
+      .set({ status: 'ended', ended_at: new Date(), end_reason: 'manual' })
+      .where('id', '=', s.sessionId)
+      .execute();
+    patient.send({ type: 'typing-indicator', isTyping: true });
+    expect(await patient.next((f) => f.type === 'error' && f.of === 'typing-indicator')).toMatchObject({
+      error_code: 'SESSION_NOT_ACTIVE',
+    });
+    patient.send({ type: 'chat-message', content: 'too late', messageType: 'text', tempId: 'msg_too_late' });
+    expect((await patient.next((f) => f.type === 'error' && f.of === 'chat-message')).error_code).toEqual(expect.any(String));
+    doctor.send({ type: 'offer', offer: { type: 'offer', sdp: 'v=0 late' } });
+    expect(await doctor.next((f) => f.type === 'error' && f.of === 'offer')).toMatchObject({ error_code: 'SESSION_NOT_ACTIVE' });
+    expect(await doctor.never((f) => f.type === 'typing-indicator' || f.type === 'chat-message')).toBe(true);
+    expect(await patient.never((f) => f.type === 'offer')).toBe(true);
+    expect(await storedBodies(s)).not.toContain('too late');
+  });
+});
+
+describe('the per-user connection cap and handshake rate count app sockets with /api/v2/ws', () => {
+  const saved: { t?: TestHarness; base?: string } = {};
+  beforeAll(async () => {
+    saved.t = t;
+    saved.base = base;
+    t = await createHarness({ env: { WS_MAX_CONNECTIONS_PER_USER: '2', RATE_LIMIT_WS_CONNECT_PER_MINUTE: '4' } });
+    base = await listening(t);
+  });
+  afterAll(async () => {
+    await t.close();
+    t = saved.t!;
+    base = saved.base!;
+  });
+  const v2 = async (user: User) => {
+    const c = await WsClient.open(`${base}/api/v2/ws`, ['bearer', await t.token(user)]);
+    return c;
+  };
+
+  it('at most WS_MAX_CONNECTIONS_PER_USER sockets per user, whichever route opened them (429 above)', async () => {
+    const s = await startSession(t);
+    const label = `text_session_${s.sessionId}`;
+    const gw = await v2(s.patient);
+    const app = await chatSocket(s.patient, label);
+    expect(await refused('/chat-signaling', { appointmentId: label, userId: s.patient.id, authToken: await t.token(s.patient) })).toBe(
+      'HTTP 429',
+    );
+    await expect(v2(s.patient)).rejects.toThrow('HTTP 429');
+    // Another user is not affected.
+    await chatSocket(s.doctor, label);
+    app.ws.close();
+    await app.closed;
+    await expect
+      .poll(
+        () =>
+          chatSocket(s.patient, label).then(
+            () => true,
+            () => false,
+          ),
+        { timeout: 3_000 },
+      )
+      .toBe(true);
+    gw.close();
+  });
+
+  it('RATE_LIMIT_WS_CONNECT_PER_MINUTE handshakes per user, the two routes together', async () => {
+    const s = await startSession(t);
+    const label = `text_session_${s.sessionId}`;
+    for (let i = 0; i < 4; i++) {
+      const c = i % 2 === 0 ? await chatSocket(s.doctor, label) : await v2(s.doctor);
+      c.ws.close();
+      await c.closed;
+    }
+    expect(await refused('/chat-signaling', { appointmentId: label, userId: s.doctor.id, authToken: await t.token(s.doctor) })).toBe(
+      'HTTP 429',
+    );
+    await expect(v2(s.doctor)).rejects.toThrow('HTTP 429');
   });
 });

@@ -22,14 +22,17 @@ export class WsClient {
     this.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
   }
 
-  /** Opens a socket and waits for `ready`; rejects with `HTTP <status>` when the upgrade is refused. */
-  static open(url: string, protocols?: string[]): Promise<WsClient> {
+  /**
+   * Opens a socket and waits for its first frame (`ready` on /api/v2/ws; the original app's
+   * sockets say `connection-established`); rejects with `HTTP <status>` when the upgrade is refused.
+   */
+  static open(url: string, protocols?: string[], ready: (f: Frame) => boolean = (f) => f.type === 'ready'): Promise<WsClient> {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, protocols);
       const c = new WsClient(ws);
       ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
       ws.once('error', reject);
-      c.next((f) => f.type === 'ready').then(() => resolve(c), reject);
+      c.next(ready).then(() => resolve(c), reject);
     });
   }
 

@@ -1,7 +1,8 @@
 /**
  * Revocation across processes, the way it is deployed: two `sessiongate serve` processes on one
  * PostgreSQL. A user whose socket is open on API B is deactivated through API A (HTTP) or the CLI,
- * or deleted in SQL: the socket on B is closed within seconds and receives nothing more.
+ * or deleted in SQL: the socket on B — sessiongate's or the original app's — is closed within
+ * seconds and receives nothing more.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../../src/db/index.js';
@@ -128,6 +129,32 @@ describe.skipIf(!isPostgres)('revocation across API processes', () => {
     // And every door of both processes refuses the token.
     expect((await http(1, s.patient, 'GET', '/api/v2/me')).status).toBe(401);
     await expect(socketOnB(s.patient)).rejects.toThrow('HTTP 401');
+  });
+
+  it("the original app's chat socket on API B: closed when the user is deactivated through API A, nothing more delivered", async () => {
+    const s = await newSession();
+    const [admin] = await database.db.insertInto('users').values({ role: 'admin', name: 'A' }).returning(['id', 'role']).execute();
+    const sessionId = s.context.split(':')[1]!;
+    const qs = new URLSearchParams({
+      appointmentId: `text_session_${sessionId}`,
+      userId: String(s.patient.id),
+      authToken: await token(s.patient),
+    });
+    const sock = await WsClient.open(
+      `ws://127.0.0.1:${apis[1]!.port}/chat-signaling?${qs}`,
+      ['no-compression'],
+      (f) => f.type === 'connection-established',
+    );
+    clients.push(sock);
+    expect((await sendVia(0, s.doctor, s.context, 'before')).status).toBe(201);
+    await sock.next((f) => f.type === 'chat-message' && f.message.message === 'before');
+
+    const started = Date.now();
+    expect((await http(0, admin!, 'POST', `/api/v2/admin/users/${s.patient.id}/deactivate`)).status).toBe(200);
+    expect((await sock.closedWithin(5_000)).code).toBe(4003);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect((await sendVia(0, s.doctor, s.context, 'after')).status).toBe(201);
+    expect(sock.frames.some((f) => f.type === 'chat-message' && f.message.message === 'after')).toBe(false);
   });
 
   it('deactivated by `sessiongate users:deactivate` (a third process): the socket on API B is closed', async () => {

@@ -6,7 +6,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { Appointment, Executor, Session, User } from '../../db/types.js';
+import type { Appointment } from '../../db/types.js';
 import { DomainError, forbidden, invalid, notFound } from '../../lib/errors.js';
 import { IdParams, iso, problems, toId } from '../../lib/schemas.js';
 import { currentUser, type AuthUser } from '../../plugins/auth.js';
@@ -21,245 +21,36 @@ import {
   readableAppointment,
   sessionContextOf,
 } from '../../modules/appointments/service.js';
-import { contextOf, doctorInLiveSession, sessionsByIds, startAppointmentSession } from '../../modules/sessions/service.js';
+import { contextOf, doctorInLiveSession, startAppointmentSession } from '../../modules/sessions/service.js';
 import { isValidTimezone, usersByIds } from '../../modules/users/service.js';
 import {
-  DATE_PATTERN,
-  OkMsg,
+  Envelope,
   PageQuery,
   Paginator,
-  PersonOut,
-  TIME_PATTERN,
   appStatus,
   hourMinute,
   original,
   originalErrorHandler,
   pageOf,
   paginator,
-  person,
   safeZone,
-  wallClock,
   zonedInstant,
 } from './shapes.js';
-
-// ---------------------------------------------------------------------------------------------
-// Shapes
-
-const NullableInt = Type.Union([Type.Integer(), Type.Null()]);
-const NullableString = Type.Union([Type.String(), Type.Null()]);
-
-/** A list item (`AppointmentController@index`), with the aliases the app also tries. */
-export const AppointmentItem = Type.Object({
-  id: Type.Integer(),
-  patient_id: Type.Integer(),
-  doctor_id: Type.Integer(),
-  appointment_date: Type.String({ description: 'YYYY-MM-DD in user_timezone (the patient’s booking zone)' }),
-  appointment_time: Type.String({ description: 'HH:mm:ss in user_timezone' }),
-  appointment_datetime_utc: Type.String({ format: 'date-time' }),
-  user_timezone: Type.String(),
-  date: Type.String(),
-  time: Type.String(),
-  appointment_type: Type.String(),
-  duration_minutes: Type.Integer(),
-  status: Type.Integer({ description: '0 pending, 1 confirmed, 2 cancelled/expired/missed, 3 completed, 7 in progress' }),
-  status_name: Type.String({ description: 'sessiongate’s status word' }),
-  reason: NullableString,
-  session_id: Type.Union([Type.Integer(), Type.Null()], {
-    description: 'The appointment’s text session (null before it starts, and for calls)',
-  }),
-  sessionId: NullableInt,
-  session_context: NullableString,
-  call_unlocked_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
-  created_at: Type.String({ format: 'date-time' }),
-  updated_at: Type.String({ format: 'date-time' }),
-  doctorName: Type.String(),
-  patientName: Type.String(),
-  doctor_name: Type.String(),
-  patient_name: Type.String(),
-  doctor: PersonOut,
-  patient: PersonOut,
-});
-
-/** The details screen's flat object (`AppointmentController@show`): other names than the list. */
-export const AppointmentDetails = Type.Object({
-  ...AppointmentItem.properties,
-  consultation_type: Type.String(),
-  notes: Type.Null(),
-  actual_start_time: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
-  actual_end_time: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
-  sessions_deducted: Type.Integer({ description: 'Units charged for the appointment’s session' }),
-  completed_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
-});
-
-type People = Map<number, User>;
-
-/** Loads the parties and sessions a batch of appointments names (three reads, whatever the batch size). */
-export async function appointmentContext(db: Executor, rows: readonly Appointment[]) {
-  const [users, sessions] = await Promise.all([
-    usersByIds(
-      db,
-      rows.flatMap((a) => [a.patient_id, a.doctor_id]),
-    ),
-    sessionsByIds(
-      db,
-      rows.flatMap((a) => (a.session_id === null ? [] : [a.session_id])),
-    ),
-  ]);
-  return { people: new Map(users.map((u) => [u.id, u])) as People, sessions: new Map(sessions.map((s) => [s.id, s])) };
-}
-
-/** The zone an appointment's wall-clock date and time are given in: the patient's booking zone. */
-export function appointmentZone(a: Appointment, people: People): string {
-  return safeZone(a.patient_timezone ?? people.get(a.patient_id)?.timezone);
-}
-
-/** List item of one appointment (`session` is its linked session, if any). */
-export function appointmentItem(a: Appointment, people: People, session: Session | undefined) {
-  const zone = appointmentZone(a, people);
-  const wall = wallClock(a.scheduled_at, zone);
-  const doctor = person(people.get(a.doctor_id), a.doctor_id);
-  const patient = person(people.get(a.patient_id), a.patient_id);
-  // `session_id` names the appointment's *text* session: the app opens `text_session_{id}` with it.
-  // A call appointment's session is reached through `/chat/{appointment id}`; for it the app reads
-  // `call_unlocked_at` instead, which is when its call session was created (from 15 minutes
-  // before the slot by start-session, or at the slot by auto-start).
-  const textSessionId = session && session.kind === 'text' ? session.id : null;
-  return {
-    id: a.id,
-    patient_id: a.patient_id,
-    doctor_id: a.doctor_id,
-    appointment_date: wall.date,
-    appointment_time: wall.time,
-    appointment_datetime_utc: iso(a.scheduled_at)!,
-    user_timezone: zone,
-    date: wall.date,
-    time: wall.time,
-    appointment_type: a.appointment_type,
-    duration_minutes: a.duration_minutes,
-    status: appStatus(a.status),
-    status_name: a.status,
-    reason: a.reason,
-    session_id: textSessionId,
-    sessionId: textSessionId,
-    session_context: session ? contextOf(session) : null,
-    call_unlocked_at: session && session.kind === 'call' ? iso(session.created_at) : null,
-    created_at: iso(a.created_at)!,
-    updated_at: iso(a.updated_at)!,
-    doctorName: doctor.display_name,
-    patientName: patient.display_name,
-    doctor_name: doctor.display_name,
-    patient_name: patient.display_name,
-    doctor,
-    patient,
-  };
-}
-
-export function appointmentDetails(a: Appointment, people: People, session: Session | undefined) {
-  const item = appointmentItem(a, people, session);
-  const started = session ? (session.activated_at ?? session.connected_at) : null;
-  return {
-    ...item,
-    consultation_type: a.appointment_type,
-    notes: null,
-    actual_start_time: iso(started),
-    actual_end_time: iso(session?.ended_at),
-    sessions_deducted: session?.units_billed ?? 0,
-    completed_at: a.status === 'completed' ? iso(session?.ended_at ?? a.updated_at) : null,
-  };
-}
-
-async function itemOf(db: Executor, a: Appointment) {
-  const { people, sessions } = await appointmentContext(db, [a]);
-  return appointmentItem(a, people, a.session_id === null ? undefined : sessions.get(a.session_id));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Requests
-
-/** Path ids are strings in a URL; the app sends digits. */
-const DoctorParams = Type.Object({ id: IdParams.properties.id });
-
-/** `doctor_id` as the app sends it (a number), or as a string of digits. */
-const LooseId = Type.Union([
-  Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
-  Type.String({ pattern: '^[1-9][0-9]{0,15}$' }),
-]);
-
-const BookBody = Type.Object(
-  {
-    doctor_id: LooseId,
-    appointment_date: Type.String({ pattern: DATE_PATTERN, description: 'YYYY-MM-DD, the patient’s wall clock' }),
-    appointment_time: Type.String({ pattern: TIME_PATTERN, description: 'HH:mm or HH:mm:ss' }),
-    user_timezone: Type.Optional(
-      Type.String({ minLength: 1, maxLength: 64, description: 'IANA zone; default: the patient’s profile zone' }),
-    ),
-    appointment_type: Type.Union([Type.Literal('text'), Type.Literal('voice'), Type.Literal('audio'), Type.Literal('video')]),
-    reason: Type.Optional(Type.Union([Type.String({ maxLength: 500 }), Type.Null()])),
-  },
-  { description: 'Unknown fields are ignored (the app sends more than it needs).' },
-);
-
-const DoctorStatusBody = Type.Object({
-  status: Type.Union([Type.Literal('confirmed'), Type.Literal('cancelled'), Type.Literal('rejected'), Type.Literal(1), Type.Literal(2)]),
-});
-
-const PatchBody = Type.Object({
-  status: Type.Optional(Type.Union([Type.Integer(), Type.String({ maxLength: 32 })])),
-  cancellation_reason: Type.Optional(Type.Union([Type.String(), Type.Null()])),
-  cancelled_by: Type.Optional(Type.Union([Type.String(), Type.Null()])),
-  appointment_date: Type.Optional(Type.String()),
-  appointment_time: Type.Optional(Type.String()),
-});
-
-/** The converter sends `{"modality": "text"}`; older builds send nothing. */
-const StartBody = Type.Union([Type.Object({ modality: Type.Optional(Type.String({ maxLength: 16 })) }), Type.Null()]);
-
-const SlotsQuery = Type.Object({
-  date: Type.String({ pattern: DATE_PATTERN, description: 'YYYY-MM-DD in the caller’s zone' }),
-  user_timezone: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
-});
-
-const TimezoneHeaders = Type.Object({ 'x-user-timezone': Type.Optional(Type.String({ maxLength: 64 })) });
-
-const StartOut = Type.Object({
-  success: Type.Literal(true),
-  message: Type.String(),
-  context_type: Type.Union([Type.Literal('text_session'), Type.Literal('call_session')]),
-  context_id: Type.Integer(),
-  session_id: Type.Integer(),
-  session_context: Type.String(),
-  appointment_id: Type.Integer(),
-  data: Type.Object({
-    appointment_id: Type.Integer(),
-    session_id: Type.Integer(),
-    session_context: Type.String(),
-    appointment_type: Type.String(),
-    session_status: Type.String(),
-    status: Type.Integer(),
-    call_unlocked_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
-  }),
-});
-
-const SessionPollOut = Type.Object({
-  appointment_id: Type.Integer(),
-  session_id: NullableInt,
-  session_context: NullableString,
-  status: Type.Integer({ description: 'The appointment’s numeric status' }),
-  appointment_status: Type.String({ description: 'sessiongate’s status word' }),
-  appointment_type: Type.String(),
-  session_status: NullableString,
-  doctor_response_deadline: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
-});
-
-const DAYS = ['monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday'] as const;
-const DayHours = Type.Object({ enabled: Type.Boolean(), slots: Type.Array(Type.Object({ start: Type.String(), end: Type.String() })) });
-
-const AvailabilityOut = Type.Object({
-  doctor_id: Type.Integer(),
-  working_hours: Type.Object(Object.fromEntries(DAYS.map((d) => [d, DayHours])) as Record<(typeof DAYS)[number], typeof DayHours>),
-  is_available_now: Type.Boolean(),
-  is_online: Type.Boolean(),
-});
+import { AppointmentDetails, AppointmentItem, appointmentContext, appointmentDetails, appointmentItem } from './appointment-shapes.js';
+import {
+  DoctorParams,
+  BookBody,
+  DoctorStatusBody,
+  PatchBody,
+  StartBody,
+  SlotsQuery,
+  TimezoneHeaders,
+  StartOut,
+  SessionPollOut,
+  DAYS,
+  AvailabilityOut,
+} from './appointment-schemas.js';
+import { itemOf } from './appointment-shapes.js';
 
 /** A time zone the caller named (validated), else their profile's. */
 function callerZone(user: AuthUser, ...named: (string | undefined)[]): string {
@@ -282,7 +73,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
   const { ctx } = app;
   const { db } = ctx;
   const anyone = app.auth();
-  const one = { 200: OkMsg(AppointmentItem), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT') };
+  const one = { 200: Envelope(AppointmentItem), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT') };
 
   app.get(
     '/api/appointments',
@@ -294,7 +85,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
           'Laravel’s paginator; 50 per page by default (the app asks for no page and reads only the first).',
         ),
         querystring: PageQuery,
-        response: { 200: OkMsg(Paginator(AppointmentItem)), ...problems('UNAUTHENTICATED') },
+        response: { 200: Envelope(Paginator(AppointmentItem)), ...problems('UNAUTHENTICATED') },
       },
     },
     async (req) => {
@@ -316,7 +107,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
         ...original('Book an appointment (date + time in the patient’s zone)'),
         body: BookBody,
         response: {
-          201: OkMsg(AppointmentItem),
+          201: Envelope(AppointmentItem),
           ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT', 'INSUFFICIENT_CREDITS'),
         },
       },
@@ -365,7 +156,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
       schema: {
         ...original('One appointment, in the details screen’s shape'),
         params: IdParams,
-        response: { 200: OkMsg(AppointmentDetails), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
+        response: { 200: Envelope(AppointmentDetails), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
       },
     },
     async (req) => {
@@ -493,7 +284,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
       schema: {
         ...original('The appointment’s session, if it has one (poll while waiting for it)'),
         params: IdParams,
-        response: { 200: OkMsg(SessionPollOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
+        response: { 200: Envelope(SessionPollOut), ...problems('UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND') },
       },
     },
     async (req) => {
@@ -527,7 +318,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
         querystring: SlotsQuery,
         headers: TimezoneHeaders,
         response: {
-          200: OkMsg(
+          200: Envelope(
             Type.Object({
               doctor_id: Type.Integer(),
               date: Type.String(),
@@ -567,7 +358,7 @@ export default async function appointmentsRoutes(fastify: FastifyInstance) {
             '`is_available_now` is false while the doctor is in a live session.',
         ),
         params: DoctorParams,
-        response: { 200: OkMsg(AvailabilityOut), ...problems('UNAUTHENTICATED', 'NOT_FOUND') },
+        response: { 200: Envelope(AvailabilityOut), ...problems('UNAUTHENTICATED', 'NOT_FOUND') },
       },
     },
     async (req) => {

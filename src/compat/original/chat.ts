@@ -24,33 +24,12 @@ import { parsePositiveId } from '../../modules/session-context.js';
 import { getUser, isValidTimezone } from '../../modules/users/service.js';
 import { humanErrors, originalProblems } from './human.js';
 import { resolveChatTarget, type ChatTarget } from './ids.js';
-import { Envelope, ORIGINAL, person } from './session-shapes.js';
+import { AppMessage, appMessageJson } from './chat-shapes.js';
+import { chatPerson, Envelope, OPEN, original } from './shapes.js';
 
 const open = { additionalProperties: true } as const;
 const Params = Type.Object({ id: Type.String({ maxLength: 64 }) });
 const NullableString = Type.Union([Type.String(), Type.Null()]);
-
-/** The message object of `types/chat.ts` (§4.1). */
-const Message = Type.Object(
-  {
-    id: Type.Integer(),
-    appointment_id: Type.Integer(),
-    session_id: Type.Union([Type.Integer(), Type.Null()]),
-    session_context: NullableString,
-    sender_id: Type.Integer(),
-    sender_name: Type.String(),
-    message: Type.String(),
-    message_type: Literals(['text', 'image', 'voice'] as const),
-    media_url: NullableString,
-    temp_id: NullableString,
-    reply_to_id: Type.Union([Type.Integer(), Type.Null()]),
-    created_at: Type.String(),
-    timestamp: Type.String(),
-    delivery_status: Literals(['sent', 'delivered', 'read'] as const),
-    read_by: Type.Array(Type.Object({ user_id: Type.Integer(), user_name: Type.String(), read_at: Type.String() })),
-  },
-  open,
-);
 
 /** The body of §4.3 (every sender of the app); `id`, `reply_to`, `message_id`… are tolerated (quirk 2). */
 const SendBody = Type.Object(
@@ -73,28 +52,6 @@ const SendBody = Type.Object(
 /** The room number the app keys its local history by: the appointment, or the text session. */
 const roomOf = (target: ChatTarget, scope: ChatScope): number =>
   target.type === 'appointment' ? target.id : target.type === 'session' ? target.id : (scope.appointmentId ?? scope.sessionId ?? 0);
-
-/** §4.1 from the core's message, with delivery and read state from the read horizons. */
-function appMessage(m: ChatMessageJson, room: number, viewerId: number, horizons: ReadHorizon[]) {
-  const readers = horizons.filter((h) => h.user_id !== m.sender_id && h.last_read_message_id >= m.id);
-  return {
-    id: m.id,
-    appointment_id: room,
-    session_id: m.session_id,
-    session_context: m.session_context,
-    sender_id: m.sender_id,
-    sender_name: m.sender_name,
-    message: m.body,
-    message_type: m.type,
-    media_url: m.media_url,
-    temp_id: m.client_message_id,
-    reply_to_id: m.reply_to_message_id,
-    created_at: m.created_at,
-    timestamp: m.created_at,
-    delivery_status: readers.length > 0 ? ('read' as const) : m.sender_id === viewerId ? ('sent' as const) : ('delivered' as const),
-    read_by: readers.map((h) => ({ user_id: h.user_id, user_name: h.user_name, read_at: h.read_at.toISOString() })),
-  };
-}
 
 /** Appointment status as the app's integer (reference §0). */
 const APPOINTMENT_STATUS_CODE: Record<string, number> = {
@@ -139,11 +96,10 @@ export default async function chatRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
-        ...ORIGINAL,
-        summary: 'The whole history of a chat (appointment id, text session id or text_session_N), oldest first',
+        ...original('The whole history of a chat (appointment id, text session id or text_session_N), oldest first'),
         params: Params,
         querystring: Type.Object({ since: Type.Optional(Type.String({ maxLength: 64 })) }, open),
-        response: { 200: Envelope(Type.Array(Message)), ...originalProblems },
+        response: { 200: Envelope(Type.Array(AppMessage), OPEN), ...originalProblems },
       },
     },
     async (req) => {
@@ -152,7 +108,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
       const conv = await resolveLegacyChat(ctx, actor, target.core, 'getMessages');
       const { messages, horizons } = await conversationHistory(ctx, actor, conv.scope);
       const room = roomOf(target, conv.scope);
-      return { success: true as const, data: messages.map((m) => appMessage(m, room, actor.id, horizons)) };
+      return { success: true as const, data: messages.map((m) => appMessageJson(m, { room, viewerId: actor.id, horizons })) };
     },
   );
 
@@ -161,11 +117,10 @@ export default async function chatRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
-        ...ORIGINAL,
-        summary: 'Send a text, image or voice message (temp_id makes a retry return the stored message)',
+        ...original('Send a text, image or voice message (temp_id makes a retry return the stored message)'),
         params: Params,
         body: SendBody,
-        response: { 200: Envelope(Message), ...originalProblems },
+        response: { 200: Envelope(AppMessage, OPEN), ...originalProblems },
       },
     },
     async (req) => {
@@ -187,7 +142,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
       return {
         success: true as const,
         message: 'Message sent',
-        data: appMessage(r.message, roomOf(target, r.scope), actor.id, []),
+        data: appMessageJson(r.message, { room: roomOf(target, r.scope), viewerId: actor.id, horizons: [] }),
       };
     },
   );
@@ -197,8 +152,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
-        ...ORIGINAL,
-        summary: "Mark the chat read (up to `timestamp`) for the caller (older build); `user_id` is ignored: it is the token's user",
+        ...original("Mark the chat read (up to `timestamp`) for the caller (older build); `user_id` is ignored: it is the token's user"),
         params: Params,
         body: Type.Union([
           Type.Object(
@@ -213,6 +167,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
         response: {
           200: Envelope(
             Type.Object({ marked_count: Type.Integer(), last_read_message_id: Type.Union([Type.Integer(), Type.Null()]) }, open),
+            OPEN,
           ),
           ...originalProblems,
         },
@@ -236,15 +191,15 @@ export default async function chatRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
-        ...ORIGINAL,
-        summary: "The older build's sync: the whole history with a sync stamp",
+        ...original("The older build's sync: the whole history with a sync stamp"),
         params: Params,
         response: {
           200: Envelope(
             Type.Object(
-              { appointment_id: Type.Integer(), messages: Type.Array(Message), last_sync: Type.String(), message_count: Type.Integer() },
+              { appointment_id: Type.Integer(), messages: Type.Array(AppMessage), last_sync: Type.String(), message_count: Type.Integer() },
               open,
             ),
+            OPEN,
           ),
           ...originalProblems,
         },
@@ -260,7 +215,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
         success: true as const,
         data: {
           appointment_id: room,
-          messages: messages.map((m) => appMessage(m, room, actor.id, horizons)),
+          messages: messages.map((m) => appMessageJson(m, { room, viewerId: actor.id, horizons })),
           last_sync: ctx.now().toISOString(),
           message_count: messages.length,
         },
@@ -273,8 +228,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
-        ...ORIGINAL,
-        summary: 'Chat header: who the other party is, the appointment type and status, the session (`NaN` is a 404)',
+        ...original('Chat header: who the other party is, the appointment type and status, the session (`NaN` is a 404)'),
         params: Params,
         response: {
           200: Envelope(
@@ -299,6 +253,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
               },
               open,
             ),
+            OPEN,
           ),
           ...originalProblems,
         },
@@ -314,8 +269,8 @@ export default async function chatRoutes(fastify: FastifyInstance) {
       if (target.type === 'session') {
         const s = await freshSession(ctx, await readableSession(ctx.db, actor, target.core));
         const [patient, doctor] = await Promise.all([getUser(ctx.db, s.patient_id), getUser(ctx.db, s.doctor_id)]);
-        const p = person(patient);
-        const d = person(doctor);
+        const p = chatPerson(patient);
+        const d = chatPerson(doctor);
         const at = wallClock(s.created_at, viewerTz);
         return {
           success: true as const,
@@ -342,8 +297,8 @@ export default async function chatRoutes(fastify: FastifyInstance) {
       const a = await readableAppointment(ctx.db, actor as Actor, target.id);
       const { session } = await pollAppointmentSession(ctx.database, actor, a.id);
       const [patient, doctor] = await Promise.all([getUser(ctx.db, a.patient_id), getUser(ctx.db, a.doctor_id)]);
-      const p = person(patient);
-      const d = person(doctor);
+      const p = chatPerson(patient);
+      const d = chatPerson(doctor);
       // The app shows the booking on the patient's wall clock (reference §0).
       const at = wallClock(a.scheduled_at, a.patient_timezone ?? patient?.timezone ?? 'UTC');
       const isCall = a.appointment_type !== 'text';

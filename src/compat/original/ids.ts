@@ -15,7 +15,9 @@
  * that happens to equal a stranger's appointment id still reaches the caller's own session.
  * Participation itself is the core's access gate; this file only picks the name.
  */
+import { Type } from '@sinclair/typebox';
 import type { AppContext } from '../../context.js';
+import { Id, IdString } from '../../lib/schemas.js';
 import { notFound } from '../../lib/errors.js';
 import { accessOf, type Actor } from '../../modules/access.js';
 import { getAppointment } from '../../modules/appointments/service.js';
@@ -80,3 +82,7 @@ export async function resolveChatTarget(ctx: AppContext, actorOf: Actor | (() =>
 
 /** `text_session_{id}`: the chat route key the app builds from a text session id. */
 export const chatRoomId = (sessionId: number) => `text_session_${sessionId}`;
+
+/** An id in a body, as a number or a numeric string (quirk 3). */
+export const LooseId = Type.Union([Id, IdString]);
+export const idOf = (v: number | string): number => Number(v);

@@ -15,6 +15,7 @@ import type { FastifyInstance } from 'fastify';
 import appointments from './appointments.js';
 import accounts from './accounts.js';
 import textSessions from './text-sessions.js';
+import textBilling from './text-billing.js';
 import chat from './chat.js';
 import uploads from './uploads.js';
 import calls from './calls.js';
@@ -25,6 +26,7 @@ export default async function originalContract(app: FastifyInstance) {
   await app.register(appointments);
   await app.register(accounts);
   await app.register(textSessions);
+  await app.register(textBilling);
   await app.register(chat);
   await app.register(uploads);
   await app.register(calls);

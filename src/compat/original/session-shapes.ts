@@ -1,42 +1,17 @@
 /**
- * Response shapes of the original app's text-session and chat screens (reference §2, §4), built
- * from the core's rows and read models. Pure mapping: no rule is decided here.
+ * The text session in the shape the original app's text-session and chat screens read (reference
+ * §2.2, §2.6), built from the core's rows and read models. Pure mapping: no rule is decided here.
  */
 import { Type } from '@sinclair/typebox';
 import type { AppContext } from '../../context.js';
-import type { Session, User } from '../../db/types.js';
+import type { Session } from '../../db/types.js';
 import { iso } from '../../lib/schemas.js';
 import { accessOf, type Actor } from '../../modules/access.js';
 import { sessionAllowance } from '../../modules/billing/views.js';
 import { contextOf } from '../../modules/sessions/service.js';
 import { isLive } from '../../modules/sessions/state.js';
 import { getUser } from '../../modules/users/service.js';
-
-/** A person as the app's headers read it (`display_name`, `first_name`, `last_name`, pictures). */
-export function person(u: Pick<User, 'id' | 'name' | 'role'> | undefined) {
-  const name = u?.name ?? '';
-  const [first = '', ...rest] = name.trim().split(/\s+/);
-  return {
-    id: u?.id ?? 0,
-    first_name: first,
-    last_name: rest.join(' '),
-    display_name: u?.role === 'doctor' ? `Dr. ${name}` : name,
-    profile_picture_url: null,
-    profile_picture: null,
-  };
-}
-
-export const Person = Type.Object(
-  {
-    id: Type.Integer(),
-    first_name: Type.String(),
-    last_name: Type.String(),
-    display_name: Type.String(),
-    profile_picture_url: Type.Null(),
-    profile_picture: Type.Null(),
-  },
-  { additionalProperties: true },
-);
+import { ChatPerson, chatPerson } from './shapes.js';
 
 const NullableString = Type.Union([Type.String(), Type.Null()]);
 
@@ -65,8 +40,8 @@ export const TextSession = Type.Object(
     reason: Type.Null(),
     patient_id: Type.Integer(),
     doctor_id: Type.Integer(),
-    patient: Person,
-    doctor: Person,
+    patient: ChatPerson,
+    doctor: ChatPerson,
     patient_name: Type.String(),
     doctor_name: Type.String(),
     other_participant_name: Type.String(),
@@ -82,8 +57,8 @@ export async function textSessionJson(ctx: AppContext, s: Session, viewer: Actor
     getUser(ctx.db, s.doctor_id),
     sessionAllowance(ctx, s),
   ]);
-  const p = person(patient);
-  const d = person(doctor);
+  const p = chatPerson(patient);
+  const d = chatPerson(doctor);
   const other = accessOf(viewer, s) === 'doctor' ? p : d;
   return {
     id: s.id,
@@ -116,10 +91,3 @@ export async function textSessionJson(ctx: AppContext, s: Session, viewer: Actor
     other_participant_profile_picture_url: null,
   };
 }
-
-/** `{success, message?, data}` with an object `data` that may carry more than it declares. */
-export const Envelope = <T extends ReturnType<typeof Type.Object> | ReturnType<typeof Type.Array>>(data: T) =>
-  Type.Object({ success: Type.Literal(true), message: Type.Optional(Type.String()), data }, { additionalProperties: true });
-
-/** Route options every route of the original contract carries. */
-export const ORIGINAL = { tags: ['original'], deprecated: true } as const;

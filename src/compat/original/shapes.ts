@@ -5,7 +5,7 @@
  *
  * Pure mapping only: no rule of the core is decided here.
  */
-import { Type, type TSchema } from '@sinclair/typebox';
+import { Type, type ObjectOptions, type TSchema } from '@sinclair/typebox';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import type { AppointmentStatus, User } from '../../db/types.js';
 import { sendProblem } from '../../plugins/errors.js';
@@ -135,9 +135,8 @@ export const hourMinute = (instant: Date, timeZone: string) => wallClock(instant
  * the first name, the rest the last name ("Grace Banda" → Grace / Banda; "Chikondi" → Chikondi / "").
  */
 export function splitName(name: string): { first_name: string; last_name: string } {
-  const trimmed = name.trim();
-  const i = trimmed.search(/\s/);
-  return i < 0 ? { first_name: trimmed, last_name: '' } : { first_name: trimmed.slice(0, i), last_name: trimmed.slice(i).trim() };
+  const [first = '', ...rest] = name.trim().split(/\s+/);
+  return { first_name: first, last_name: rest.join(' ') };
 }
 
 export const PersonOut = Type.Object({
@@ -157,7 +156,7 @@ export const PersonOut = Type.Object({
  * The person object the app embeds (`doctor{}`, `patient{}`). sessiongate stores no gender,
  * city, birth date or picture: those are `null` (the app shows its placeholder avatar).
  */
-export function person(u: Pick<User, 'id' | 'name' | 'country'> | undefined, id: number) {
+export function person(u: (Pick<User, 'id' | 'name'> & Partial<Pick<User, 'country'>>) | undefined, id: number) {
   const name = u?.name ?? 'Unknown user';
   return {
     id,
@@ -172,12 +171,48 @@ export function person(u: Pick<User, 'id' | 'name' | 'country'> | undefined, id:
   };
 }
 
+/** The short person of the chat and text-session screens (their headers read `display_name`). */
+export const ChatPerson = Type.Object(
+  {
+    id: Type.Integer(),
+    first_name: Type.String(),
+    last_name: Type.String(),
+    display_name: Type.String(),
+    profile_picture_url: Type.Null(),
+    profile_picture: Type.Null(),
+  },
+  { additionalProperties: true },
+);
+
+/** {@link person} as a chat header shows it: a doctor's name with "Dr. " before it. */
+export function chatPerson(u: Pick<User, 'id' | 'name' | 'role'> | undefined) {
+  const p = person(u, u?.id ?? 0);
+  return {
+    id: p.id,
+    first_name: p.first_name,
+    last_name: p.last_name,
+    display_name: u?.role === 'doctor' ? `Dr. ${p.display_name}` : p.display_name,
+    profile_picture_url: p.profile_picture_url,
+    profile_picture: p.profile_picture,
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Envelopes
 
-/** `{success: true, message?, data}`. */
-export const OkMsg = <T extends TSchema>(data: T) =>
-  Type.Object({ success: Type.Literal(true), message: Type.Optional(Type.String()), data });
+/** Options of an envelope whose object may carry more than its schema declares (serialised as is). */
+export const OPEN: ObjectOptions = { additionalProperties: true };
+
+/** A body or object whose unknown fields the app relies on being ignored or kept (quirk 2). */
+export const OpenObject = Type.Object({}, { additionalProperties: true });
+/** A body the app may send empty, as `null`, or with fields nobody reads. */
+export const AnyBody = Type.Union([OpenObject, Type.Null()]);
+/** A path id as the app sends it (a number, `text_session_N`, …); the route's look-up decides. */
+export const PathId = Type.Object({ id: Type.String({ maxLength: 64 }) });
+
+/** `{success: true, message?, data}`; `options` of the envelope object (e.g. {@link OPEN}). */
+export const Envelope = <T extends TSchema>(data: T, options: ObjectOptions = {}) =>
+  Type.Object({ success: Type.Literal(true), message: Type.Optional(Type.String()), data }, options);
 
 /** Laravel's length-aware paginator; the app reads `data.data ‖ data`. */
 export const Paginator = <T extends TSchema>(item: T) =>

@@ -1,45 +1,32 @@
 /**
- * Text sessions (reference §2) and the text-appointment calls (§3) of the original app.
+ * Text sessions of the original app (reference §2): start, look-ups, status and ending.
  *
  * Every route maps the app's request onto a core service and the answer back into the app's
  * shape: instant sessions, look-ups, expiry-on-read, ending and settlement are the sessions
  * module's; billing is the server's own (a client "tick" only brings the core's billing up to
- * date, it never charges by itself); the `/text-appointments/*` billing calls go through the
- * core's guarded legacy billing, so the SessionContextGuard decides them exactly as on /api/v2.
+ * date, it never charges by itself: text-billing.ts has the billing calls).
  */
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { DomainError, invalid } from '../../lib/errors.js';
-import { Id, IdString, iso } from '../../lib/schemas.js';
+import { DomainError } from '../../lib/errors.js';
+import { iso } from '../../lib/schemas.js';
 import { currentUser } from '../../plugins/auth.js';
-import { assertParticipant } from '../../modules/access.js';
-import { readableAppointment } from '../../modules/appointments/service.js';
-import { DEDUCTION_REASONS, legacyBilling, type LegacyBillingResponse } from '../../modules/billing/legacy.js';
-import { billSession } from '../../modules/billing/session-billing.js';
-import { doctorsAvailability, listOwnSessions } from '../../modules/sessions/lists.js';
 import {
   createInstantSession,
   endSession,
   freshSession,
   readableSession,
-  sessionByContext,
   startAppointmentSession,
 } from '../../modules/sessions/service.js';
+import { doctorsAvailability, listOwnSessions } from '../../modules/sessions/lists.js';
 import { isLive } from '../../modules/sessions/state.js';
 import { humanErrors, originalProblems } from './human.js';
-import { textSessionContext } from './ids.js';
-import { Envelope, ORIGINAL, Person, TextSession, person, textSessionJson } from './session-shapes.js';
+import { idOf, LooseId, textSessionContext } from './ids.js';
+import { AnyBody, ChatPerson, chatPerson, Envelope, OPEN, OpenObject as Obj, original, PathId as Params } from './shapes.js';
+import { TextSession, textSessionJson } from './session-shapes.js';
 
-/** Ids arrive as numbers or numeric strings (quirk 3). */
-const LooseId = Type.Union([Id, IdString]);
-const idOf = (v: number | string): number => Number(v);
-
-const Params = Type.Object({ id: Type.String({ maxLength: 64 }) });
-/** Bodies whose unknown fields the app relies on being ignored (quirk 2). */
-const open = { additionalProperties: true } as const;
-const AnyBody = Type.Union([Type.Object({}, open), Type.Null()]);
-const Obj = Type.Object({}, open);
+const open = OPEN;
 
 export default async function textSessionsRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
@@ -55,10 +42,9 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
       preHandler: app.auth(['patient']),
       config: { rateLimit: { max: ctx.config.rateLimitCreatePerMinute, timeWindow: '1 minute' } },
       schema: {
-        ...ORIGINAL,
-        summary: 'Start an instant text session with a doctor ("Talk Now")',
+        ...original('Start an instant text session with a doctor ("Talk Now")'),
         body: Type.Object({ doctor_id: LooseId, reason: Type.Optional(Type.String({ maxLength: 1000 })) }, open),
-        response: { 201: Envelope(Obj), ...originalProblems },
+        response: { 201: Envelope(Obj, OPEN), ...originalProblems },
       },
     },
     async (req, reply) => {
@@ -96,9 +82,8 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
-        ...ORIGINAL,
-        summary: "The caller's live text sessions (waiting_for_doctor or active)",
-        response: { 200: Envelope(Type.Array(TextSession)), ...originalProblems },
+        ...original("The caller's live text sessions (waiting_for_doctor or active)"),
+        response: { 200: Envelope(Type.Array(TextSession), OPEN), ...originalProblems },
       },
     },
     async (req) => {
@@ -115,8 +100,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
-        ...ORIGINAL,
-        summary: "The caller's finished text sessions, as a Laravel paginator",
+        ...original("The caller's finished text sessions, as a Laravel paginator"),
         querystring: Type.Object(
           {
             page: Type.Optional(Type.String({ pattern: '^[0-9]{1,6}$' })),
@@ -136,6 +120,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
               },
               open,
             ),
+            OPEN,
           ),
           ...originalProblems,
         },
@@ -173,11 +158,11 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
-        ...ORIGINAL,
-        summary: 'Doctors and whether each is free for an instant session now',
+        ...original('Doctors and whether each is free for an instant session now'),
         response: {
           200: Envelope(
-            Type.Array(Type.Object({ ...Person.properties, specialization: Type.Null(), is_available_now: Type.Boolean() }, open)),
+            Type.Array(Type.Object({ ...ChatPerson.properties, specialization: Type.Null(), is_available_now: Type.Boolean() }, open)),
+            OPEN,
           ),
           ...originalProblems,
         },
@@ -188,7 +173,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
       return {
         success: true as const,
         data: doctors.map((d) => ({
-          ...person({ ...d, role: 'doctor' }),
+          ...chatPerson({ ...d, role: 'doctor' }),
           name: d.name,
           specialization: null,
           is_available_now: d.is_available_now,
@@ -202,10 +187,9 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
-        ...ORIGINAL,
-        summary: "Give a confirmed appointment whose time has come its session (the converter's fallback)",
+        ...original("Give a confirmed appointment whose time has come its session (the converter's fallback)"),
         body: Type.Object({ appointment_id: LooseId }, open),
-        response: { 200: Envelope(TextSession), 201: Envelope(TextSession), ...originalProblems },
+        response: { 200: Envelope(TextSession, OPEN), 201: Envelope(TextSession, OPEN), ...originalProblems },
       },
     },
     async (req, reply) => {
@@ -225,10 +209,9 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
-        ...ORIGINAL,
-        summary: 'A text session (id as 12, text_session_12 or text_session:12)',
+        ...original('A text session (id as 12, text_session_12 or text_session:12)'),
         params: Params,
-        response: { 200: Envelope(TextSession), ...originalProblems },
+        response: { 200: Envelope(TextSession, OPEN), ...originalProblems },
       },
     },
     async (req) => {
@@ -244,8 +227,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
-        ...ORIGINAL,
-        summary: 'The doctor-response countdown (top-level fields, not wrapped in data)',
+        ...original('The doctor-response countdown (top-level fields, not wrapped in data)'),
         params: Params,
         response: {
           200: Type.Object(
@@ -295,11 +277,10 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
-        ...ORIGINAL,
-        summary: 'The app reports a status; the server decides (only "ended" changes anything: it ends the session)',
+        ...original('The app reports a status; the server decides (only "ended" changes anything: it ends the session)'),
         params: Params,
         body: Type.Object({ status: Type.String({ maxLength: 32 }) }, open),
-        response: { 200: Envelope(TextSession), ...originalProblems },
+        response: { 200: Envelope(TextSession, OPEN), ...originalProblems },
       },
     },
     async (req) => {
@@ -321,8 +302,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
     {
       preHandler: anyone,
       schema: {
-        ...ORIGINAL,
-        summary: 'End a text session (body-less POST); settles its billing',
+        ...original('End a text session (body-less POST); settles its billing'),
         params: Params,
         body: AnyBody,
         response: {
@@ -340,6 +320,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
               },
               open,
             ),
+            OPEN,
           ),
           ...originalProblems,
         },
@@ -365,158 +346,5 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
         },
       };
     },
-  );
-
-  app.post(
-    '/api/text-sessions/:id/auto-deduction',
-    {
-      preHandler: anyone,
-      schema: {
-        ...ORIGINAL,
-        summary: "The app's billing tick: the server bills on its own; this answers what it billed (never a second charge)",
-        params: Params,
-        body: AnyBody,
-        response: {
-          200: Envelope(
-            Type.Object(
-              {
-                deductions_processed: Type.Integer(),
-                total_deductions: Type.Integer(),
-                session_status: Type.String(),
-                remaining_time_minutes: Type.Integer(),
-              },
-              open,
-            ),
-          ),
-          ...originalProblems,
-        },
-      },
-    },
-    async (req) => {
-      const actor = currentUser(req);
-      const s = await sessionByContext(ctx.db, textSessionContext(req.params.id));
-      assertParticipant(actor, s);
-      // Brings the core's billing up to date (what its tick would do next); units already charged
-      // are never charged again (the ledger's per-unit high-water mark).
-      const outcome = await billSession(ctx, s.id, { skipLocked: false });
-      const charged = 'charged' in outcome ? outcome.charged : 0;
-      const after = await freshSession(ctx, await sessionByContext(ctx.db, textSessionContext(req.params.id)));
-      const json = await textSessionJson(ctx, after, actor);
-      return {
-        success: true as const,
-        message: charged > 0 ? `${charged} unit(s) billed by the server` : 'Nothing new to bill',
-        data: {
-          deductions_processed: charged,
-          total_deductions: after.units_billed,
-          session_status: after.status,
-          remaining_time_minutes: json.remaining_time_minutes,
-        },
-      };
-    },
-  );
-
-  // ---- §3 text appointments ------------------------------------------------------------------
-
-  const AppointmentBody = Type.Object({ appointment_id: LooseId }, open);
-  const legacyOut = { 200: Envelope(Obj), ...originalProblems };
-  const sendLegacy = (reply: FastifyReply, r: LegacyBillingResponse) => reply.code(r.status).send(r.body);
-
-  app.post(
-    '/api/text-appointments/start-session',
-    {
-      preHandler: anyone,
-      schema: {
-        ...ORIGINAL,
-        summary: "A text appointment's session (created when its time has come; idempotent)",
-        body: AppointmentBody,
-        response: { 200: Envelope(Obj), ...originalProblems },
-      },
-    },
-    async (req) => {
-      const actor = currentUser(req);
-      const { session } = await startAppointmentSession(ctx, actor, idOf(req.body.appointment_id));
-      const json = await textSessionJson(ctx, session, actor);
-      return {
-        success: true as const,
-        message: 'Session started',
-        data: {
-          ...json,
-          start_time: json.activated_at ?? json.started_at,
-          sessions_used: json.sessions_used,
-        },
-      };
-    },
-  );
-
-  app.post(
-    '/api/text-appointments/update-activity',
-    {
-      preHandler: anyone,
-      schema: {
-        ...ORIGINAL,
-        summary: 'Activity ping: the server tracks activity from messages, so this only confirms the caller may see the appointment',
-        body: AppointmentBody,
-        response: legacyOut,
-      },
-    },
-    async (req) => {
-      const a = await readableAppointment(ctx.db, currentUser(req), idOf(req.body.appointment_id));
-      return { success: true as const, message: 'Activity noted', data: { appointment_id: a.id } };
-    },
-  );
-
-  app.post(
-    '/api/text-appointments/process-deduction',
-    {
-      preHandler: anyone,
-      schema: {
-        ...ORIGINAL,
-        summary: 'Legacy (guarded): deduct units for a text appointment',
-        body: Type.Object(
-          {
-            appointment_id: LooseId,
-            sessions_to_deduct: Type.Integer({ minimum: 1, maximum: 100 }),
-            reason: Type.String({ maxLength: 32 }),
-          },
-          open,
-        ),
-        response: legacyOut,
-      },
-    },
-    async (req, reply) => {
-      const reason = req.body.reason as (typeof DEDUCTION_REASONS)[number];
-      if (!DEDUCTION_REASONS.includes(reason)) {
-        throw invalid(`The deduction reason must be one of ${DEDUCTION_REASONS.join(', ')}; nothing was charged`, {
-          reason: req.body.reason,
-        });
-      }
-      const appointmentId = idOf(req.body.appointment_id);
-      return sendLegacy(
-        reply,
-        await legacyBilling(ctx, currentUser(req), {
-          endpoint: 'process-deduction',
-          appointmentId,
-          deduction: { appointment_id: appointmentId, sessions_to_deduct: req.body.sessions_to_deduct, reason },
-        }),
-      );
-    },
-  );
-
-  app.post(
-    '/api/text-appointments/end-session',
-    {
-      preHandler: anyone,
-      schema: {
-        ...ORIGINAL,
-        summary: 'Legacy (guarded): end a text appointment; the server computes what is due (sessions_to_deduct is ignored)',
-        body: AppointmentBody,
-        response: legacyOut,
-      },
-    },
-    async (req, reply) =>
-      sendLegacy(
-        reply,
-        await legacyBilling(ctx, currentUser(req), { endpoint: 'end-session', appointmentId: idOf(req.body.appointment_id) }),
-      ),
   );
 }

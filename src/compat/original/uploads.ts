@@ -16,7 +16,7 @@ import { currentUser } from '../../plugins/auth.js';
 import { MEDIA_RULES, mediaUrl, storeMedia, tooLarge, type MediaKind } from '../../modules/media/service.js';
 import { humanErrors, originalProblems } from './human.js';
 import { resolveChatTarget } from './ids.js';
-import { Envelope, ORIGINAL } from './session-shapes.js';
+import { Envelope, OPEN, original } from './shapes.js';
 
 const Uploaded = Type.Object(
   {
@@ -79,13 +79,13 @@ export default async function uploadsRoutes(fastify: FastifyInstance) {
       {
         preHandler: app.auth(),
         schema: {
-          ...ORIGINAL,
-          summary:
+          ...original(
             kind === 'image'
               ? 'Upload a chat image (multipart file + appointment_id; JPEG/PNG/GIF/WebP ≤ 4 MB, checked on the content)'
               : 'Upload a voice note (multipart file + appointment_id; M4A/MP3/WAV/AAC/MP4/WebM ≤ 10 MB, checked on the content)',
+          ),
           consumes: ['multipart/form-data'],
-          response: { 201: Envelope(Uploaded), ...originalProblems },
+          response: { 201: Envelope(Uploaded, OPEN), ...originalProblems },
         },
       },
       async (req, reply) => {
