@@ -175,10 +175,13 @@ async function sendLocked(
   input: MessageInput,
   legacyOperation: LegacySendOperation | null,
 ): Promise<SendResult> {
+  // The clock is read before the transaction starts, so the change it stamps (an activation) is
+  // never later than the message, whose created_at is the transaction's own now().
+  const now = ctx.now();
   const r = await ctx.db.transaction().execute(async (trx) => {
     const before = await repo.lockForSend(trx, read);
     if (!before) throw notFound('Session', { session_id: read.sessionId });
-    const plan = planSend(actor, before, input, ctx.now(), timingOf(ctx));
+    const plan = planSend(actor, before, input, now, timingOf(ctx));
     if (plan.kind === 'existing') return { kind: plan.kind, before, after: before as Session, messageId: plan.messageId };
     const after = await writeChange(trx, ctx.sessionHooks, before, plan.tick);
     if (plan.kind === 'refused') return { kind: plan.kind, before, after, status: plan.status };
