@@ -126,8 +126,10 @@ describe.skipIf(!isPostgres)('multi-process deployment', () => {
     const allAppointments: number[] = [];
 
     for (let wave = 0; wave < WAVES; wave++) {
-      // Book: each patient one appointment, spread over the doctors, due a few seconds from now.
-      const dueAt = Date.now() + 12_000;
+      // Book: each patient one appointment, spread over the doctors, two minutes ahead (booking
+      // and confirming 500 must finish before the first is due, or the worker expires it as a
+      // pending appointment past its time); once confirmed, the wave is moved to a few seconds from now.
+      const dueAt = Date.now() + 120_000;
       const booked: { id: number; patient: number; doctor: number }[] = [];
       await inBatches(patients, 50, async (p, i) => {
         const doctor = doctors[i % DOCTORS]!.id;
@@ -141,6 +143,12 @@ describe.skipIf(!isPostgres)('multi-process deployment', () => {
         expect(res.status, JSON.stringify(res.body)).toBe(200);
       });
       allAppointments.push(...booked.map((b) => b.id));
+      const shiftMs = Math.max(0, dueAt - Date.now() - 3_000);
+      await db
+        .updateTable('appointments')
+        .set({ scheduled_at: sql`scheduled_at - ${shiftMs} * interval '1 millisecond'` })
+        .where('id', 'in', booked.map((b) => b.id))
+        .execute();
 
       if (wave === 1) workers[0]!.child.kill('SIGKILL'); // a worker dies while this wave is due
 
