@@ -13,86 +13,13 @@ import WebSocket from 'ws';
 import type { User } from '../../src/db/types.js';
 import { redactUrl } from '../../src/lib/logger.js';
 import { createHarness, type TestHarness } from '../helpers/app.js';
-import { WsClient } from '../helpers/ws-client.js';
+import { WsClient, type Frame } from '../helpers/ws-client.js';
 import { sent, startSession, type StartedSession } from '../integration/chat-helpers.js';
 
-type Frame = { type: string; [k: string]: any };
-
-class AppSocket {
-  readonly frames: Frame[] = [];
-  private waiters: { pred: (f: Frame) => boolean; resolve: (f: Frame) => void }[] = [];
-  readonly closed: Promise<{ code: number; reason: string }>;
-
-  private constructor(readonly ws: WebSocket) {
-    ws.on('message', (raw) => {
-      const f = JSON.parse(raw.toString()) as Frame;
-      this.frames.push(f);
-      for (const w of [...this.waiters]) {
-        if (w.pred(f)) {
-          this.waiters.splice(this.waiters.indexOf(w), 1);
-          w.resolve(f);
-        }
-      }
-    });
-    this.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
-  }
-
-  /** Opens a socket as the app does (one sub-protocol, `no-compression`); resolves on `connection-established`. */
-  static open(url: string): Promise<AppSocket> {
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, ['no-compression']);
-      const c = new AppSocket(ws);
-      ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
-      ws.once('error', reject);
-      c.next((f) => f.type.endsWith('connection-established')).then(() => resolve(c), reject);
-    });
-  }
-
-  next(pred: (f: Frame) => boolean, timeoutMs = 4_000): Promise<Frame> {
-    const have = this.frames.find(pred);
-    if (have) {
-      this.frames.splice(this.frames.indexOf(have), 1);
-      return Promise.resolve(have);
-    }
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        resolve: (f: Frame) => {
-          clearTimeout(timer);
-          this.frames.splice(this.frames.indexOf(f), 1);
-          resolve(f);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.waiters.splice(this.waiters.indexOf(w), 1);
-        reject(new Error(`timed out; got ${JSON.stringify(this.frames.map((x) => x.type))}`));
-      }, timeoutMs);
-      this.waiters.push(w);
-    });
-  }
-
-  /** True if no frame matching `pred` arrives within `ms` (used after a frame that would have come first). */
-  async never(pred: (f: Frame) => boolean, ms = 300): Promise<boolean> {
-    try {
-      await this.next(pred, ms);
-      return false;
-    } catch {
-      return true;
-    }
-  }
-
-  send(frame: Record<string, unknown>) {
-    this.ws.send(JSON.stringify(frame));
-  }
-
-  /** The close, or a timeout error after `ms`. */
-  closedWithin(ms: number): Promise<{ code: number; reason: string }> {
-    return Promise.race([
-      this.closed,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`socket still open after ${ms} ms`)), ms).unref()),
-    ]);
-  }
-}
+/** An app socket: one sub-protocol, `no-compression`, as the app opens it; ready on `connection-established`. */
+type AppSocket = WsClient;
+const openAppSocket = (url: string): Promise<AppSocket> =>
+  WsClient.open(url, ['no-compression'], (f) => f.type.endsWith('connection-established'));
 
 let t: TestHarness;
 let base: string;
@@ -114,7 +41,7 @@ afterAll(async () => {
 
 async function dial(path: string, query: Record<string, string | number>) {
   const qs = new URLSearchParams(Object.entries(query).map(([k, v]): [string, string] => [k, String(v)])).toString();
-  const s = await AppSocket.open(`${base}${path}?${qs}`);
+  const s = await openAppSocket(`${base}${path}?${qs}`);
   sockets.push(s);
   return s;
 }

@@ -83,6 +83,10 @@ export class WsClient {
     }
   }
 
+  send(frame: Record<string, unknown>) {
+    this.ws.send(JSON.stringify(frame));
+  }
+
   close() {
     this.ws.close();
   }

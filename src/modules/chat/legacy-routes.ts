@@ -60,6 +60,18 @@ function legacyInput(body: LegacySendBodyT, replyTo: number | null): MessageInpu
   };
 }
 
+/** What a legacy send or reply can refuse: the guard, the access gate, the content rule, a state. */
+const SEND_PROBLEMS = problems(
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'NOT_FOUND',
+  'SESSION_CONTEXT_REQUIRED',
+  'SESSION_NOT_READY',
+  'SESSION_NOT_ACTIVE',
+  'CONTENT_BLOCKED',
+  'CONFLICT',
+);
+
 export function legacyChatRoutes(
   fastify: FastifyInstance,
   kit: { typing: TypingRegistry; anyone: preHandlerAsyncHookHandler; counted: Counted },
@@ -110,16 +122,7 @@ export function legacyChatRoutes(
         body: LegacySendBody,
         response: {
           200: Ok(LegacyMessageOut),
-          ...problems(
-            'UNAUTHENTICATED',
-            'FORBIDDEN',
-            'NOT_FOUND',
-            'SESSION_CONTEXT_REQUIRED',
-            'SESSION_NOT_READY',
-            'SESSION_NOT_ACTIVE',
-            'CONTENT_BLOCKED',
-            'CONFLICT',
-          ),
+          ...SEND_PROBLEMS,
         },
       },
     },
@@ -143,16 +146,7 @@ export function legacyChatRoutes(
         body: LegacySendBody,
         response: {
           200: LegacyReplyOut,
-          ...problems(
-            'UNAUTHENTICATED',
-            'FORBIDDEN',
-            'NOT_FOUND',
-            'SESSION_CONTEXT_REQUIRED',
-            'SESSION_NOT_READY',
-            'SESSION_NOT_ACTIVE',
-            'CONTENT_BLOCKED',
-            'CONFLICT',
-          ),
+          ...SEND_PROBLEMS,
         },
       },
     },
