@@ -8,7 +8,6 @@
  * reached the other participant, and `billing:audit` is clean.
  */
 import { sql } from 'kysely';
-import pino from 'pino';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../../src/db/index.js';
@@ -17,7 +16,6 @@ import { TEST_JWT_SECRET } from '../helpers/app.js';
 import { cloneTestDatabase, isPostgres, type TestDatabase } from '../helpers/db.js';
 import { freePort, runCli, spawnCli, waitForStatus, type Spawned } from '../helpers/process.js';
 
-void pino;
 const PATIENTS = 500;
 const DOCTORS = 50;
 const WAVES = 4;
@@ -177,12 +175,13 @@ describe.skipIf(!isPostgres)('multi-process deployment', () => {
         new Promise<void>((resolve, reject) => {
           const ws = new WebSocket(`ws://127.0.0.1:${apis[apiIndex]!.port}/api/v2/ws?token=${token.get(userId)}`);
           sockets.push(ws);
-          ws.on('open', () => {
-            ws.send(JSON.stringify({ type: 'subscribe', session_context: context }));
-            setTimeout(resolve, 50);
-          });
+          setTimeout(() => reject(new Error(`no subscription acknowledged for user ${userId} on API ${apiIndex} (readyState ${ws.readyState})`)), 30_000);
+          ws.on('open', () => ws.send(JSON.stringify({ type: 'subscribe', session_context: context })));
           ws.on('message', (raw) => {
             const text = raw.toString();
+            // Messages are sent once every listener has its subscription acknowledged.
+            if (text.includes('"type":"subscribed"')) resolve();
+            if (text.includes('"type":"error"')) reject(new Error(text));
             if (!text.includes('message.created')) return;
             for (const m of text.matchAll(/"client_message_id":"([^"]+)"/g)) {
               const info = sent.get(m[1]!);
@@ -190,6 +189,7 @@ describe.skipIf(!isPostgres)('multi-process deployment', () => {
             }
           });
           ws.on('error', reject);
+          ws.on('close', (code, reason) => reject(new Error(`socket of user ${userId} closed before its subscription: ${code} ${reason.toString()}`)));
         });
       await inBatches(sessions, 100, async (s) => {
         await connect(0, s.patient, s.context);
