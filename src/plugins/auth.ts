@@ -1,6 +1,6 @@
 /**
  * Authentication: `Authorization: Bearer <JWT>`. The user is loaded from the database on every
- * authenticated request, so a deleted user or a changed role takes effect at once. The token
+ * authenticated request (concurrent requests share the statement, nothing is cached), so a deleted user or a changed role takes effect at once. The token
  * proves who the caller is; the stored role says what they may do (a token without a `role`
  * claim, as the existing Laravel login issues, authenticates the same way).
  * `app.auth(roles?)` is the route-level gate: 401 without a valid token, 403 for a wrong role.
@@ -12,15 +12,19 @@ import fp from 'fastify-plugin';
 import { createVerifier, type TokenVerifier } from '../lib/auth.js';
 import { rememberingVerifier } from '../lib/verified-tokens.js';
 import { DomainError, forbidden, unauthenticated } from '../lib/errors.js';
+import { batchedStatement } from '../db/batch.js';
 import { runPrepared, type PreparedStatement } from '../db/index.js';
 import type { Role } from '../db/types.js';
 
 const AUTH_GATE = Symbol('sessiongate.auth-gate');
 
-/** The user a verified token names, if it still exists and is active: every request runs it. */
-const ACTIVE_USER: PreparedStatement = {
-  name: 'auth_active_user_v1',
-  text: `select id, role, name, country, timezone from users where id = $1::bigint and deactivated_at is null`,
+/**
+ * The users verified tokens name, if they still exist and are active: every request asks, and
+ * the requests of one event-loop turn share the statement (src/db/batch.ts).
+ */
+const ACTIVE_USERS: PreparedStatement = {
+  name: 'auth_active_users_v1',
+  text: `select id, role, name, country, timezone from users where id = any($1::bigint[]) and deactivated_at is null`,
 };
 
 export interface AuthUser {
@@ -56,12 +60,16 @@ export default fp(
     const verifier = rememberingVerifier(createVerifier({ secret: app.ctx.jwtSecret, jwksUrl, issuer: jwtIssuer, audience: jwtAudience }));
     app.decorate('verifier', verifier);
     app.decorateRequest('user', null);
+    const activeUsers = batchedStatement<number, AuthUser | null>(async (ids) => {
+      const rows = await runPrepared<AuthUser>(app.ctx.database, ACTIVE_USERS, [[...new Set(ids)]]);
+      const byId = new Map(rows.map((u) => [Number(u.id), u]));
+      return ids.map((id) => byId.get(id) ?? null);
+    });
 
     app.decorate('authenticateToken', async (token: string): Promise<AuthUser | null> => {
       const claims = await verifier.verify(token);
       if (!claims) return null;
-      const [user] = await runPrepared<AuthUser>(app.ctx.database, ACTIVE_USER, [claims.sub]);
-      return user ?? null;
+      return activeUsers.load(claims.sub);
     });
 
     // Authentication runs first, before the body is parsed and validated: a caller without a

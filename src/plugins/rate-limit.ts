@@ -11,13 +11,14 @@
  *   sends together), creations (`RATE_LIMIT_CREATE_PER_MINUTE`), WebSocket handshakes.
  * - Over the limit: 429 `RATE_LIMITED` with `Retry-After` (src/plugins/errors.ts).
  * - Counters: with PostgreSQL in the `rate_limit_hits` table, so a limit holds across API
- *   processes (one upsert per limited request; see docs/decisions.md "Abuse"); on PGlite — one
+ *   processes (one upsert per event-loop turn's limited requests; see docs/decisions.md "Abuse"); on PGlite — one
  *   process owns the database — in memory, which is exact there.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import rateLimit from '@fastify/rate-limit';
 import { sql } from 'kysely';
+import { batchedStatement } from '../db/batch.js';
 import type { Db } from '../db/types.js';
 
 type IncrCallback = (err: Error | null, res: { current: number; ttl: number }) => void;
@@ -44,19 +45,46 @@ export class MemoryCounter implements HitCounter {
   }
 }
 
-/** Counters in PostgreSQL, shared by every API process: one fixed window per key, decided by the database clock. */
+/**
+ * Counters in PostgreSQL, shared by every API process: one fixed window per key, decided by the
+ * database clock. The hits of one event-loop turn are counted by one statement (src/db/batch.ts):
+ * k hits of a key add k, and its callers get the k counts that ends with, in their order — the
+ * same counts k statements would have given.
+ */
 export class PgCounter implements HitCounter {
-  constructor(private readonly db: Db) {}
-  async hit(key: string, windowMs: number) {
-    const { rows } = await sql<{ hits: number; ttl_ms: number }>`
+  private readonly hits = batchedStatement<{ key: string; windowMs: number }, { current: number; ttl: number }>(async (asked) => {
+    const perKey = new Map<string, { n: number; windowMs: number }>();
+    for (const a of asked) {
+      const k = perKey.get(a.key);
+      if (k) k.n += 1;
+      else perKey.set(a.key, { n: 1, windowMs: a.windowMs });
+    }
+    // Keys in a fixed order, so two concurrent batches lock their rows in the same order.
+    const keys = [...perKey.keys()].sort();
+    const { rows } = await sql<{ key: string; hits: number; ttl_ms: number }>`
       insert into rate_limit_hits as h (key, hits, expires_at)
-      values (${key}, 1, now() + make_interval(secs => ${windowMs / 1000}))
+      select t.key, t.n, now() + make_interval(secs => t.window_s)
+        from unnest(${keys}::text[], ${keys.map((k) => perKey.get(k)!.n)}::int[], ${keys.map((k) => perKey.get(k)!.windowMs / 1000)}::float8[])
+             as t(key, n, window_s)
+       order by t.key
       on conflict (key) do update set
-        hits = case when h.expires_at <= now() then 1 else h.hits + 1 end,
+        hits = case when h.expires_at <= now() then excluded.hits else h.hits + excluded.hits end,
         expires_at = case when h.expires_at <= now() then excluded.expires_at else h.expires_at end
-      returning hits, greatest(0, extract(epoch from (expires_at - now())) * 1000)::float8 as ttl_ms`.execute(this.db);
-    const r = rows[0]!;
-    return { current: Number(r.hits), ttl: Math.ceil(Number(r.ttl_ms)) };
+      returning key, hits, greatest(0, extract(epoch from (expires_at - now())) * 1000)::float8 as ttl_ms`.execute(this.db);
+    const after = new Map(rows.map((r) => [r.key, { hits: Number(r.hits), ttl: Math.ceil(Number(r.ttl_ms)) }]));
+    // The i-th of k hits of a key in this batch is count (total - k + i).
+    const seen = new Map<string, number>();
+    return asked.map((a) => {
+      const r = after.get(a.key)!;
+      const i = (seen.get(a.key) ?? 0) + 1;
+      seen.set(a.key, i);
+      return { current: r.hits - perKey.get(a.key)!.n + i, ttl: r.ttl };
+    });
+  });
+
+  constructor(private readonly db: Db) {}
+  hit(key: string, windowMs: number) {
+    return this.hits.load({ key, windowMs });
   }
   async prune() {
     await this.db

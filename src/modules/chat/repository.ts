@@ -11,6 +11,7 @@
  * read horizon that only moves forward (conditional upsert).
  */
 import { CompiledQuery, sql } from 'kysely';
+import { batchedStatement } from '../../db/batch.js';
 import { runPrepared, type Database, type PreparedStatement } from '../../db/index.js';
 import type { Executor, Message, Session, Trx } from '../../db/types.js';
 import type { SessionKind } from '../session-context.js';
@@ -89,16 +90,28 @@ export type SendRow = Session & {
   reply_ok: boolean;
 };
 
-// $1 session id, $2 session kind (null: any), $3 sender id, $4 client message id, $5 reply-to id.
-const sendReadSql = (lock: string) => `
-    select s.*, s.xmin::text as version, e.id as existing_id,
-           ($5::bigint is null or exists (select 1 from messages r where r.id = $5::bigint and r.session_id = s.id)) as reply_ok
-      from sessions s
-      left join messages e on e.session_id = s.id and e.sender_id = $3::bigint and e.client_message_id = $4::text
-     where s.id = $1::bigint and ($2::text is null or s.kind = $2::text)
-     ${lock}`;
-const SEND_READ: PreparedStatement = { name: 'chat_send_read_v1', text: sendReadSql('') };
-const SEND_READ_LOCKED = sendReadSql('for update of s');
+// What a send reads about its session: the row, its version, the sender's earlier message with
+// this client id, and whether the reply target is in the session.
+const SEND_READ_COLUMNS = `s.*, s.xmin::text as version, e.id as existing_id,
+           (t.reply is null or exists (select 1 from messages r where r.id = t.reply and r.session_id = s.id)) as reply_ok`;
+const SEND_READ_JOIN = `join sessions s on s.id = t.sid and (t.kind is null or s.kind = t.kind)
+      left join messages e on e.session_id = s.id and e.sender_id = t.sender and e.client_message_id = t.cmid`;
+
+// The reads of many sends at once: parallel arrays of session id, kind (null: any), sender id,
+// client message id, reply-to id; `n` is each read's position.
+const SEND_READ_MANY: PreparedStatement = {
+  name: 'chat_send_read_many_v1',
+  text: `
+    select t.n as read_index, ${SEND_READ_COLUMNS}
+      from unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) with ordinality as t(sid, kind, sender, cmid, reply, n)
+      ${SEND_READ_JOIN}`,
+};
+// The same read of one send, inside its transaction, taking the session's row lock.
+const SEND_READ_LOCKED = `
+    select ${SEND_READ_COLUMNS}
+      from (select $1::bigint as sid, $2::text as kind, $3::bigint as sender, $4::text as cmid, $5::bigint as reply) as t
+      ${SEND_READ_JOIN}
+     for update of s`;
 
 type SendReadInput = {
   sessionId: number;
@@ -109,9 +122,26 @@ type SendReadInput = {
 };
 const sendReadValues = (i: SendReadInput) => [i.sessionId, i.kind, i.senderId, i.clientMessageId, i.replyTo];
 
-/** Reads the session a message is sent to, without a lock (the insert checks the version). */
-export async function readForSend(database: Pick<Database, 'kind' | 'pool' | 'db'>, input: SendReadInput): Promise<SendRow | undefined> {
-  return (await runPrepared<SendRow>(database, SEND_READ, sendReadValues(input)))[0];
+type SendReader = (input: SendReadInput) => Promise<SendRow | undefined>;
+const sendReaders = new WeakMap<object, SendReader>();
+
+/**
+ * Reads the session a message is sent to, without a lock (the insert checks the version). The
+ * sends of one event-loop turn share the statement (src/db/batch.ts), per database.
+ */
+export function readForSend(database: Pick<Database, 'kind' | 'pool' | 'db'>, input: SendReadInput): Promise<SendRow | undefined> {
+  let read = sendReaders.get(database.db);
+  if (!read) {
+    const loader = batchedStatement<SendReadInput, SendRow | undefined>(async (inputs) => {
+      const columns = [0, 1, 2, 3, 4].map((c) => inputs.map((i) => sendReadValues(i)[c]));
+      const rows = await runPrepared<SendRow & { read_index: number }>(database, SEND_READ_MANY, columns);
+      const byIndex = new Map(rows.map(({ read_index, ...row }) => [Number(read_index), row as SendRow]));
+      return inputs.map((_, i) => byIndex.get(i + 1));
+    });
+    read = (input) => loader.load(input);
+    sendReaders.set(database.db, read);
+  }
+  return read(input);
 }
 
 /** The same read inside a transaction, taking the session's row lock. */
