@@ -187,6 +187,31 @@ describe('rate limits per identity', () => {
   });
 });
 
+describe('requests of one moment share their reads', () => {
+  it('a burst sent at once: exactly the burst is accepted, each request answered for its own user', async () => {
+    const a = await startSession(t);
+    const b = await startSession(t);
+    const [ta, tb] = [await t.token(a.patient), await t.token(b.patient)];
+    // Twelve sends issued together (two users, same turn of the event loop): the user look-up,
+    // the rate-limit counts and the session reads are batched, yet each user gets 5 of their 6.
+    const fire = (s: typeof a, token: string, i: number) =>
+      t.app.inject({
+        method: 'POST',
+        url: `/api/v2/sessions/${s.context}/messages`,
+        headers: { authorization: `Bearer ${token}` },
+        payload: { client_message_id: `burst-${i}`, type: 'text', body: `hi ${i}` },
+      });
+    const replies = await Promise.all([...[0, 1, 2, 3, 4, 5].map((i) => fire(a, ta, i)), ...[0, 1, 2, 3, 4, 5].map((i) => fire(b, tb, i))]);
+    for (const [s, rs] of [
+      [a, replies.slice(0, 6)],
+      [b, replies.slice(6)],
+    ] as const) {
+      expect(rs.map((r) => r.statusCode).sort()).toEqual([201, 201, 201, 201, 201, 429]);
+      for (const r of rs.filter((r) => r.statusCode === 201)) expect(r.json().data.sender_id).toBe(s.patient.id);
+    }
+  });
+});
+
 describe('a refused request changes nothing', () => {
   it("a stranger's typing does not advance the session (expiry runs only for participants)", async () => {
     const s = await startSession(t);
