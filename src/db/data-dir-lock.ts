@@ -2,7 +2,8 @@
  * The owner lock of an embedded data directory: `DATA_DIR/sessiongate.lock` holds the pid of the
  * one process that has the PGlite files open, its role and the Unix socket it serves them on.
  * It is created with O_EXCL (`wx`), so of two processes starting together exactly one owns the
- * directory. A lock whose pid is no longer alive (the owner was killed) is stale: it is taken
+ * directory. A lock whose process is no longer running (the owner was killed, or the machine
+ * restarted and its pid now names another process) is stale: it is taken
  * over under a second exclusive file, so two processes finding the same stale lock cannot both
  * take it. `DATA_DIR/sessiongate.pid` holds the pid of the serving process (for `kill -HUP`).
  */
@@ -21,6 +22,12 @@ export interface LockRecord {
   socket: string | null;
   /** When the lock was taken (ISO). */
   since: string;
+  /**
+   * Which process instance holds it: the boot and the start time of `pid` (Linux), so a pid the
+   * system gave to another process after a reboot or a crash is not mistaken for the owner.
+   * Null where the system does not say.
+   */
+  instance?: string | null;
 }
 
 export function isAlive(pid: number): boolean {
@@ -32,6 +39,27 @@ export function isAlive(pid: number): boolean {
     // EPERM: the process exists but belongs to someone else.
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** `<boot id>:<start time in clock ticks>` of a running process, from /proc; null elsewhere or when it is gone. */
+export function processInstance(pid: number): string | null {
+  try {
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (2nd field) is in parentheses and may contain spaces; start time is field 22.
+    const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    return start ? `${boot}:${start}` : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether the process that wrote `holder` still runs: its pid is alive and, where known, is the same process instance. */
+export function holderAlive(holder: Pick<LockRecord, 'pid' | 'instance'>): boolean {
+  if (!isAlive(holder.pid)) return false;
+  if (!holder.instance) return true;
+  const now = processInstance(holder.pid);
+  return now === null || now === holder.instance;
 }
 
 export function readLock(dataDir: string): LockRecord | null {
@@ -49,6 +77,7 @@ export function readLock(dataDir: string): LockRecord | null {
       role: String(v.role ?? 'unknown'),
       socket: typeof v.socket === 'string' ? v.socket : null,
       since: String(v.since ?? ''),
+      instance: typeof v.instance === 'string' ? v.instance : null,
     };
   } catch {
     // Written by a process killed between create and write: no live owner can be named.
@@ -78,12 +107,12 @@ export type LockAttempt = { acquired: true; lock: DataDirLock } | { acquired: fa
 export function tryLock(dataDir: string, role: string): LockAttempt {
   const path = join(dataDir, LOCK_FILE);
   for (let attempt = 0; attempt < 5; attempt++) {
-    const record: LockRecord = { pid: process.pid, role, socket: null, since: new Date().toISOString() };
+    const record: LockRecord = { pid: process.pid, role, socket: null, since: new Date().toISOString(), instance: processInstance(process.pid) };
     if (createExclusive(path, JSON.stringify(record))) return { acquired: true, lock: new DataDirLock(dataDir, record) };
     const holder = readLock(dataDir);
     if (holder === null) continue; // released in between
     // An unreadable record may be one being written this instant: stale only if it stays so.
-    if (holder.pid !== 0 && isAlive(holder.pid)) return { acquired: false, holder };
+    if (holder.pid !== 0 && holderAlive(holder)) return { acquired: false, holder };
     takeOverStale(dataDir, holder);
   }
   const holder = readLock(dataDir);

@@ -3,7 +3,9 @@
  * it and serves it on a Unix socket; every other process — each CLI command, a second `serve` —
  * goes through that socket and never opens the files. Real processes, real sockets.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'kysely';
 import pg from 'pg';
@@ -114,6 +116,23 @@ describe.skipIf(isPostgres)('the embedded database served by its owner', () => {
     const deadline = Date.now() + 10_000;
     while (!server.proc.stdout().slice(before).includes('SIGHUP') && Date.now() < deadline) await new Promise((ok) => setTimeout(ok, 100));
     expect(server.proc.stdout().slice(before)).toContain('SIGHUP');
+  });
+
+  it('flags:reload never signals a process the pid file names when it is not the owner (a pid reused after a crash)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sg-stale-pid-'));
+    const bystander = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+    try {
+      writeFileSync(join(dir, 'sessiongate.pid'), `${bystander.pid}\n`);
+      const r = await runCli(['flags:reload'], { ...env, DATA_DIR: dir });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain('not its owner');
+      await new Promise((settle) => setTimeout(settle, 300)); // a signal, had one been sent, would have ended it by now
+      expect(bystander.exitCode).toBeNull();
+      expect(bystander.signalCode).toBeNull();
+    } finally {
+      bystander.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it(

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { effectiveEnv, loadConfig } from '../../config/env.js';
-import { PID_FILE, isAlive } from '../../db/data-dir-lock.js';
+import { PID_FILE, holderAlive, isAlive, readLock } from '../../db/data-dir-lock.js';
 import { CommandError, EXIT, positiveInt, print, type Command } from '../command.js';
 
 export const command: Command = {
@@ -27,6 +27,12 @@ With PostgreSQL, or to reach another process, give --pid. The server logs the fl
         throw new CommandError('NO_SERVER', `no server owns ${config.dataDir} (no ${file}); with PostgreSQL give --pid`, EXIT.failed);
       }
       pid = Number(text.trim());
+      // The pid file outlives a crash; the lock says whether that pid is still the same server
+      // (after a restart of the machine the pid may name an unrelated process: never signal it).
+      const holder = readLock(config.dataDir);
+      if (holder?.pid !== pid || !holderAlive(holder)) {
+        throw new CommandError('NO_SERVER', `no server owns ${config.dataDir} (${file} names process ${pid}, which is not its owner)`, EXIT.failed);
+      }
     }
     if (!isAlive(pid)) throw new CommandError('NO_SERVER', `process ${pid} is not running`, EXIT.failed);
     process.kill(pid, 'SIGHUP');
