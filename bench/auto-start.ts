@@ -1,5 +1,5 @@
 /**
- * Auto-start throughput (issue [2/6] item 10), measured side by side in one run on PostgreSQL:
+ * Auto-start throughput (figures: docs/benchmarks.md), measured side by side in one run on PostgreSQL:
  *
  *   A. auto-start — the real job (`runJobOnce(autoStartJob)`): claim with SKIP LOCKED, the single
  *      writer's set-based batches, conversion rows, outbox rows, the job-run row, one log line per

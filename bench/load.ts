@@ -1,5 +1,5 @@
 /**
- * Load test (issue [6/6]): a realistic mix against ONE API process — patients polling
+ * Load test (figures: docs/benchmarks.md): a realistic mix against ONE API process — patients polling
  * GET /api/v2/appointments/{id}/session, sending and listing messages, WebSocket clients receiving
  * the messages — on PostgreSQL and on PGlite, beside the ceiling of a minimal Fastify route that
  * reads one row from the same database. Then a soak: resident memory of the API process after

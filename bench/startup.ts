@@ -1,5 +1,5 @@
 /**
- * Start-up and idle memory of `sessiongate serve` (issue [1/6] targets): time from spawn to the
+ * Start-up and idle memory of `sessiongate serve` (targets and figures: docs/benchmarks.md): time from spawn to the
  * first 200 from /health/ready on an existing PGlite data directory and on PostgreSQL, and the
  * resident memory after 5 s idle. Runs the compiled CLI (npm run build first). Not a test.
  *

@@ -83,7 +83,7 @@ export async function buildApp(ctx: AppContext, opts: { logger?: FastifyServerOp
   );
   app.addSchema(Problem);
   // The mobile app in the stores sends some POSTs with `Content-Type: application/json` and no
-  // body (reference quirk 1): an empty JSON body is `{}`, and the route's schema decides.
+  // body (a 400 there would leave the session billing): an empty JSON body is `{}`, and the route's schema decides.
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {

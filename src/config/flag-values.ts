@@ -1,5 +1,5 @@
 /**
- * Feature-flag values and the rollout phase derived from them (SPEC §3.1). Pure: reading the
+ * Feature-flag values and the rollout phase derived from them. Pure: reading the
  * environment and the OpenFeature provider live elsewhere.
  */
 
@@ -40,7 +40,7 @@ export function parseBooleanValue(raw: string | undefined): boolean | undefined 
 /** 1 = monitoring, 2 = gradual, 3 = full enforcement. */
 export type RolloutPhase = 1 | 2 | 3;
 
-/** Human names of the phases, as in the design document. */
+/** Human names of the phases (docs/runbooks/rollout.md). */
 export const PHASE_NAMES: Readonly<Record<RolloutPhase, 'monitoring' | 'gradual' | 'full'>> = Object.freeze({
   1: 'monitoring',
   2: 'gradual',
@@ -48,7 +48,7 @@ export const PHASE_NAMES: Readonly<Record<RolloutPhase, 'monitoring' | 'gradual'
 });
 
 /**
- * The order the design document prescribes for turning enforcement on: chat first, billing once
+ * The order for turning enforcement on (docs/runbooks/rollout.md): chat first, billing once
  * chat is stable, legacy triggers last. `ALLOW_LEGACY_APPOINTMENT_CHAT` is not a step here: it is
  * a compatibility switch turned OFF to reach phase 3.
  */

@@ -4,7 +4,7 @@
  * - Authentication on connect: the JWT in `Sec-WebSocket-Protocol: bearer, <jwt>` (the server
  *   answers with the `bearer` sub-protocol, never echoing the token) or `?token=<jwt>`. Without a
  *   valid token the upgrade is refused with HTTP 401 — no socket is ever opened for a stranger
- *   (reference §7 bug 20). The connection closes (4001) when the token expires.
+ *   (the original let anyone join any room). The connection closes (4001) when the token expires.
  * - A client subscribes to sessions by context. Participants and admins may subscribe (admins
  *   read-only: they receive events but cannot send typing or call signals); anyone else is
  *   refused. Events reach the connections subscribed to their session; events addressed to users

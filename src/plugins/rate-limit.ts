@@ -1,5 +1,5 @@
 /**
- * Rate limits per identity on every write (SPEC §5), with `@fastify/rate-limit`:
+ * Rate limits per identity on every write, with `@fastify/rate-limit`:
  *
  * - The key is the verified user id (`u:<id>`; the limiter runs as a preHandler, after
  *   authentication), or the client address (`ip:<addr>`) for anonymous calls — never the raw

@@ -1,7 +1,7 @@
 /**
- * The original client contract: the patient's subscription (original-client-api.md §8), the
- * doctor's wallet (§7), the dashboard summary (§1.7), and the routes sessiongate does not serve
- * (§11, quirk 9). Requests as the app sends them; every field it reads, with its type.
+ * The original client contract: the patient's subscription, the
+ * doctor's wallet, the dashboard summary, and the routes sessiongate does not serve
+ * (and those the old backend never routed either). Requests as the app sends them; every field it reads, with its type.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { User } from '../../src/db/types.js';
@@ -39,7 +39,7 @@ async function paidDoctor(patientName = 'Grace Banda') {
   return { patient, doctor, sessionId: live.session.id };
 }
 
-describe('GET /subscription (§8)', () => {
+describe('GET /subscription', () => {
   it('data: null without an active plan (none, expired only, or a doctor)', async () => {
     const none = await t.newPatient();
     const res = await t.app.inject({ url: '/api/subscription', headers: await as(none) });
@@ -91,7 +91,7 @@ describe('GET /subscription (§8)', () => {
   });
 });
 
-describe('doctor wallet (§7)', () => {
+describe('doctor wallet', () => {
   it('GET /doctor/wallet: balance and rates as decimal strings', async () => {
     const { doctor } = await paidDoctor();
     const res = await t.app.inject({ url: '/api/doctor/wallet', headers: await as(doctor) });
@@ -181,7 +181,7 @@ describe('doctor wallet (§7)', () => {
   });
 });
 
-describe('GET /dashboard/summary (§1.7)', () => {
+describe('GET /dashboard/summary', () => {
   it('doctor: wallet balance, upcoming appointments, live sessions, rating stats, unread notifications', async () => {
     const { doctor } = await paidDoctor();
     const upcoming = await t.newAppointment({ doctor, status: 'pending', scheduled_at: new Date(Date.now() + 86400_000) });
@@ -227,7 +227,7 @@ describe('GET /dashboard/summary (§1.7)', () => {
   });
 });
 
-describe('out of scope (§11) and never-routed calls (quirk 9)', () => {
+describe('out of scope and never-routed calls', () => {
   const platform: [string, string][] = [
     ['POST', '/api/login'],
     ['POST', '/api/register'],

@@ -1,5 +1,5 @@
 /**
- * The original client contract, appointments (original-client-api.md §0, §1, §10): each call is
+ * The original client contract, appointments: each call is
  * sent the way the app in the stores sends it, and every field the app reads is asserted with
  * its type.
  */
@@ -37,7 +37,7 @@ function expectProblem(res: { statusCode: number; headers: Record<string, unknow
   return body as { success: false; message: string; error_code?: string };
 }
 
-/** The fields the dashboards and my-appointments read from a list item (§1.1), with their types. */
+/** The fields the dashboards and my-appointments read from a list item, with their types. */
 function expectListItem(item: Record<string, unknown>) {
   expect(typeof item.id).toBe('number');
   expect(typeof item.patient_id).toBe('number');
@@ -80,7 +80,7 @@ async function list(u: User) {
   return page.data as Record<string, unknown>[];
 }
 
-describe('POST /appointments — book (§1.2)', () => {
+describe('POST /appointments — book', () => {
   it('books with date + time + zone, ignores unknown fields, answers 201 with the item in the app’s shape', async () => {
     const patient = await t.newPatient({ name: 'Grace Banda', timezone: 'UTC' });
     await t.giveCredits(patient, { text: 3, voice: 3, video: 3 }); // booking needs a credit of the type
@@ -97,7 +97,7 @@ describe('POST /appointments — book (§1.2)', () => {
         user_timezone: 'Africa/Blantyre',
         appointment_type: 'text',
         reason: 'Headache for three days',
-        // quirk 2: fields the app sends that the contract ignores
+        // fields the app sends that the contract ignores
         cancellation_reason: null,
         user_type: 'patient',
       },
@@ -187,7 +187,7 @@ describe('POST /appointments — book (§1.2)', () => {
   });
 });
 
-describe('GET /appointments — the dashboards’ list (§1.1)', () => {
+describe('GET /appointments — the dashboards’ list', () => {
   it('maps every status to the app’s number and shows both sides the same appointment', async () => {
     const patient = await t.newPatient({ timezone: 'Africa/Blantyre' });
     const doctor = await t.newDoctor();
@@ -276,7 +276,7 @@ describe('GET /appointments — the dashboards’ list (§1.1)', () => {
   });
 });
 
-describe('PATCH /doctor/appointments/{id}/status — accept / reject (§1.3)', () => {
+describe('PATCH /doctor/appointments/{id}/status — accept / reject', () => {
   it('confirmed → 1, cancelled → 2; only the appointment’s doctor', async () => {
     const a = await t.newAppointment({ status: 'pending', scheduled_at: new Date(Date.now() + 86400_000) });
     const patch = async (u: User, status: string, id = a.id) =>
@@ -311,7 +311,7 @@ describe('PATCH /doctor/appointments/{id}/status — accept / reject (§1.3)', (
   });
 });
 
-describe('GET /appointments/{id} — details (§1.4)', () => {
+describe('GET /appointments/{id} — details', () => {
   it('the flat details shape with the other names', async () => {
     const patient = await t.newPatient({ name: 'Thoko Mwale', timezone: 'Africa/Blantyre' });
     const doctor = await t.newDoctor({ name: 'Dr Kondwani Banda' });
@@ -356,7 +356,7 @@ describe('GET /appointments/{id} — details (§1.4)', () => {
   });
 });
 
-describe('cancel (§1.5)', () => {
+describe('cancel', () => {
   it('PATCH {status: 2, cancellation_reason, cancelled_by} cancels; DELETE cancels; a gone appointment is 404', async () => {
     const a = await t.newAppointment({ status: 'confirmed', scheduled_at: new Date(Date.now() + 86400_000) });
     const res = await t.app.inject({
@@ -415,7 +415,7 @@ describe('cancel (§1.5)', () => {
   });
 });
 
-describe('POST /appointments/{id}/start-session (§1.6)', () => {
+describe('POST /appointments/{id}/start-session', () => {
   it('text: the converter’s request gets top-level context_type + context_id and data.session_id; idempotent', async () => {
     const a = await t.newAppointment({ appointment_type: 'text' });
     await t.giveCredits(a.patient, { text: 2 });
@@ -474,7 +474,7 @@ describe('POST /appointments/{id}/start-session (§1.6)', () => {
   });
 });
 
-describe('GET /appointments/{id}/session (§1.7)', () => {
+describe('GET /appointments/{id}/session', () => {
   it('answers the original poll shape before and after the session exists', async () => {
     const a = await t.newAppointment({ appointment_type: 'text' });
     await t.giveCredits(a.patient, { text: 1 });
@@ -499,7 +499,7 @@ describe('GET /appointments/{id}/session (§1.7)', () => {
   });
 });
 
-describe('slot picker helpers (§1.2)', () => {
+describe('slot picker helpers', () => {
   it('booked-slots lists the doctor’s taken times on the date as HH:MM in the patient’s zone', async () => {
     const doctor = await t.newDoctor();
     const patient = await t.newPatient({ timezone: 'Africa/Blantyre' });

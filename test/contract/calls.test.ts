@@ -1,5 +1,5 @@
 /**
- * The original app's call requests (reference §6, §9.5), sent as the app sends them — string ids,
+ * The original app's call requests, sent as the app sends them — string ids,
  * `direct_session_<ms>` keys, fields nobody reads, the client's own duration — asserting every
  * field the app reads with its type. Voice and video; start, answer, decline, end by either side,
  * deduction, status; billing by the server's clock, never by what the client claims.

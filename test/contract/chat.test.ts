@@ -1,5 +1,5 @@
 /**
- * Contract tests from shared/reference/original-client-api.md §4 (chat over REST) and §0's id
+ * Contract tests of the original app's chat over REST (`/api/chat/…`) and of its chat-id
  * rule: the app's requests with their quirks (`text_session_N`, `text_session:N`, bare session
  * numbers, `NaN`, image messages with an `id`, replies with a `reply_to` object, `temp_id`
  * retries), every field the app reads with its type, and the SessionContextGuard's decision
@@ -47,7 +47,7 @@ function expectFailure(res: { statusCode: number; json(): unknown; headers: Reco
   return body as { message: string; error_code: string } & Record<string, unknown>;
 }
 
-/** Every field of §4.1 with its type. */
+/** Every field of the app's message object with its type. */
 function expectMessage(m: Record<string, unknown>) {
   expect(Number.isInteger(m['id'])).toBe(true);
   expect(Number.isInteger(m['appointment_id'])).toBe(true);
@@ -80,8 +80,8 @@ const guardLog = (appointmentId: number) =>
     .where('guard', '=', 'chat')
     .execute();
 
-describe('POST /api/chat/{id}/messages (§4.3) and GET …/messages (§4.2) on a text session', () => {
-  it('text, image (with an `id` field), voice and replies are stored and come back in the §4.1 shape', async () => {
+describe('POST /api/chat/{id}/messages and GET …/messages on a text session', () => {
+  it('text, image (with an `id` field), voice and replies are stored and come back in the shape the app reads', async () => {
     const s = await instantTextSession();
     const room = `text_session_${s.id}`;
     const text = await call(s.patient, 'POST', `/api/chat/${room}/messages`, {
@@ -219,7 +219,7 @@ describe('POST /api/chat/{id}/messages (§4.3) and GET …/messages (§4.2) on a
   });
 });
 
-describe('appointment ids through the SessionContextGuard (§0, SPEC §3.2)', () => {
+describe('appointment ids through the SessionContextGuard', () => {
   it('phase 1: an appointment with a session is served by the session (would-block); one without is pre-session chat', async () => {
     const s = await startSession(t);
     const res = await call(s.patient, 'POST', `/api/chat/${s.appointmentId}/messages`, { message: 'by appointment', temp_id: tempId() });
@@ -280,7 +280,7 @@ describe('appointment ids through the SessionContextGuard (§0, SPEC §3.2)', ()
   });
 });
 
-describe('GET /api/chat/{id}/info (§4.4)', () => {
+describe('GET /api/chat/{id}/info', () => {
   it('an appointment: the header fields with an integer status and the session once it exists', async () => {
     const patient = await t.newPatient({ name: 'Mercy Tembo', timezone: 'Africa/Blantyre' });
     const doctor = await t.newDoctor({ name: 'Peter Zulu' });
@@ -318,7 +318,7 @@ describe('GET /api/chat/{id}/info (§4.4)', () => {
       status: 'waiting_for_doctor',
     });
     const nan = expectFailure(await call(s.patient, 'GET', '/api/chat/NaN/info'), 404);
-    // The old backend never routed it (reference quirk 9): a plain sentence, not a stack of codes.
+    // The old backend never routed it: a plain sentence, not a stack of codes.
     expect(nan.message).toMatch(/not (found|available)/i);
     expectFailure(await call(await t.newPatient(), 'GET', `/api/chat/text_session_${s.id}/info`), 403);
   });

@@ -1,6 +1,6 @@
 /**
  * A consultation day as the mobile app in the stores lives it, written from the original client
- * contract (shared reference `original-client-api.md`), not from the implementation: the app's own
+ * contract, not from the implementation: the app's own
  * REST calls over a real socket (`fetch` against the listening server), with its quirks — dates and
  * times in the patient's zone, ids as strings and as `text_session_N`, body-less JSON POSTs,
  * unknown body fields — and its WebSocket protocol (`/chat-signaling`, `/call-signaling`,

@@ -1,5 +1,5 @@
 /**
- * The original app's WebSocket protocol (reference §9) with real `ws` clients against the app
+ * The original app's WebSocket protocol with real `ws` clients against the app
  * listening on a real port: the handshake (`no-compression` echoed, `connection-established`),
  * who is refused, chat frames stored through the core and delivered to the other party, typing,
  * read receipts, a message sent over /api/v2 REST reaching the app's socket, and call signalling

@@ -1,5 +1,5 @@
 /**
- * Contract tests from shared/reference/original-client-api.md §2 and §3: the app's own requests
+ * Contract tests of the original app's text sessions and text-appointment calls: its own requests
  * (ids as strings, `text_session_N`, body-less JSON POSTs, unknown fields) against the real app on
  * a real database, asserting every field the app reads with its type.
  */
@@ -66,7 +66,7 @@ async function patientWithCredits(text = 3) {
   return p;
 }
 
-describe('POST /api/text-sessions/start (§2.1)', () => {
+describe('POST /api/text-sessions/start', () => {
   it('starts an instant session: data.session_id, data.id, doctor{id,name}, chat_room_id', async () => {
     const patient = await patientWithCredits();
     const doctor = await t.newDoctor({ name: 'Chisomo Phiri' });
@@ -120,7 +120,7 @@ describe('POST /api/text-sessions/start (§2.1)', () => {
   });
 });
 
-describe('GET /api/text-sessions/{id} (§2.2) and check-response (§2.3)', () => {
+describe('GET /api/text-sessions/{id} and check-response', () => {
   it('answers the same session for 12, text_session_12 and text_session:12, with every field the header reads', async () => {
     const patient = await patientWithCredits();
     const doctor = await t.newDoctor({ name: 'Grace Mwale' });
@@ -200,7 +200,7 @@ describe('GET /api/text-sessions/{id} (§2.2) and check-response (§2.3)', () =>
   });
 });
 
-describe('ending and billing (§2.5, §2.7)', () => {
+describe('ending and billing', () => {
   it('a body-less JSON POST ends the session, settles it, and reads doctor_name/patient_name/duration/ids; a repeat is already_ended', async () => {
     const s = await liveSession(t, { modality: 'text', credits: { text: 5 }, startedAgoMs: 15 * MIN });
     const res = await call(s.patient, 'POST', `/api/text-sessions/${s.session.id}/end`);
@@ -241,7 +241,7 @@ describe('ending and billing (§2.5, §2.7)', () => {
   });
 });
 
-describe('lists (§2.6, §2.8)', () => {
+describe('lists', () => {
   it("active-sessions is how a doctor finds a waiting session; history is a paginator of the caller's finished ones", async () => {
     const doctor = await t.newDoctor();
     const patient = await patientWithCredits();
@@ -291,7 +291,7 @@ describe('lists (§2.6, §2.8)', () => {
   });
 });
 
-describe('text-appointment calls (§3) through the guard', () => {
+describe('text-appointment calls through the guard', () => {
   async function textAppointmentWithSession() {
     const a = await t.newAppointment({ appointment_type: 'text' });
     await grant(t, a.patient, { text: 5 });

@@ -1,5 +1,5 @@
 /**
- * Contract tests from shared/reference/original-client-api.md §5: the app's multipart uploads
+ * Contract tests of the original app's chat uploads: its multipart requests
  * (`file` + `appointment_id` as a bare number), the type and size limits checked on the content,
  * the absolute `media_url` the app renders without auth headers, and who may upload.
  */

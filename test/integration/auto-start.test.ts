@@ -1,5 +1,5 @@
 /**
- * Auto-start (SPEC §3.4): what is due, what is not, failures with backoff and giving up, no
+ * Auto-start: what is due, what is not, failures with backoff and giving up, no
  * head-of-line blocking, the run's records (job run, conversion rows, log events, metrics),
  * notifications, and the CLI.
  */

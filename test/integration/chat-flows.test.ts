@@ -1,5 +1,5 @@
 /**
- * The design document's end-to-end chat flows:
+ * End-to-end chat flows:
  * 1. appointment created → session auto-started by the worker's job → the app polls
  *    `/api/v2/appointments/{id}/session` → chat works through the session context (and the legacy
  *    route points there);

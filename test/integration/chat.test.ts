@@ -1,5 +1,5 @@
 /**
- * Session chat (SPEC §2.6, §5): send, list, reply, reactions, typing, read — through
+ * Session chat: send, list, reply, reactions, typing, read — through
  * `/api/v2/sessions/{context}/…`, on a real database.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,6 +1,6 @@
 /**
- * The legacy, appointment-addressed billing endpoints behind the SessionContextGuard (SPEC §3.3),
- * and the design document's end-to-end billing flows. Runs on PGlite and PostgreSQL.
+ * The legacy, appointment-addressed billing endpoints behind the SessionContextGuard,
+ * and the end-to-end billing flows. Runs on PGlite and PostgreSQL.
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -170,7 +170,7 @@ describe('an appointment with a session, enforcement off: delegated to the sessi
   });
 });
 
-describe("the design document's billing flows", () => {
+describe('end-to-end billing flows', () => {
   it('session created → ended → billed through the session; the appointment endpoint is then blocked (flag on) or a no-op (flag off)', async () => {
     const patient = await t.newPatient();
     const doctor = await t.newDoctor({ country: 'Malawi' });

@@ -1,5 +1,5 @@
 /**
- * Legacy appointment-addressed chat behind the SessionContextGuard (SPEC §3.2): the full decision
+ * Legacy appointment-addressed chat behind the SessionContextGuard: the full decision
  * table for all eight operations, the error bodies, log lines, metrics and guard events; session
  * contexts in the path; `direct_session_*`; the old clients' request and response shapes; and
  * pre-session chat carried into the session.

@@ -1,5 +1,5 @@
 /**
- * The legacy triggers (SPEC §3.4): appointments:activate-booked and appointments:process-sessions.
+ * The legacy triggers: appointments:activate-booked and appointments:process-sessions.
  * They never touch an appointment that has a session; with DISABLE_LEGACY_APPOINTMENT_TRIGGERS they
  * do nothing (log line, skipped run, exit 0) and auto-start alone starts every due appointment.
  */

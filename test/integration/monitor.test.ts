@@ -1,7 +1,7 @@
 /**
  * appointments:monitor-sessions: the numbers come from the database rows (appointments,
  * appointment_conversions, guard_events, job_runs) — inserted directly here to produce each
- * situation — and the levels follow SPEC §3.4.
+ * situation — and the levels follow the alert rules (ops/prometheus/alerts.yml).
  */
 import { cliDatabase } from '../helpers/cli-run.js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';

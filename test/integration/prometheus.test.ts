@@ -1,7 +1,7 @@
 /**
  * A real Prometheus (Debian's /usr/bin/prometheus) scrapes a listening sessiongate every second
  * with the shipped rules (ops/prometheus/alerts.yml). A legacy chat request refused with
- * SESSION_CONTEXT_REQUIRED (SPEC §3.2: ENFORCE_SESSION_GATED_CHAT=true, appointment with a session)
+ * SESSION_CONTEXT_REQUIRED (ENFORCE_SESSION_GATED_CHAT=true, appointment with a session)
  * must show up in a PromQL query, and ChatBlockedRatioHigh must become pending.
  *
  * The real rules file is used unchanged: with a 1 s evaluation interval the alert turns *pending*

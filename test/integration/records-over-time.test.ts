@@ -1,5 +1,5 @@
 /**
- * Appointments settle (SPEC §2.2) and records have a retention (SPEC §2.7), through the worker's
+ * Appointments settle and records have a retention, through the worker's
  * job functions on a real database. Runs on PGlite and PostgreSQL.
  */
 import { sql } from 'kysely';

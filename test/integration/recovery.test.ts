@@ -1,5 +1,5 @@
 /**
- * `appointments:recover-sessions` (SPEC §3.4): dry run writes nothing, --execute confirmation,
+ * `appointments:recover-sessions`: dry run writes nothing, --execute confirmation,
  * refusal without a terminal, --lookback forms, --limit, --json, the progress bar, the audit,
  * idempotent reruns, exit codes — run as the CLI against a database of its own.
  */

@@ -1,5 +1,5 @@
 /**
- * Sessions end without a client (SPEC §2.3): idle text chats end `inactive` at their last
+ * Sessions end without a client: idle text chats end `inactive` at their last
  * message, calls both participants left end `disconnected` when the last one left, booked and
  * instant sessions end `time_limit` (with a notice 5 minutes before), and billing never runs past
  * any of them — through the worker's own job functions, on a real database, with the
@@ -26,7 +26,7 @@ afterAll(async () => t?.close());
 const appointmentOf = (id: number) => t.ctx.db.selectFrom('appointments').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
 
 describe('inactive: an idle text session', () => {
-  it('the issue: a 30-minute booking where the doctor wrote once, left 5 h — ends inactive at that message, 1 unit, not 20', async () => {
+  it('a 30-minute booking where the doctor wrote once, left 5 h — ends inactive at that message, 1 unit, not 20', async () => {
     clock = null;
     const patient = await t.newPatient();
     const sub = await grant(t, patient, { text: 20 });

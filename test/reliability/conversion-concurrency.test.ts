@@ -1,5 +1,5 @@
 /**
- * One session per appointment under real concurrency, on PostgreSQL (issue [2/6] item 9):
+ * One session per appointment under real concurrency, on PostgreSQL (see docs/reliability.md):
  *  - 8 auto-start processes and a recovery --execute at the same moment over 5,000 due
  *    appointments → exactly 5,000 sessions, each appointment linked to its own, zero failures,
  *    and every record (job runs, conversion rows, outbox, notifications) adds up;

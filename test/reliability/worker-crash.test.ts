@@ -1,5 +1,5 @@
 /**
- * kill -9 in the middle of a batch (issue [2/6] item 9), on PostgreSQL: an auto-start process is
+ * kill -9 in the middle of a batch (see docs/reliability.md), on PostgreSQL: an auto-start process is
  * SIGKILLed at a random point of its work, 10 times. After every kill: no appointment linked to a
  * missing session, no session without its appointment link, no half-written conversion (a linked
  * appointment always has its outbox rows and its conversion record). After a restart every due

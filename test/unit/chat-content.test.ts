@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { checkBody, isAcceptableMediaUrl, isAcceptableReaction } from '../../src/modules/chat/content.js';
 
-describe('checkBody (SPEC §2.6 content rule)', () => {
+describe('checkBody (the content rule)', () => {
   it.each([
     ['<p>', ['html']],
     ['</div>', ['html']],

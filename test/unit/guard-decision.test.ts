@@ -13,7 +13,7 @@ const NOT_READY: ChatDecision = { action: 'block', errorCode: 'SESSION_NOT_READY
 const SERVE_SESSION: ChatDecision = { action: 'serve_session', wouldBlock: true };
 const SERVE_LEGACY: ChatDecision = { action: 'serve_legacy' };
 
-describe('decideLegacyChat (SPEC §3.2)', () => {
+describe('decideLegacyChat', () => {
   // All 8 combinations of (session_id set?, ENFORCE_SESSION_GATED_CHAT, ALLOW_LEGACY_APPOINTMENT_CHAT).
   it.each<[number | null, boolean, boolean, ChatDecision]>([
     [42, true, false, CONTEXT_REQUIRED],
@@ -29,7 +29,7 @@ describe('decideLegacyChat (SPEC §3.2)', () => {
   });
 });
 
-describe('decideLegacyBilling (SPEC §3.3)', () => {
+describe('decideLegacyBilling', () => {
   it.each<[number | null, boolean, BillingDecision]>([
     [7, true, { action: 'block', errorCode: 'SESSION_BILLING_REQUIRED', status: 400 }],
     [7, false, { action: 'delegate_session', wouldBlock: true }],
@@ -41,7 +41,7 @@ describe('decideLegacyBilling (SPEC §3.3)', () => {
 });
 
 describe('guarded names', () => {
-  it('covers the eight chat operations of the design document', () => {
+  it('covers the eight legacy chat operations', () => {
     expect([...CHAT_OPERATIONS].sort()).toEqual(
       [
         'addReaction',

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { createMetrics } from '../../src/modules/ops/metrics.js';
 import { countGuardDecision, guardLogMessage, logGuardDecision } from '../../src/modules/guard/report.js';
 
-describe('guard reporting (SPEC §3.2 / §3.3 log lines and counters)', () => {
+describe('guard reporting (chat and billing log lines and counters)', () => {
   it('spells the log lines the runbooks and alerts look for', () => {
     expect(guardLogMessage('chat', 'blocked')).toBe('SessionContextGuard: Chat operation blocked');
     expect(guardLogMessage('chat', 'not_ready')).toBe('SessionContextGuard: Chat operation blocked');

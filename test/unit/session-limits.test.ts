@@ -1,6 +1,6 @@
 /**
  * The limits that end running sessions without a client, and the billing cap, as pure
- * functions: table-driven (SPEC §2.3, §2.5).
+ * functions: table-driven.
  */
 import { describe, expect, it } from 'vitest';
 import { cappedUnits, legacyAppointmentUnits, unitCap } from '../../src/modules/billing/pricing.js';

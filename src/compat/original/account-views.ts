@@ -1,7 +1,7 @@
 /**
  * What the original app's account screens read, from the billing and users modules' reads: the
- * patient's subscription and credits (§8), the doctor's wallet and its transactions (§7), and the
- * home tabs' dashboard (§1.7). Nothing is computed here but names.
+ * patient's subscription and credits, the doctor's wallet and its transactions, and the
+ * home tabs' dashboard. Nothing is computed here but names.
  */
 import { Type } from '@sinclair/typebox';
 import type { AppContext } from '../../context.js';
@@ -18,7 +18,7 @@ import { AppointmentItem, appointmentContext, appointmentItem } from './appointm
 import { PersonOut, person } from './shapes.js';
 
 // ---------------------------------------------------------------------------------------------
-// Subscription (§8)
+// Subscription
 
 export const NullableDate = Type.Union([Type.String({ format: 'date-time' }), Type.Null()]);
 
@@ -123,7 +123,7 @@ export async function subscriptionView(ctx: AppContext, user: Pick<AuthUser, 'id
 }
 
 // ---------------------------------------------------------------------------------------------
-// Wallet (§7)
+// Wallet
 
 export const Money = Type.String({ description: 'Decimal with two places, e.g. "3500.00"' });
 export const PaymentRates = Type.Object({ text: Money, audio: Money, video: Money, currency: Type.String() });
@@ -202,7 +202,7 @@ export async function walletSummary(ctx: AppContext, user: AuthUser) {
   return {
     totals: { balance: wallet.balance, total_earned: formatMinor(earned.total_minor), total_withdrawn: formatMinor(0) },
     currency: wallet.currency,
-    // One charged 10-minute unit pays the same whatever the modality (SPEC §2.5).
+    // One charged 10-minute unit pays the same whatever the modality.
     payment_rates: { text: rate, audio: rate, video: rate, currency: wallet.payout_per_unit.currency },
     earned,
   };
@@ -222,7 +222,7 @@ export async function transactionsPage(ctx: AppContext, doctorId: number, page: 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Dashboard (§1.7)
+// Dashboard
 
 export const ActiveSession = Type.Object({
   id: Type.Integer(),

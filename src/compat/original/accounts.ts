@@ -1,6 +1,6 @@
 /**
- * The doctor wallet (reference §7), the patient's subscription and credits (§8), and the home
- * tabs' dashboard summary (§1.7), in the shapes the app reads. Balances, credits and earnings are
+ * The doctor wallet, the patient's subscription and credits, and the home
+ * tabs' dashboard summary, in the shapes the app reads. Balances, credits and earnings are
  * the billing module's and the users module's reads; nothing is computed here but names.
  */
 import type { FastifyInstance } from 'fastify';

@@ -1,5 +1,5 @@
 /**
- * Request and response schemas of the original app's appointment routes (reference §1): ids as
+ * Request and response schemas of the original app's appointment routes: ids as
  * the app sends them, dates and times in its patterns, and the answers it reads.
  */
 import { Type } from '@sinclair/typebox';

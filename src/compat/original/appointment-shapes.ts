@@ -1,5 +1,5 @@
 /**
- * The appointment in the shapes the original app reads (reference §1): the list item with the
+ * The appointment in the shapes the original app reads: the list item with the
  * aliases the app also tries, and the details screen's flat object, with wall-clock dates and
  * times in the booking's zone. Pure mapping from the core's rows.
  */

@@ -1,5 +1,5 @@
 /**
- * Appointments (reference §1): list, book, details, the doctor's status changes, cancel,
+ * Appointments: list, book, details, the doctor's status changes, cancel,
  * start-session, the session poll, and the slot picker's two helpers. Each route maps the app's
  * request onto the appointments/sessions services and their answer onto the app's shapes.
  */

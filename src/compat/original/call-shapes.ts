@@ -1,5 +1,5 @@
 /**
- * The call in the shapes the original app reads (reference §0, §5): its states, the key it names
+ * The call in the shapes the original app reads: its states, the key it names
  * a call by, the request bodies of the call routes and their answers. Pure mapping.
  */
 import { Type, type Static } from '@sinclair/typebox';
@@ -7,7 +7,7 @@ import type { Session } from '../../db/types.js';
 import { Id, iso } from '../../lib/schemas.js';
 import { contextOf } from '../../modules/sessions/service.js';
 
-/** The app's call states (reference §0). */
+/** The app's call states. */
 export type AppCallStatus = 'connecting' | 'active' | 'ended';
 
 export function appCallStatus(status: Session['status']): AppCallStatus {
@@ -33,7 +33,7 @@ export const CallKey = Type.Union([Type.String({ minLength: 1, maxLength: 64 }),
 });
 export const CallType = Type.Union([Type.Literal('voice'), Type.Literal('audio'), Type.Literal('video')]);
 // The app sends fields nobody reads (caller_id, action, reason, declined_by, session_duration,
-// was_connected, triggered_by — quirk 2): unknown fields are accepted and ignored.
+// was_connected, triggered_by): unknown fields are accepted and ignored.
 export const loose = { additionalProperties: true, maxProperties: 32 } as const;
 
 export const StartBody = Type.Object(

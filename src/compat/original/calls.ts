@@ -1,5 +1,5 @@
 /**
- * Call sessions of the original app (reference §6; §9.5 for the two routes only its signalling
+ * Call sessions of the original app (with the two routes only its signalling
  * server called): start, answer, decline, end, deduction, status, and `/appointments/{id}/end`.
  *
  * A translation over the core's call state machine and billing:
@@ -12,13 +12,13 @@
  * | decline                              | `decline`                                                   |
  * | end                                  | `hangup`: connected → ended and settled; ringing → cancel / decline |
  * | deduction                            | `billSession`: what the server's clock has made due, once per unit |
- * | `/appointments/{id}/end`             | the guarded legacy `end-session` (SessionContextGuard, §3.3) |
+ * | `/appointments/{id}/end`             | the guarded legacy `end-session` (SessionContextGuard) |
  *
  * The client's `session_duration` and `was_connected` are read by nobody: the server's clock bills.
  * Core call states map to the app's: waiting / ringing → `connecting`, connected → `active`,
  * ended / missed / expired → `ended` (`answered` is never reported: answering connects at once).
  * Refusals that must stop the app are 4xx problem documents with a human `message` (the app
- * treats any 2xx as success, quirk 6).
+ * treats any 2xx as success, even with `success: false`).
  */
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
@@ -65,7 +65,7 @@ const TAGS = ['original'];
 const DIRECT_PREFIX = 'direct_session_';
 
 /**
- * Resolves the `appointment_id` of a call request (§0 id forms) to the call session, through the
+ * Resolves the `appointment_id` of a call request (any of the app's id forms) to the call session, through the
  * core's look-ups and access gate: `direct_session_<ms>` → the routing key's call;
  * `"57"` → appointment 57's session (participants only); `call_session:N` / `call_session_N` → N.
  * `null` when the id names nothing that has a call yet.
@@ -105,7 +105,7 @@ async function callOrThrow(ctx: AppContext, actor: Actor, key: string): Promise<
 
 const modalityOf = (t: Static<typeof CallType>): Modality => (t === 'video' ? 'video' : 'voice');
 
-/** The app opens its busy dialog on this exact text (reference §2.1). */
+/** The app opens its busy dialog on this exact text. */
 const DOCTOR_BUSY_MESSAGE = 'Doctor is currently in another session';
 
 async function startCall(ctx: AppContext, actor: Actor, body: Static<typeof StartBody>): Promise<Session> {
@@ -265,7 +265,7 @@ export default async function callsRoutes(fastify: FastifyInstance) {
       if (outcome.result === 'skipped') throw notFound('Call', { appointment_id: String(req.body.appointment_id) });
       const after = outcome.session;
       if (outcome.result === 'ended_no_credit') {
-        // The app ends the call on a 400 whose text contains "no remaining" (reference §6.5).
+        // The app ends the call on a 400 whose text contains "no remaining".
         const message = 'Call ended: no remaining call credits';
         return reply
           .code(400)

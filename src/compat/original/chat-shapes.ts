@@ -1,5 +1,5 @@
 /**
- * The chat message in the shape the app reads (reference §4.1, §9.3), from the core's message
+ * The chat message in the shape the app reads, from the core's message
  * read model: in the history and send answers (with delivery and read state from the read
  * horizons) and pushed on the app's socket (as just sent). Pure mapping.
  */
@@ -10,7 +10,7 @@ import type { ChatMessageJson } from '../../modules/chat/schemas.js';
 
 const NullableString = Type.Union([Type.String(), Type.Null()]);
 
-/** The message object of `types/chat.ts` (§4.1). */
+/** The message object of the app's `types/chat.ts`. */
 export const AppMessage = Type.Object(
   {
     id: Type.Integer(),
@@ -40,7 +40,7 @@ export interface ReadView {
 }
 
 /**
- * §4.1 from the core's message. With a reader's view: its room number, and `read` when the other
+ * The app's message from the core's. With a reader's view: its room number, and `read` when the other
  * party's horizon passed it, else `sent` (the viewer's own) or `delivered`. Without (a push on the
  * socket, as just sent): the appointment's number (the session's before it has one), `sent`.
  */

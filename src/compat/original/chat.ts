@@ -1,5 +1,5 @@
 /**
- * Chat over REST (reference §4): messages, info, mark-read, local-storage.
+ * Chat over REST: messages, info, mark-read, local-storage.
  *
  * The app's `{id}` is resolved by Laravel's rule (ids.ts) to the core's legacy-chat name — an
  * appointment id or a session context — and then every message operation goes through the
@@ -30,7 +30,7 @@ const open = { additionalProperties: true } as const;
 const Params = Type.Object({ id: Type.String({ maxLength: 64 }) });
 const NullableString = Type.Union([Type.String(), Type.Null()]);
 
-/** The body of §4.3 (every sender of the app); `id`, `reply_to`, `message_id`… are tolerated (quirk 2). */
+/** The send body (every sender of the app); `id`, `reply_to`, `message_id`… are tolerated (refusing them loses the message). */
 const SendBody = Type.Object(
   {
     message: Type.String({ maxLength: 1000 }),
@@ -52,7 +52,7 @@ const SendBody = Type.Object(
 const roomOf = (target: ChatTarget, scope: ChatScope): number =>
   target.type === 'appointment' ? target.id : target.type === 'session' ? target.id : (scope.appointmentId ?? scope.sessionId ?? 0);
 
-/** Appointment status as the app's integer (reference §0). */
+/** Appointment status as the app's integer. */
 const APPOINTMENT_STATUS_CODE: Record<string, number> = {
   pending: 0,
   confirmed: 1,
@@ -298,7 +298,7 @@ export default async function chatRoutes(fastify: FastifyInstance) {
       const [patient, doctor] = await Promise.all([getUser(ctx.db, a.patient_id), getUser(ctx.db, a.doctor_id)]);
       const p = chatPerson(patient);
       const d = chatPerson(doctor);
-      // The app shows the booking on the patient's wall clock (reference §0).
+      // The app shows the booking on the patient's wall clock.
       const at = wallClock(a.scheduled_at, a.patient_timezone ?? patient?.timezone ?? 'UTC');
       const isCall = a.appointment_type !== 'text';
       return {

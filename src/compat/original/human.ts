@@ -1,6 +1,6 @@
 /**
  * The app in the stores never reads `error_code`; it shows `message` to patients and doctors
- * (reference §0, quirk 5). The core's messages for the guard's refusals are written for API
+ * (so every 4xx answer is JSON with one). The core's messages for the guard's refusals are written for API
  * clients ("use the session endpoint"); on this door they are rewritten for people. The code,
  * status and ids stay the core's; the core's wording moves to `reason`.
  */
@@ -39,7 +39,7 @@ export function humanErrors(app: FastifyInstance): void {
 /**
  * The error responses of the session and chat doors of the original contract: the core's client
  * errors, any of which a translated call may meet. The app shows `message` and never reads the
- * code (reference §0), so these routes document the set rather than a list per route.
+ * code, so these routes document the set rather than a list per route.
  */
 export const originalProblems = problems(
   'UNAUTHENTICATED',

@@ -1,5 +1,5 @@
 /**
- * The original app's identifier forms (reference §0, quirk 3) mapped onto the core's names.
+ * The original app's identifier forms mapped onto the core's names.
  *
  * | the app sends                  | where                         | the core's name                                  |
  * |--------------------------------|-------------------------------|--------------------------------------------------|
@@ -50,7 +50,7 @@ async function readableSessionExists(ctx: AppContext, actor: Actor, kind: Sessio
 }
 
 /**
- * Resolves the app's chat id by Laravel's rule (reference §0). Throws a 404 for ids that name
+ * Resolves the app's chat id as the table above says. Throws a 404 for ids that name
  * nothing (`NaN`, `undefined`, garbage); the core answers for unknown sessions and appointments.
  * The actor is needed (and loaded) only for bare numbers.
  */
@@ -83,6 +83,6 @@ export async function resolveChatTarget(ctx: AppContext, actorOf: Actor | (() =>
 /** `text_session_{id}`: the chat route key the app builds from a text session id. */
 export const chatRoomId = (sessionId: number) => `text_session_${sessionId}`;
 
-/** An id in a body, as a number or a numeric string (quirk 3). */
+/** An id in a body, as a number or a numeric string. */
 export const LooseId = Type.Union([Id, IdString]);
 export const idOf = (v: number | string): number => Number(v);

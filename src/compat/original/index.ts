@@ -1,7 +1,7 @@
 /**
  * The original client contract: the consultation-domain API that the mobile app in the stores
- * (DocAvailable build 1.1.3) calls at `/api/…`, as `shared/reference/original-client-api.md`
- * describes it. sessiongate's own API is `/api/v2/…`.
+ * (DocAvailable build 1.1.3) calls at `/api/…` (the choices: docs/decisions.md, "Original client contract"
+ * sections). sessiongate's own API is `/api/v2/…`.
  *
  * This folder is a translation layer at the edge, like an API "version change" module: it maps the
  * app's requests (dates + times + time zones, string ids, `text_session_N`, `direct_session_*`,

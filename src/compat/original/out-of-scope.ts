@@ -1,8 +1,8 @@
 /**
- * Routes the app calls that sessiongate does not serve (reference §11), and the calls that never
- * existed on the old backend either (quirk 9): a fast 404 problem document — no token check, no
+ * Routes the app calls that sessiongate does not serve, and the calls that never
+ * existed on the old backend either: a fast 404 problem document — no token check, no
  * database — whose `message` tells the person what happened (the app shows it). Behind the
- * reverse proxy of docs/migration.md the §11 paths go to the platform's main backend and never
+ * reverse proxy of docs/migration.md the platform paths go to the platform's main backend and never
  * reach sessiongate; these answers are for a proxy that routes too much, and for sessiongate
  * running alone. Any other unknown `/api` path gets the generic 404 problem.
  *
@@ -17,7 +17,7 @@ import { original } from './shapes.js';
 
 const MAIN = 'is handled by the platform’s main service, not by the consultation service';
 
-/** Out of the consultation domain (§11): served by the platform's main backend. */
+/** Out of the consultation domain: served by the platform's main backend. */
 const PLATFORM: { area: string; message: string; paths: string[] }[] = [
   {
     area: 'accounts',
@@ -79,7 +79,7 @@ const PLATFORM: { area: string; message: string; paths: string[] }[] = [
   },
 ];
 
-/** Called by the app but never routed on the old backend either (quirk 9). */
+/** Called by the app but never routed on the old backend either. */
 const NEVER_EXISTED: { method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'ALL'; path: string }[] = [
   { method: 'ALL', path: '/api/text-sessions/active' },
   { method: 'GET', path: '/api/text-sessions/:id/status' },

@@ -1,6 +1,6 @@
 /**
- * The text session in the shape the original app's text-session and chat screens read (reference
- * §2.2, §2.6), built from the core's rows and read models. Pure mapping: no rule is decided here.
+ * The text session in the shape the original app's text-session and chat screens read,
+ * built from the core's rows and read models. Pure mapping: no rule is decided here.
  */
 import { Type } from '@sinclair/typebox';
 import type { AppContext } from '../../context.js';
@@ -15,7 +15,7 @@ import { ChatPerson, chatPerson } from './shapes.js';
 
 const NullableString = Type.Union([Type.String(), Type.Null()]);
 
-/** A text session (§2.2, §2.6) with every field the app reads. */
+/** A text session with every field the app reads. */
 export const TextSession = Type.Object(
   {
     id: Type.Integer(),

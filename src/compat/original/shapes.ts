@@ -203,7 +203,7 @@ export function chatPerson(u: Pick<User, 'id' | 'name' | 'role'> | undefined) {
 /** Options of an envelope whose object may carry more than its schema declares (serialised as is). */
 export const OPEN: ObjectOptions = { additionalProperties: true };
 
-/** A body or object whose unknown fields the app relies on being ignored or kept (quirk 2). */
+/** A body or object whose unknown fields the app relies on being ignored or kept. */
 export const OpenObject = Type.Object({}, { additionalProperties: true });
 /** A body the app may send empty, as `null`, or with fields nobody reads. */
 export const AnyBody = Type.Union([OpenObject, Type.Null()]);

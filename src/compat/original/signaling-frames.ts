@@ -1,5 +1,5 @@
 /**
- * The original app's socket frames (reference §9): what a core event reads as on an app socket,
+ * The original app's socket frames: what a core event reads as on an app socket,
  * the message a `chat-message` frame carries, and the frames relayed between the two parties.
  * Pure mapping: who may receive what is decided by the socket hub before these run.
  */

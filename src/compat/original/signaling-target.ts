@@ -1,5 +1,5 @@
 /**
- * What an app socket's `appointmentId` names, for its user (reference §0): a session — whichever
+ * What an app socket's `appointmentId` names, for its user: a session — whichever
  * id form named it: `57`, `call_session:9` and `direct_session_…` of one call are one — or,
  * before an appointment has a session, the appointment. Read at the handshake and again before
  * every frame the socket sends, so a frame acts on the session as it is now.

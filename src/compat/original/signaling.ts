@@ -1,8 +1,8 @@
 /**
- * The original app's WebSocket protocol (reference §9) on the paths it dials, at the root:
+ * The original app's WebSocket protocol on the paths it dials, at the root:
  * `/chat-signaling`, `/call-signaling`, `/audio-signaling` (alias) and
  * `/incoming-call-notifications`. Sub-protocol `no-compression` is echoed (app.ts registers it
- * with the one WebSocket server). Query: `appointmentId` (any id form of §0), `userId`,
+ * with the one WebSocket server). Query: `appointmentId` (any of the app's id forms), `userId`,
  * `authToken`.
  *
  * Who may connect (the original verified nothing; see docs/security.md):
@@ -24,7 +24,7 @@
  *   id (so the app's REST send of the same message and this frame store one message); an
  *   appointment-keyed socket sends through the SessionContextGuard like the legacy REST route;
  *   `direct_session_*` rooms have no chat. The core's `message.created` (from either door) comes
- *   back to both parties as a `chat-message` frame in the §4.1 shape.
+ *   back to both parties as a `chat-message` frame in the app's message shape.
  * - `typing-indicator` → the core's typing; `read-receipt` with a stored message id → the core's
  *   read horizon (`read` comes back as `read-receipt`); `session-status-request` → answered.
  * - `delivery-status`, `session-ended`, `message-read`, other unknown types, and the call frames

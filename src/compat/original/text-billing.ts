@@ -1,6 +1,6 @@
 /**
- * The original app's billing calls for text consultations: the text-session billing tick (§2.7)
- * and the text-appointment calls (§3). The server bills on its own; a tick only brings the core's
+ * The original app's billing calls for text consultations: the text-session billing tick
+ * and the text-appointment calls. The server bills on its own; a tick only brings the core's
  * billing up to date and answers what it billed, and the `/text-appointments/*` deductions go
  * through the core's guarded legacy billing, so the SessionContextGuard decides them exactly as
  * on /api/v2.
@@ -76,7 +76,7 @@ export default async function textBillingRoutes(fastify: FastifyInstance) {
     },
   );
 
-  // ---- §3 text appointments ------------------------------------------------------------------
+  // ---- text appointments ---------------------------------------------------------------------
 
   const AppointmentBody = Type.Object({ appointment_id: LooseId }, open);
   const legacyOut = { 200: Envelope(Obj, OPEN), ...originalProblems };

@@ -1,5 +1,5 @@
 /**
- * Text sessions of the original app (reference §2): start, look-ups, status and ending.
+ * Text sessions of the original app: start, look-ups, status and ending.
  *
  * Every route maps the app's request onto a core service and the answer back into the app's
  * shape: instant sessions, look-ups, expiry-on-read, ending and settlement are the sessions
@@ -34,7 +34,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
   const anyone = app.auth();
   humanErrors(app);
 
-  // ---- §2.1 start ----------------------------------------------------------------------------
+  // ---- start ---------------------------------------------------------------------------------
 
   app.post(
     '/api/text-sessions/start',
@@ -53,7 +53,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
       try {
         s = await createInstantSession(ctx, actor, { doctor_id: idOf(req.body.doctor_id), modality: 'text' });
       } catch (err) {
-        // The app opens its "doctor busy" dialog on this exact wording (reference §2.1).
+        // The app opens its "doctor busy" dialog on this exact wording.
         if (err instanceof DomainError && err.code === 'CONFLICT' && 'doctor_id' in err.details) {
           throw new DomainError('CONFLICT', 'Doctor is currently in another session', err.details);
         }
@@ -75,7 +75,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
     },
   );
 
-  // ---- lists (§2.6, §2.8) — registered before `/:id` for readability; the router prefers static parts anyway
+  // ---- lists — registered before `/:id` for readability; the router prefers static parts anyway
 
   app.get(
     '/api/text-sessions/active-sessions',
@@ -199,7 +199,7 @@ export default async function textSessionsRoutes(fastify: FastifyInstance) {
     },
   );
 
-  // ---- one session (§2.2–§2.5, §2.7) ---------------------------------------------------------
+  // ---- one session ---------------------------------------------------------------------------
 
   const readable = async (actor: ReturnType<typeof currentUser>, rawId: string) =>
     freshSession(ctx, await readableSession(ctx.db, actor, textSessionContext(rawId)));

@@ -1,5 +1,5 @@
 /**
- * Uploads of chat images and voice notes (reference §5): multipart `file` + `appointment_id`.
+ * Uploads of chat images and voice notes: multipart `file` + `appointment_id`.
  *
  * `appointment_id` is whatever the chat's room number is — the appointment id, or the text
  * session id for `text_session_N` chats — and is resolved by the same rule as `/chat/{id}`

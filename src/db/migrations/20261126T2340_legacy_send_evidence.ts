@@ -1,6 +1,6 @@
 /**
  * A legacy send served by the session's chat (flags off, appointment with a session: the
- * would-block case of SPEC §3.2) is recorded on the message it wrote — `legacy_operation` names
+ * would-block case of the chat guard) is recorded on the message it wrote — `legacy_operation` names
  * the legacy operation — instead of in a second row of `guard_events`. The send's one statement
  * then writes one row, not two: the guard event costs the database about a third of what its own
  * insert did (docs/benchmarks.md), and the event exists exactly when the message does.

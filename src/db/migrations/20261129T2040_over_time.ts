@@ -1,5 +1,5 @@
 /**
- * Over time (SPEC §2.2, §2.3, §2.7): sessions end without a client, busy patients wait,
+ * Over time: sessions end without a client, busy patients wait,
  * appointments settle, record tables have a retention.
  *
  * - `sessions.allowed_minutes`: the time the session may be billed for, fixed when it is created

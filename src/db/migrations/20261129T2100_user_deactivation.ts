@@ -1,5 +1,5 @@
 /**
- * Users can be deactivated (SPEC §5 `POST /api/admin/users/{id}/deactivate`): their records stay,
+ * Users can be deactivated (`POST /api/v2/admin/users/{id}/deactivate`): their records stay,
  * their tokens stop working and their sockets are closed. `deactivated_at` is null for an active
  * user.
  *

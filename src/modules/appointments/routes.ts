@@ -1,4 +1,4 @@
-/** Appointment booking and look-ups (SPEC §5). */
+/** Appointment booking and look-ups. */
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';

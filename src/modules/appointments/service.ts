@@ -100,7 +100,7 @@ export interface BookInput {
   patient_timezone?: string;
 }
 
-/** What a patient may hold (SPEC §5: no squatting a doctor's calendar). */
+/** What a patient may hold (no squatting a doctor's calendar). */
 export interface BookingLimits {
   /** Future pending bookings a patient may hold at once (`MAX_PENDING_BOOKINGS`). */
   maxPendingBookings: number;

@@ -1,6 +1,6 @@
 /**
  * The three legacy, appointment-addressed billing endpoints behind the SessionContextGuard
- * (SPEC §3.3): `end-session`, `process-payment`, `process-deduction`.
+ * (its decision table: `guard/decision.ts`): `end-session`, `process-payment`, `process-deduction`.
  *
  * - participants only (a stranger gets 403, an unknown appointment 404) — checked before the
  *   guard, so a stranger learns nothing about the appointment's session;

@@ -1,6 +1,6 @@
 /**
- * Billing routes (SPEC §5): a session's billing, the doctor's wallet, and the three legacy,
- * appointment-addressed billing endpoints behind the SessionContextGuard (SPEC §3.3).
+ * Billing routes: a session's billing, the doctor's wallet, and the three legacy,
+ * appointment-addressed billing endpoints behind the SessionContextGuard.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';

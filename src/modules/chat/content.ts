@@ -1,7 +1,7 @@
 /**
  * What a chat message may contain. Pure: no IO.
  *
- * The rule (SPEC §2.6: HTML, scripts and links are rejected with 400 CONTENT_BLOCKED; newlines
+ * The rule (HTML, scripts and links are rejected with 400 CONTENT_BLOCKED; newlines
  * are kept). Bodies are stored exactly as sent — never rewritten — so whatever passes here is
  * what the other participant reads. A body is blocked when it contains:
  *
@@ -14,7 +14,7 @@
  *   linkify-it recognises under any IANA TLD (`www.x`, `example.com`, `evil.me/login`,
  *   `//evil.top/x`, `name@mail.com`), see `hasLink`.
  *
- * Unlike the original (reference §4.6) this does NOT block `ok.bye`, `one = 1`, `2.5mg`, `e.g.`
+ * Unlike the original system, this does NOT block `ok.bye`, `one = 1`, `2.5mg`, `e.g.`
  * or `Dr.Smith`: a bare `word.tld` under a TLD that is also a short English word is a missing
  * space, and `on…=` only matters inside a tag, which is blocked anyway.
  *

@@ -1,6 +1,6 @@
 /**
  * Legacy appointment-addressed chat, `/api/v2/chat/{id}/…`, behind the SessionContextGuard
- * (SPEC §3.2). The path parameter is classified first:
+ * (its decision table: `guard/decision.ts`). The path parameter is classified first:
  *
  * | `{id}`                                   | result                                              |
  * |------------------------------------------|-----------------------------------------------------|
@@ -170,7 +170,7 @@ async function refuseDirect(ctx: AppContext, actor: ChatActor, raw: string, oper
   );
 }
 
-/** A message in the shape the old mobile clients parse (reference §4.4). */
+/** A message in the shape the old mobile clients parse. */
 export function legacyMessageJson(
   m: ChatMessageJson,
   reactions: { message_id: number; user_id: number; emoji: string; created_at: Date; user_name: string }[] = [],

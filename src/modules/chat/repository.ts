@@ -4,7 +4,7 @@
  * A conversation ("scope") is either a session — every message whose `session_id` is the
  * session, including pre-session legacy messages the writer carried in — or, before its session
  * exists, an appointment's legacy chat (`appointment_id` set, `session_id` null). Scopes are
- * typed and namespaced: an id of one kind never addresses another (reference §7 bug 15).
+ * typed and namespaced: an id of one kind never addresses another (the original's one id space let users read others' chats).
  *
  * Invariants are constraints: one message per (scope, sender, client_message_id) (partial unique
  * indexes, `ON CONFLICT DO NOTHING`), one reaction per (message, user, emoji) (primary key), a

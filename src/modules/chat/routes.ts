@@ -1,6 +1,6 @@
 /**
- * Chat routes: session chat under `/api/v2/sessions/{context}/…` (SPEC §2.6, §5); the legacy
- * appointment-addressed routes under `/api/v2/chat/{id}/…` behind the SessionContextGuard (§3.2)
+ * Chat routes: session chat under `/api/v2/sessions/{context}/…`; the legacy
+ * appointment-addressed routes under `/api/v2/chat/{id}/…` behind the SessionContextGuard
  * are registered from `legacy-routes.ts`.
  *
  * Every request to a chat route — served, refused or blocked — counts once in

@@ -1,6 +1,6 @@
 /**
- * Chat request and response schemas: the session routes (SPEC §2.6, §5) and the legacy
- * appointment routes in the shapes the old mobile clients send and parse (reference §4.4).
+ * Chat request and response schemas: the session routes and the legacy
+ * appointment routes in the shapes the old mobile clients send and parse.
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { Id, IdString, IsoDateTime, Literals, MultilineText, NO_CONTROL_PATTERN, Text } from '../../lib/schemas.js';
@@ -156,7 +156,7 @@ export const LegacyOptionalReactionBody = Type.Union([
 export const LegacyMarkReadBody = Type.Union([
   Type.Object(
     {
-      /** Ignored: the reader is the authenticated user, never a body field (reference §7 bug 16). */
+      /** Ignored: the reader is the authenticated user, never a body field (the original system trusted this one). */
       user_id: Type.Optional(Type.Union([Type.Integer(), Text({ maxLength: 32 })])),
       timestamp: Type.Optional(Text({ maxLength: 64 })),
     },

@@ -76,7 +76,7 @@ export interface MessageInput {
 }
 
 /**
- * Content rules of a message (SPEC §2.6): text needs visible text and no media; image and voice
+ * Content rules of a message: text needs visible text and no media; image and voice
  * need an acceptable media URL; no body may carry HTML, scripts or links (CONTENT_BLOCKED).
  */
 export function validateMessage(m: MessageInput): void {

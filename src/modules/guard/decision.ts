@@ -1,5 +1,5 @@
 /**
- * SessionContextGuard decisions for the legacy, appointment-addressed routes (SPEC §3.2, §3.3).
+ * SessionContextGuard decisions for the legacy, appointment-addressed routes.
  *
  * Pure: the caller has already authenticated, checked participation and loaded
  * `appointment.session_id`; these functions only turn that plus the flags into an action. The IO
@@ -9,7 +9,7 @@
  * `rollout:status` counts to tell whether turning the flag on is safe.
  */
 
-/** The eight legacy chat operations the guard covers, named as in the design document. */
+/** The eight legacy chat operations the guard covers, named as the original backend's methods. */
 export const CHAT_OPERATIONS = [
   'sendMessage',
   'getMessages',
@@ -44,7 +44,7 @@ export type BillingDecision =
   | { action: 'legacy' };
 
 /**
- * Chat guard, SPEC §3.2:
+ * Chat guard:
  *
  * | session_id | enforceChat | allowLegacyChat | decision                              |
  * |------------|-------------|-----------------|---------------------------------------|
@@ -73,7 +73,7 @@ export function decideLegacyChat(input: {
 }
 
 /**
- * Billing guard, SPEC §3.3:
+ * Billing guard:
  *
  * | session_id | enforceBilling | decision                                   |
  * |------------|----------------|--------------------------------------------|

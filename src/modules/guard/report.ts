@@ -1,7 +1,7 @@
 /**
  * How a SessionContextGuard decision is reported: one log line (with the ids), one metric
  * increment (labels without ids) and, written by the caller, one guard-event row
- * (`recordGuardEvent`). Shared by the chat guard (SPEC §3.2) and the billing guard (§3.3) so the
+ * (`recordGuardEvent`). Shared by the chat guard and the billing guard so the
  * log lines the runbooks and alerts grep for are spelled once:
  *
  * | guard   | outcome                      | log message                                          |

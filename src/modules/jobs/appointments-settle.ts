@@ -1,5 +1,5 @@
 /**
- * `appointments:settle` (SPEC §2.2): nothing stays `pending` or `confirmed` forever.
+ * `appointments:settle`: nothing stays `pending` or `confirmed` forever.
  *
  * - `pending` whose time has passed (never confirmed) → `expired`;
  * - `confirmed`, never converted, older than STALE_APPOINTMENT_DAYS → `missed`.

@@ -1,5 +1,5 @@
 /**
- * `appointments:auto-start-sessions` (SPEC §3.4): turns due appointments into sessions.
+ * `appointments:auto-start-sessions`: turns due appointments into sessions.
  *
  * Due = `confirmed`, no session, `scheduled_at <= now()` by the database clock, not older than
  * AUTO_START_MAX_LATENESS_MINUTES, its backoff (`next_conversion_at`) reached, fewer than

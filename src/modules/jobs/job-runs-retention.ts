@@ -1,5 +1,5 @@
 /**
- * `records:retention` (SPEC §2.7): record tables do not grow without bound. Rows older than
+ * `records:retention`: record tables do not grow without bound. Rows older than
  * RECORD_RETENTION_DAYS (default 30; at least 8, so the 24 h and 7 d windows `rollout:status` and
  * the monitor read stay whole) are deleted from
  *

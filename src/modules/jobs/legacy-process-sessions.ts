@@ -10,7 +10,7 @@
  * not bill: a legacy appointment is billed through the legacy billing endpoints
  * (`/api/v2/appointments/{id}/end-session`, `process-payment`, `/api/v2/text-appointments/process-deduction`),
  * which charge through the ledger at most once per appointment. The original deducted a session
- * from the patient here with no evidence of a no-show (reference §9.4 R6); this one never does.
+ * from the patient here with no evidence of a no-show (it read join flags it never selected); this one never does.
  */
 import { sql } from 'kysely';
 import type { AppContext } from '../../context.js';

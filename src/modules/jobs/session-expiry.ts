@@ -1,5 +1,5 @@
 /**
- * Session expiry (SPEC §2.3): text sessions past the doctor's response window or the join window,
+ * Session expiry: text sessions past the doctor's response window or the join window,
  * calls ringing past the ring timeout or waiting past the join window. The database clock picks
  * the candidates (SQL on `now()`, the `sessions_live` partial index); each is then ticked through
  * the state machine under its row lock (`tickSession`, SKIP LOCKED: a session a request is

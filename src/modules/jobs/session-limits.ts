@@ -1,5 +1,5 @@
 /**
- * `sessions:end-limits` (SPEC §2.3): ends running sessions nobody ended — idle text chats
+ * `sessions:end-limits`: ends running sessions nobody ended — idle text chats
  * (`inactive`), calls both participants left (`disconnected`), sessions past their time limit
  * (`time_limit`) — and sends the "ends in 5 minutes" notice before a time limit. Every 15 s, so a
  * limit is applied within 15 s of being reached (billing never runs past it: the session is

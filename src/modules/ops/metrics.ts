@@ -9,7 +9,7 @@ import { LEGACY_TRIGGER_COMMANDS } from '../jobs/legacy.js';
 
 /** `path` label of `chat_operations_total`: the legacy appointment route or the session route. */
 export const CHAT_PATHS = ['legacy', 'session'] as const;
-/** `reason` label of `appointment_session_conversion_failed_total` (SPEC §3.4, a closed set). */
+/** `reason` label of `appointment_session_conversion_failed_total` (a closed set). */
 export const CONVERSION_FAILURE_REASONS = [
   'invalid_appointment_state',
   'missing_doctor_or_patient',

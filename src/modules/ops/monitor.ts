@@ -5,7 +5,7 @@
  * REPEATABLE READ transaction: one snapshot, and `now()` (the database clock) is the same instant
  * in every window.
  *
- * Levels (SPEC §3.4, ops/prometheus/alerts.yml):
+ * Levels (the same as the alert rules, ops/prometheus/alerts.yml):
  * - backlog: warning when ≥ 10 appointments have been due continuously for 5 minutes, critical at
  *   ≥ 50. "Continuously for 5 minutes" is judged from the appointments themselves: an appointment
  *   that is due now and whose `scheduled_at` is at least 5 minutes old has been due for the whole

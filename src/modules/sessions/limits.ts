@@ -1,5 +1,5 @@
 /**
- * Sessions end without a client (SPEC §2.3): the IO around the pure limits of `state.ts`
+ * Sessions end without a client: the IO around the pure limits of `state.ts`
  * (`onLimits`, `billableUntil`, `timeLimitNoticeDue`, `onPresence`).
  *
  * Sweep, claim, re-validate: `sessionsPastLimits` picks candidates by SQL on the injected clock;

@@ -1,5 +1,5 @@
 /**
- * Recovery (`appointments:recover-sessions`, SPEC §3.4): converts confirmed appointments whose
+ * Recovery (`appointments:recover-sessions`): converts confirmed appointments whose
  * time has passed and that still have no session — those auto-start gave up on (attempts used
  * up), those older than its lateness window, those missed while no worker ran — through the
  * single writer (source `recovery`).

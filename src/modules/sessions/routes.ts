@@ -1,4 +1,4 @@
-/** Session routes (SPEC §5): look-up, instant sessions, start from an appointment, end, calls. */
+/** Session routes: look-up, instant sessions, start from an appointment, end, calls. */
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { IdParams, Ok, problems, toId } from '../../lib/schemas.js';

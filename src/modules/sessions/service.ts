@@ -79,7 +79,7 @@ export async function liveSessionsOf(db: Executor, actor: Actor): Promise<Sessio
     .execute();
 }
 
-/** Whether the doctor is in a live session: "busy" for new instant sessions (SPEC §2.3). */
+/** Whether the doctor is in a live session: "busy" for new instant sessions. */
 export async function doctorInLiveSession(db: Executor, doctorId: number): Promise<boolean> {
   const row = await db
     .selectFrom('sessions')

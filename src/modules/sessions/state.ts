@@ -75,7 +75,7 @@ export function endedByTime(s: SessionState, now: Date, t: SessionTiming): boole
 /**
  * A chat message was sent by `from`. (Calls have chat too, without these rules.)
  * A session whose deadline has passed is over even if no worker has expired it yet: a doctor
- * answering one second after the response window does not activate it (SPEC §2.3).
+ * answering one second after the response window does not activate it.
  */
 export function onMessage(s: SessionState, from: Party, now: Date, t: SessionTiming): Transition {
   if (!isLive(s.status)) return refuse('not_active');
@@ -216,7 +216,7 @@ export function consultationHappened(s: Pick<SessionState, 'activated_at' | 'con
 }
 
 /**
- * Ending without a client (SPEC §2.3): the limits the worker applies to running sessions.
+ * Ending without a client: the limits the worker applies to running sessions.
  *
  * - `inactive`     an `active` text session with no message for `idleMinutes`: ended at its last
  *                  message (billed up to it);
