@@ -122,8 +122,8 @@ describe.skipIf(!NGINX)('the documented reverse proxy, through a real nginx', { 
     existing?.closeAllConnections();
     await new Promise((r) => existing?.close(r));
     t?.app.server.closeAllConnections();
-    // Until the app's sockets are served, sessiongate leaves an upgrade on an unknown path
-    // unanswered and its close then waits for it: bounded here, the rest of the teardown as usual.
+    // An upgrade left half-open by the proxy would make close wait for it: bounded here, the
+    // rest of the teardown as usual.
     if (t) {
       await Promise.race([t.app.close(), new Promise((r) => setTimeout(r, 5_000))]);
       await closeContext(t.ctx);
@@ -215,7 +215,7 @@ describe.skipIf(!NGINX)('the documented reverse proxy, through a real nginx', { 
       `${proxy.replace('http', 'ws')}/chat-signaling?appointmentId=text_session_12&userId=4&authToken=x.y.z`,
       'no-compression',
     );
-    ws.on('error', () => {}); // whatever sessiongate answers (101 once the app's sockets are served), the head is what is asserted
+    ws.on('error', () => {}); // the token is not a real one: sessiongate refuses it; the head is what is asserted
     await expect.poll(() => atSessiongate.slice(before), { timeout: 10_000 }).toContain('GET /chat-signaling?');
     await expect.poll(() => atSessiongate.slice(before), { timeout: 5_000 }).toContain('\r\n\r\n');
     ws.terminate();
