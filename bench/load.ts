@@ -22,6 +22,7 @@ import WebSocket from 'ws';
 import { openDatabase } from '../src/db/index.js';
 import { migrate } from '../src/db/migrate.js';
 import { signToken } from '../src/lib/auth.js';
+import { NO_USER_LIMITS } from './http-harness.js';
 import { createScratchDatabase } from './scratch-database.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -80,7 +81,7 @@ function startApi(env: Env, port: number): Promise<ChildProcess> {
       PORT: String(port),
       JWT_SECRET: SECRET,
       LOG_LEVEL: 'warn',
-      RATE_LIMIT_CREATE_PER_MINUTE: '1000000',
+      ...NO_USER_LIMITS,
       DB_POOL_SIZE: process.env['DB_POOL_SIZE'] ?? '10',
     },
     stdio: ['ignore', 'ignore', 'pipe'],
