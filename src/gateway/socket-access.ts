@@ -131,9 +131,11 @@ export class SocketAccess<C extends GuardedConnection = GuardedConnection> {
           .execute();
         for (const r of rows) current.set(r.id, r.role);
       }
-      for (const [id, conns] of [...this.byUser]) {
+      // Only the users that were read: one who connected during the read is not in `current`
+      // and must not be taken for deactivated (their handshake has just checked them).
+      for (const id of ids) {
         const role = current.get(id);
-        for (const c of [...conns]) {
+        for (const c of [...(this.byUser.get(id) ?? [])]) {
           if (role === c.user.role) continue;
           this.revokeConnection(c, role === undefined ? 'deactivated' : 'role_changed');
           closed += 1;
